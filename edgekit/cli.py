@@ -1,0 +1,86 @@
+"""The ``edgekit`` command line: core commands here, package commands loaded lazily.
+
+Each package owns its own click group (``converters.cli``, ``device_agent.cli``, ``fleet.cli``); they are imported
+by name only when invoked, so ``edgekit --help`` stays fast and a missing extra becomes a one-line install hint.
+Every :class:`~edgekit.errors.EdgekitError` is caught once, here, printed as one line, and turned into an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from . import __version__
+from .errors import EdgekitError
+from .extras import missing_extra_for
+
+# name -> (module, attribute, help)
+LAZY_COMMANDS = {
+    "convert": ("converters.cli", "convert", "Convert a Keras/SavedModel model to TFLite and bundle it."),
+    "edgetpu": ("converters.cli", "edgetpu", "Edge TPU precheck and compilation."),
+    "agent": ("device_agent.cli", "agent", "Run, install and query the device agent."),
+    "fleet": ("fleet.cli", "fleet", "Fleet manager: broker, provisioning, telemetry, rollouts."),
+}
+CORE_COMMANDS = {
+    "keys": ("edgekit.cli_keys", "keys", "Generate and show Ed25519 signing keys."),
+    "bundle": ("edgekit.cli_bundle", "bundle", "Create, inspect and verify model bundles (*.ekb)."),
+}
+
+
+def report_error(exc: EdgekitError) -> None:
+    click.secho(f"edgekit: error: {exc.one_line()}", err=True, fg="red")
+
+
+class RootGroup(click.Group):
+    """Loads subcommands on demand and turns EdgekitError into a one-line message and exit code."""
+
+    def list_commands(self, ctx):
+        return sorted({**LAZY_COMMANDS, **CORE_COMMANDS})
+
+    def get_command(self, ctx, name):
+        spec = LAZY_COMMANDS.get(name) or CORE_COMMANDS.get(name)
+        if spec is None:
+            return None
+        module, attr, help_text = spec
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            mapped = missing_extra_for(exc)
+            if mapped is None:
+                raise
+            err = mapped
+
+            @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def _missing(args):
+                raise err
+
+            return _missing
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, spec[2]) for name, spec in sorted({**LAZY_COMMANDS, **CORE_COMMANDS}.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            report_error(exc)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=RootGroup)
+@click.version_option(__version__, prog_name="edgekit")
+def cli() -> None:
+    """edgekit: convert Keras models to TFLite, bundle and sign them, and run them on a fleet of edge devices."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="edgekit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

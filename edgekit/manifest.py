@@ -1,0 +1,103 @@
+"""The bundle manifest, schema version 1 (documented in docs/bundle.md).
+
+The manifest is stored in the bundle as its canonical bytes (UTF-8 JSON, sorted keys, no spaces) and the signature
+covers exactly those bytes. It pins the sha256 and size of every payload file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import ManifestError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "signature"
+TARGETS = ("cpu", "edgetpu")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.\-+]+)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+REQUIRED = ("schema_version", "name", "version", "created_at", "model_file", "files", "inputs", "outputs", "target")
+
+
+def canonical_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ManifestError(f"invalid model name {name!r}",
+                            hint="use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise ManifestError(f"invalid version {version!r}", hint="use a semantic version such as 1.2.0")
+    return version
+
+
+def check_file_name(name: str) -> str:
+    if not isinstance(name, str) or not _FILE.match(name) or ".." in name:
+        raise ManifestError(f"invalid payload file name {name!r}", hint="use a flat name such as model.tflite")
+    return name
+
+
+def parse_manifest(raw: bytes) -> dict[str, Any]:
+    """Parse and validate manifest bytes; raise ManifestError / SchemaVersionError."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError("manifest.json is not valid UTF-8 JSON") from exc
+    if not isinstance(data, dict):
+        raise ManifestError("manifest.json must be a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"manifest schema version {version!r} is not supported (this edgekit reads version {SCHEMA_VERSION})")
+    validate_manifest(data)
+    return data
+
+
+def validate_manifest(m: dict[str, Any]) -> None:
+    missing = [k for k in REQUIRED if k not in m]
+    if missing:
+        raise ManifestError(f"manifest lacks {', '.join(missing)}")
+    check_name(m["name"])
+    check_version(m["version"])
+    if m["target"] not in TARGETS:
+        raise ManifestError(f"unknown target {m['target']!r}", hint=f"use one of {', '.join(TARGETS)}")
+    files = m["files"]
+    if not isinstance(files, dict) or not files:
+        raise ManifestError("manifest.files must be a non-empty object")
+    for name, entry in files.items():
+        check_file_name(name)
+        if name in (MANIFEST_NAME, SIGNATURE_NAME):
+            raise ManifestError(f"payload file may not be called {name}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
+            raise ManifestError(f"manifest.files[{name!r}] needs a lowercase hex sha256")
+        if not isinstance(entry.get("size"), int) or entry["size"] < 0:
+            raise ManifestError(f"manifest.files[{name!r}] needs a non-negative integer size")
+    if m["model_file"] not in files:
+        raise ManifestError(f"model_file {m['model_file']!r} is not listed in manifest.files")
+    for key in ("inputs", "outputs"):
+        tensors = m[key]
+        if not isinstance(tensors, list) or not tensors:
+            raise ManifestError(f"manifest.{key} must be a non-empty list")
+        for t in tensors:
+            if not isinstance(t, dict) or not isinstance(t.get("dtype"), str) or not isinstance(t.get("shape"), list):
+                raise ManifestError(f"each entry of manifest.{key} needs dtype and shape")
+    golden = m.get("golden")
+    if golden is not None:
+        if not isinstance(golden, dict) or golden.get("file") not in files:
+            raise ManifestError("manifest.golden.file must name a payload file")
+        for k in ("atol", "rtol"):
+            if not isinstance(golden.get(k), (int, float)) or golden[k] < 0:
+                raise ManifestError(f"manifest.golden.{k} must be a non-negative number")
+    labels = m.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        raise ManifestError("manifest.labels must be a list of strings")

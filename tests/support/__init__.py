@@ -1,0 +1,1 @@
+"""Shared test support: free ports, real Mosquitto and PostgreSQL servers, models, keys."""

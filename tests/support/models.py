@@ -1,0 +1,65 @@
+"""Real models for tests: the digits CNN from examples/, converted with the plain TFLiteConverter.
+
+These helpers import TensorFlow, so only call them from the test process (never from an agent subprocess).
+Results are cached under ``<repo>/.cache/test-models`` keyed by the arguments, so a rerun skips the training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / ".cache" / "test-models"
+
+
+def digits_keras(epochs: int = 8, seed: int = 0, legacy: bool = False, width: int = 16) -> dict:
+    """Train (once) and return {'model', 'calibration', 'eval', 'test_accuracy'} paths for the digits CNN."""
+    tag = f"digits-e{epochs}-s{seed}-w{width}{'-legacy' if legacy else ''}"
+    out = CACHE / tag / ("digits.h5" if legacy else "digits.keras")
+    meta = CACHE / tag / "meta.json"
+    if meta.exists() and out.exists():
+        return json.loads(meta.read_text())
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import train_digits
+    finally:
+        sys.path.pop(0)
+    result = train_digits.train(out, epochs=epochs, seed=seed, legacy=legacy, width=width)
+    meta.write_text(json.dumps(result))
+    return result
+
+
+def to_tflite(keras_path: str | os.PathLike, mode: str = "fp32", calibration: np.ndarray | None = None) -> bytes:
+    """Convert with the plain TFLiteConverter: fp32, or int8 (full integer, int8 I/O, batch fixed to 1)."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.models.load_model(keras_path)
+    shape = [1] + list(model.inputs[0].shape[1:])
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    if mode == "int8":
+        calib = calibration if calibration is not None else np.random.default_rng(0).random([64] + shape[1:])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([calib[i:i + 1].astype("float32")] for i in range(len(calib)))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    elif mode != "fp32":
+        raise ValueError(mode)
+    return conv.convert()
+
+
+def digits_tflite(mode: str = "fp32", **kw) -> Path:
+    """The digits CNN as a .tflite file (cached)."""
+    info = digits_keras(**kw)
+    path = Path(info["model"]).with_name(f"digits-{mode}.tflite")
+    if not path.exists():
+        calib = np.load(info["calibration"])["x"] if mode == "int8" else None
+        path.write_bytes(to_tflite(info["model"], mode, calib))
+    return path
