@@ -132,7 +132,20 @@ class Postgres:
             argv = ["runuser", "-u", "postgres", "--"] + argv
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    def _relocate_for_postgres_user(self) -> None:
+        # As root the server runs as 'postgres', which cannot traverse pytest's 0700 temp dirs: keep the cluster in
+        # a private directory of its own under the system temp dir (removed again by stop()).
+        import tempfile
+
+        if os.geteuid() != 0:
+            return
+        self._own_dir = Path(tempfile.mkdtemp(prefix="edgekit-pg-"))
+        os.chmod(self._own_dir, 0o700)
+        self.workdir = self._own_dir
+        self.datadir = self.workdir / "pgdata"
+
     def start(self) -> "Postgres":
+        self._relocate_for_postgres_user()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._run_as([self._bin("initdb"), "-D", str(self.datadir), "-U", "edgekit", "--auth=trust", "-E", "UTF8"])
         self._run_as([self._bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.workdir / "pg.log"), "-w",
@@ -149,3 +162,7 @@ class Postgres:
         if self.pid is not None:
             stop_pid(self.pid, timeout=20)
             self.pid = None
+        own = getattr(self, "_own_dir", None)
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+            self._own_dir = None
