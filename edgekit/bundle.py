@@ -104,8 +104,8 @@ class Bundle:
 # --- writing ---------------------------------------------------------------------------------------------------------
 
 
-def pack_bundle(out: str | os.PathLike, manifest_bytes: bytes, signature_bytes: bytes, files: dict[str, bytes]) -> Path:
-    """Low-level: write the tar atomically (manifest, signature, then payloads in sorted order). No checks."""
+def pack_bytes(manifest_bytes: bytes, signature_bytes: bytes, files: dict[str, bytes]) -> bytes:
+    """The canonical archive: PAX tar of manifest, signature, then payloads in sorted order; fixed metadata."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in [(MANIFEST_NAME, manifest_bytes), (SIGNATURE_NAME, signature_bytes),
@@ -115,7 +115,12 @@ def pack_bundle(out: str | os.PathLike, manifest_bytes: bytes, signature_bytes: 
             info.mode = 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
-    return atomic_write(out, buf.getvalue())
+    return buf.getvalue()
+
+
+def pack_bundle(out: str | os.PathLike, manifest_bytes: bytes, signature_bytes: bytes, files: dict[str, bytes]) -> Path:
+    """Low-level: write the canonical archive atomically. No checks."""
+    return atomic_write(out, pack_bytes(manifest_bytes, signature_bytes, files))
 
 
 def signature_record(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
@@ -302,8 +307,9 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
     if len(raw_manifest) > limits.max_manifest_bytes:
         raise BundleTooLargeError(f"manifest is over {limits.max_manifest_bytes} bytes")
     manifest = parse_manifest(raw_manifest)
+    raw_signature = members.pop(SIGNATURE_NAME)
     try:
-        sig = json.loads(members.pop(SIGNATURE_NAME))
+        sig = json.loads(raw_signature)
         sig_bytes = base64.b64decode(sig["sig"], validate=True)
         if not isinstance(sig.get("key_id"), str):
             raise ValueError("key_id")
@@ -336,6 +342,11 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
             raise HashMismatchError(f"{name} does not match the sha256/size in the manifest: the file was modified")
     model = members[manifest["model_file"]]
     inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
+    # Last: the archive must be byte-for-byte the canonical packing of what was checked, so that no byte of the
+    # file (headers, padding, trailing blocks) can change without verification failing.
+    if pack_bytes(raw_manifest, raw_signature, members) != data:
+        raise BundleCorruptError("bundle archive is not in canonical form: it was modified after signing",
+                                 hint="fetch the bundle again, or rebuild it with 'edgekit bundle create'")
     return Bundle(path=path, manifest=manifest, manifest_bytes=raw_manifest, signature=sig, files=members,
                   sha256=sha256_hex(data), size=len(data), signature_verified=verified)
 

@@ -6,6 +6,8 @@ Results are cached under ``<repo>/.cache/test-models`` keyed by the arguments, s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -17,13 +19,30 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "test-models"
 
 
+@contextlib.contextmanager
+def _cache_lock():
+    """Serialize cache writes between concurrent test runs (several pytest processes may share .cache)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def digits_keras(epochs: int = 8, seed: int = 0, legacy: bool = False, width: int = 16) -> dict:
     """Train (once) and return {'model', 'calibration', 'eval', 'test_accuracy'} paths for the digits CNN."""
     tag = f"digits-e{epochs}-s{seed}-w{width}{'-legacy' if legacy else ''}"
     out = CACHE / tag / ("digits.h5" if legacy else "digits.keras")
     meta = CACHE / tag / "meta.json"
-    if meta.exists() and out.exists():
-        return json.loads(meta.read_text())
+    with _cache_lock():
+        if meta.exists() and out.exists():
+            return json.loads(meta.read_text())
+        return _train(out, meta, epochs, seed, legacy, width)
+
+
+def _train(out: Path, meta: Path, epochs: int, seed: int, legacy: bool, width: int) -> dict:
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import train_digits
@@ -41,8 +60,10 @@ def to_tflite(keras_path: str | os.PathLike, mode: str = "fp32", calibration: np
 
     model = keras.models.load_model(keras_path)
     shape = [1] + list(model.inputs[0].shape[1:])
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(shape, tf.float32))
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    # fix the batch dimension to 1 (a dynamic batch adds SHAPE/STRIDED_SLICE/PACK ops around Flatten)
+    inp = keras.Input(shape=shape[1:], batch_size=1, name=model.inputs[0].name.split(":")[0])
+    fixed = keras.Model(inp, model(inp))
+    conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
     if mode == "int8":
         calib = calibration if calibration is not None else np.random.default_rng(0).random([64] + shape[1:])
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -59,7 +80,10 @@ def digits_tflite(mode: str = "fp32", **kw) -> Path:
     """The digits CNN as a .tflite file (cached)."""
     info = digits_keras(**kw)
     path = Path(info["model"]).with_name(f"digits-{mode}.tflite")
-    if not path.exists():
-        calib = np.load(info["calibration"])["x"] if mode == "int8" else None
-        path.write_bytes(to_tflite(info["model"], mode, calib))
+    with _cache_lock():
+        if not path.exists():
+            calib = np.load(info["calibration"])["x"] if mode == "int8" else None
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(to_tflite(info["model"], mode, calib))
+            os.replace(tmp, path)
     return path
