@@ -1,0 +1,142 @@
+"""The rollout's data: the rollout itself, its per-device assignments, and the state-machine table.
+
+These are plain dataclasses shared by the pure planner, the engine (which loads and saves them) and the CLI views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import RolloutStateError
+from .policy import Policy
+
+# --- rollout states: a transition table (state, event) -> state -------------------------------------------------------
+
+RUNNING, AWAITING_APPROVAL, PAUSED, COMPLETED, ABORTED, SUPERSEDED = (
+    "running", "awaiting_approval", "paused", "completed", "aborted", "superseded")
+ACTIVE_STATES = (RUNNING, AWAITING_APPROVAL, PAUSED)
+TERMINAL_STATES = (COMPLETED, ABORTED, SUPERSEDED)
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (RUNNING, "advance"): RUNNING,              # stage passed; the next stage starts
+    (RUNNING, "await_approval"): AWAITING_APPROVAL,
+    (RUNNING, "complete"): COMPLETED,
+    (RUNNING, "fail_pause"): PAUSED,
+    (RUNNING, "fail_abort"): ABORTED,
+    (RUNNING, "pause"): PAUSED,
+    (RUNNING, "abort"): ABORTED,
+    (RUNNING, "supersede"): SUPERSEDED,
+    (AWAITING_APPROVAL, "approve"): RUNNING,    # the next stage starts
+    (AWAITING_APPROVAL, "pause"): PAUSED,
+    (AWAITING_APPROVAL, "abort"): ABORTED,
+    (AWAITING_APPROVAL, "supersede"): SUPERSEDED,
+    (PAUSED, "resume"): RUNNING,
+    (PAUSED, "abort"): ABORTED,
+    (PAUSED, "supersede"): SUPERSEDED,
+}
+# events that move the rollout to its next stage
+STAGE_EVENTS = ("advance", "approve")
+
+
+def transition(state: str, event: str, rollout_id: str = "") -> str:
+    """The next state, or RolloutStateError for a pair the table does not allow."""
+    nxt = TRANSITIONS.get((state, event))
+    if nxt is None:
+        allowed = sorted(e for (s, e) in TRANSITIONS if s == state)
+        what = f"rollout {rollout_id} is {state}" if rollout_id else f"a {state} rollout"
+        raise RolloutStateError(f"cannot {event.replace('_', ' ')}: {what}",
+                                hint=(f"allowed now: {', '.join(allowed)}" if allowed else
+                                      "it is finished; create a new rollout instead"))
+    return nxt
+
+
+# --- device assignment statuses ---------------------------------------------------------------------------------------
+
+PENDING, COMMITTED, FAILED, TIMED_OUT, REVERTED = "pending", "committed", "failed", "timed_out", "reverted"
+FAILURE_STATUSES = (FAILED, TIMED_OUT)
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """The model a rollout installs, as it goes into the ``desired`` message."""
+
+    name: str
+    version: str
+    sha256: str
+    url: str
+    size: int = 0
+
+    def desired_model(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "url": self.url,
+                "size": self.size}
+
+
+@dataclass
+class Assignment:
+    device_id: str
+    stage: int
+    assigned_at: float
+    previous: dict[str, Any] | None = None  # the desired model to republish on abort (None: clear desired)
+    status: str = PENDING
+    status_at: float | None = None
+    reason: str | None = None
+
+    @property
+    def previous_version(self) -> str | None:
+        return (self.previous or {}).get("version")
+
+
+@dataclass
+class Rollout:
+    id: str
+    bundle: BundleRef
+    policy: Policy
+    target: str
+    devices: tuple[str, ...]                 # the target, resolved when the rollout was created
+    created_at: float
+    state: str = RUNNING
+    stage: int = 0                           # index into policy.stages
+    stage_started_at: float | None = None
+    soak_started_at: float | None = None
+    acknowledged_at: float | None = None     # failures up to this time were accepted by 'resume'
+    reverted: bool = False                   # abort has republished the previous desired states
+    kind: str = "rollout"                    # "rollout" or "rollback"
+    assignments: dict[str, Assignment] = field(default_factory=dict)
+
+
+# --- what the planner reads about devices -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A device's latest update outcome event (``committed``, ``rolled_back`` or ``failed``)."""
+
+    event: str
+    at: float
+    sha256: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    device_id: str
+    online: bool
+    online_since: float | None = None
+    model: Mapping[str, Any] | None = None     # what the device runs now: name, version, sha256
+    desired: Mapping[str, Any] | None = None   # what the fleet last asked it to run (None: nothing yet)
+    update_state: str | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def model_sha(self) -> str | None:
+        return (self.model or {}).get("sha256")
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Inference telemetry of one model version on one device over the rollout's window."""
+
+    count: int = 0
+    errors: int = 0
+    p95_ms: float | None = None

@@ -1,0 +1,349 @@
+"""Rollout policy: stages, thresholds, durations, failure handling and targets, parsed from CLI strings.
+
+Everything here is pure: strings in, frozen dataclasses out, and a :class:`PolicyError` with a hint for anything
+malformed. Policies and targets round-trip through plain dicts (``to_dict``/``from_dict``) for the database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from edgekit.protocol import check_id
+from edgekit.errors import ProtocolError
+
+from .errors import PolicyError
+
+# --- scalars ---------------------------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float | int, what: str = "duration") -> float:
+    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"500ms"`` or a bare number of seconds -> seconds (float, >= 0)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", s):
+            value = float(s)
+        else:
+            parts = _DURATION_PART.findall(s)
+            if not parts or "".join(n + u for n, u in parts) != s:
+                raise PolicyError(f"invalid {what} {text!r}",
+                                  hint="write it like 30s, 5m, 1h30m or a number of seconds")
+            value = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if value < 0 or not math.isfinite(value):
+        raise PolicyError(f"invalid {what} {text!r}: must be a finite, non-negative time", hint="e.g. 5m")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:.0f}ms"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec or not (h or m) else "")
+    return out
+
+
+def parse_fraction(text: str | float, what: str = "threshold") -> float:
+    """``"95%"`` -> 0.95; a bare number must already be a fraction in [0, 1] (``"0.95"``)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
+        except ValueError:
+            raise PolicyError(f"invalid {what} {text!r}", hint="write a percentage like 95% or a fraction like 0.95")
+        if not s.endswith("%") and value > 1:
+            raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
+                              hint=f"did you mean {s}%?")
+    if not (0.0 <= value <= 1.0) or not math.isfinite(value):
+        raise PolicyError(f"invalid {what} {text!r}: must be between 0% and 100%", hint="e.g. 95%")
+    return value
+
+
+def parse_ratio(text: str | float, what: str = "regression") -> float:
+    """Like :func:`parse_fraction` but may exceed 100% (``"250%"`` -> 2.5): used for latency regressions."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
+        except ValueError:
+            raise PolicyError(f"invalid {what} {text!r}", hint="write a percentage like 20%")
+    if value < 0 or not math.isfinite(value):
+        raise PolicyError(f"invalid {what} {text!r}: must be a non-negative percentage", hint="e.g. 20%")
+    return value
+
+
+def format_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.4g}%"
+
+
+# --- stages ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A cumulative stage size: ``count`` devices or ``percent`` (0-1] of the target."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def size(self, total: int) -> int:
+        """How many devices (cumulative) this stage covers out of ``total`` target devices (at least 1)."""
+        if total <= 0:
+            return 0
+        if self.count is not None:
+            return min(self.count, total)
+        return max(1, min(total, math.ceil(round(self.percent * total, 9))))
+
+    def label(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent * 100:.4g}%"
+
+
+def parse_stages(text: str | Sequence[str]) -> tuple[Stage, ...]:
+    """``"1,10%,50%,100%"`` -> stages. Sizes must not shrink and the last stage must cover everyone (100%)."""
+    items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text)]
+    if not items or any(not p for p in items):
+        raise PolicyError(f"invalid stages {text!r}", hint="list cumulative stage sizes like 1,10%,50%,100%")
+    stages: list[Stage] = []
+    for p in items:
+        if p.endswith("%"):
+            try:
+                pct = float(p[:-1]) / 100.0
+            except ValueError:
+                raise PolicyError(f"invalid stage {p!r}", hint="a stage is a device count (1) or a percentage (10%)")
+            if not (0 < pct <= 1):
+                raise PolicyError(f"invalid stage {p!r}: a percentage must be above 0% and at most 100%",
+                                  hint="use e.g. 10%")
+            stages.append(Stage(percent=pct))
+        else:
+            if not p.isdigit() or int(p) < 1:
+                raise PolicyError(f"invalid stage {p!r}", hint="a stage is a device count >= 1 or a percentage (10%)")
+            stages.append(Stage(count=int(p)))
+    last = stages[-1]
+    if last.percent != 1.0:
+        raise PolicyError(f"the last stage of {text!r} must be 100%",
+                          hint="end the list with 100%, e.g. 1,10%,50%,100%")
+    # sizes must be non-decreasing for every fleet size; check percentages among themselves and counts among themselves
+    pcts = [s.percent for s in stages if s.percent is not None]
+    counts = [s.count for s in stages if s.count is not None]
+    if pcts != sorted(pcts) or counts != sorted(counts):
+        raise PolicyError(f"stages {text!r} shrink", hint="stages are cumulative: list them in increasing order")
+    return tuple(stages)
+
+
+def stage_sizes(stages: Sequence[Stage], total: int) -> list[int]:
+    """Cumulative sizes for a target of ``total`` devices, made monotonic (a count stage never undoes a percent)."""
+    sizes, high = [], 0
+    for s in stages:
+        high = max(high, s.size(total))
+        sizes.append(high)
+    return sizes
+
+
+# --- failure handling ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailureMode:
+    """What the rollout does when a stage fails: the state-machine event it raises."""
+
+    name: str
+    event: str
+    help: str
+
+
+FAILURE_MODES: dict[str, FailureMode] = {
+    m.name: m for m in (
+        FailureMode("pause", "fail_pause", "stop assigning devices and wait for an operator (resume or abort)"),
+        FailureMode("abort", "fail_abort", "abort and republish the previous desired state to every touched device"),
+    )
+}
+
+
+def parse_on_failure(text: str) -> FailureMode:
+    mode = FAILURE_MODES.get(str(text).strip().lower())
+    if mode is None:
+        raise PolicyError(f"invalid --on-failure {text!r}", hint=f"use one of {', '.join(FAILURE_MODES)}")
+    return mode
+
+
+# --- targets ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a target matches against: a device's id, tags and groups (from the registry)."""
+
+    device_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    groups: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    values: tuple[str, ...]
+
+    def matches(self, device: DeviceInfo) -> bool:
+        return TARGET_KINDS[self.kind].matches(self.values, device)
+
+    def select(self, devices: Sequence[DeviceInfo]) -> list[str]:
+        return sorted(d.device_id for d in devices if self.matches(d))
+
+    def __str__(self) -> str:
+        return TARGET_KINDS[self.kind].render(self.values)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    name: str
+    parse: Callable[[str], tuple[str, ...]]
+    matches: Callable[[tuple[str, ...], DeviceInfo], bool]
+    render: Callable[[tuple[str, ...]], str]
+    example: str
+
+
+def _parse_tag(body: str) -> tuple[str, ...]:
+    key, sep, value = body.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise PolicyError(f"invalid target tag:{body}", hint="write tag:KEY=VALUE, e.g. tag:site=berlin")
+    return key.strip(), value.strip()
+
+
+def _parse_group(body: str) -> tuple[str, ...]:
+    if not body.strip():
+        raise PolicyError("invalid target group: (no group name)", hint="write group:NAME, e.g. group:canary")
+    return (body.strip(),)
+
+
+def _parse_devices(body: str) -> tuple[str, ...]:
+    ids = [p.strip() for p in body.split(",") if p.strip()]
+    if not ids:
+        raise PolicyError("invalid target devices: (no ids)", hint="write devices:ID1,ID2")
+    for d in ids:
+        try:
+            check_id(d, "device id")
+        except ProtocolError as exc:
+            raise PolicyError(f"invalid target: {exc.message}", hint=exc.hint) from exc
+    if len(set(ids)) != len(ids):
+        raise PolicyError(f"invalid target devices:{body}: an id is listed twice", hint="list each device once")
+    return tuple(ids)
+
+
+def _parse_all(body: str) -> tuple[str, ...]:
+    if body:
+        raise PolicyError(f"invalid target all:{body}", hint="write just 'all'")
+    return ()
+
+
+TARGET_KINDS: dict[str, TargetKind] = {
+    k.name: k for k in (
+        TargetKind("tag", _parse_tag, lambda v, d: d.tags.get(v[0]) == v[1], lambda v: f"tag:{v[0]}={v[1]}",
+                   "tag:site=berlin"),
+        TargetKind("group", _parse_group, lambda v, d: v[0] in d.groups, lambda v: f"group:{v[0]}", "group:canary"),
+        TargetKind("devices", _parse_devices, lambda v, d: d.device_id in v, lambda v: "devices:" + ",".join(v),
+                   "devices:pi-1,pi-2"),
+        TargetKind("all", _parse_all, lambda v, d: True, lambda v: "all", "all"),
+    )
+}
+
+
+def parse_target(text: str) -> Target:
+    """``tag:k=v`` | ``group:g`` | ``devices:a,b`` | ``all``."""
+    s = str(text).strip()
+    kind, _, body = s.partition(":")
+    spec = TARGET_KINDS.get(kind)
+    if spec is None:
+        examples = " | ".join(k.example for k in TARGET_KINDS.values())
+        raise PolicyError(f"invalid target {text!r}", hint=f"use one of {examples}")
+    return Target(kind, spec.parse(body))
+
+
+# --- the policy ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    stages: tuple[Stage, ...] = (Stage(count=1), Stage(percent=0.1), Stage(percent=0.5), Stage(percent=1.0))
+    success_threshold: float = 0.95   # fraction of a stage's cohort that must commit the new model
+    failure_threshold: float = 0.05   # fraction failed (failed + rolled back + timed out) above which the stage fails
+    max_p95_regression: float = 0.20  # new p95 / previous p95 - 1, median over the cohort's devices
+    max_error_rate: float = 0.01      # inference errors / inferences of the new model over the cohort
+    min_inferences: int = 0           # inferences of the new model the cohort must report before the gates pass
+    soak: float = 300.0               # seconds a stage must stay healthy before the next one starts
+    device_timeout: float = 600.0     # seconds an online device may take from assignment to an outcome
+    on_failure: str = "pause"
+    require_approval: bool = False    # wait for 'rollout approve' before each next stage
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"] = [s.label() for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
+        return build_policy(**dict(d))
+
+    @property
+    def failure_mode(self) -> FailureMode:
+        return FAILURE_MODES[self.on_failure]
+
+    def describe(self) -> str:
+        return (f"stages {','.join(s.label() for s in self.stages)}; success >= {format_pct(self.success_threshold)}, "
+                f"failure > {format_pct(self.failure_threshold)} -> {self.on_failure}; "
+                f"p95 regression <= {format_pct(self.max_p95_regression)}, error rate <= "
+                f"{format_pct(self.max_error_rate)}; soak {format_duration(self.soak)}, "
+                f"device timeout {format_duration(self.device_timeout)}"
+                + ("; manual approval between stages" if self.require_approval else ""))
+
+
+def build_policy(*, stages: str | Sequence[str] | None = None, success_threshold: str | float | None = None,
+                 failure_threshold: str | float | None = None, max_p95_regression: str | float | None = None,
+                 max_error_rate: str | float | None = None, min_inferences: int | None = None,
+                 soak: str | float | None = None, device_timeout: str | float | None = None,
+                 on_failure: str | None = None, require_approval: bool | None = None) -> Policy:
+    """Build a policy from CLI-style strings; ``None`` keeps the default. Raises PolicyError on anything malformed."""
+    base = Policy()
+    kw: dict[str, Any] = {}
+    if stages is not None:
+        kw["stages"] = parse_stages(stages)
+    if success_threshold is not None:
+        kw["success_threshold"] = parse_fraction(success_threshold, "--success-threshold")
+    if failure_threshold is not None:
+        kw["failure_threshold"] = parse_fraction(failure_threshold, "--failure-threshold")
+    if max_p95_regression is not None:
+        kw["max_p95_regression"] = parse_ratio(max_p95_regression, "--max-p95-regression")
+    if max_error_rate is not None:
+        kw["max_error_rate"] = parse_fraction(max_error_rate, "--max-error-rate")
+    if min_inferences is not None:
+        if int(min_inferences) < 0:
+            raise PolicyError(f"invalid --min-inferences {min_inferences}", hint="use 0 or a positive count")
+        kw["min_inferences"] = int(min_inferences)
+    if soak is not None:
+        kw["soak"] = parse_duration(soak, "--soak")
+    if device_timeout is not None:
+        kw["device_timeout"] = parse_duration(device_timeout, "--device-timeout")
+        if kw["device_timeout"] <= 0:
+            raise PolicyError("--device-timeout must be above 0", hint="e.g. 10m")
+    if on_failure is not None:
+        kw["on_failure"] = parse_on_failure(on_failure).name
+    if require_approval is not None:
+        kw["require_approval"] = bool(require_approval)
+    policy = Policy(**{**asdict(base), "stages": base.stages, **kw})
+    if policy.success_threshold + policy.failure_threshold > 1.0 + 1e-9:
+        raise PolicyError(
+            f"--success-threshold {format_pct(policy.success_threshold)} and --failure-threshold "
+            f"{format_pct(policy.failure_threshold)} overlap (they add up to more than 100%)",
+            hint="lower one of them, e.g. 95% and 5%")
+    return policy
