@@ -1,0 +1,9 @@
+"""Commands that set a fleet up: init, broker, provision, revoke, serve."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    pass

@@ -1,0 +1,231 @@
+"""fleet.toml: the fleet's configuration, and :class:`FleetContext`, the one object every command works from.
+
+```toml
+[fleet]
+id = "default"
+
+[broker]
+host = "127.0.0.1"          # address the broker binds to and devices/service connect to
+tls_port = 8883             # mTLS listener (client certificates signed by the fleet CA)
+password_port = 0           # TLS listener with username/password; 0 disables it
+max_queued_messages = 100000
+max_queued_bytes = 268435456
+autosave_interval = 1
+
+[store]
+url = ""                    # empty: sqlite in the data dir; or postgresql+psycopg://user@host:port/db
+
+[artifacts]
+host = "127.0.0.1"
+port = 8080
+public_url = ""             # empty: http://<host>:<port>
+
+[retention]
+raw_days = 7                # keep raw telemetry this long
+bucket_seconds = 300        # then keep averages over buckets of this size
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from edgekit.fsutil import atomic_write
+from edgekit.protocol import check_id
+from edgekit.errors import ProtocolError
+
+from .errors import FleetConfigError, FleetNotInitialized
+from .paths import FleetPaths, SERVICE_USER
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    tls_port: int = 8883
+    password_port: int = 0
+    max_queued_messages: int = 100000
+    max_queued_bytes: int = 256 * 1024 * 1024
+    autosave_interval: int = 1
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactsConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    raw_days: float = 7.0
+    bucket_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class FleetSection:
+    id: str = "default"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    fleet: FleetSection = field(default_factory=FleetSection)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+    # --- (de)serialisation ---------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: {k.name: getattr(getattr(self, f.name), k.name) for k in fields(getattr(self, f.name))}
+                for f in fields(self)}
+
+    def to_toml(self) -> bytes:
+        return tomli_w.dumps(self.to_dict()).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FleetConfig":
+        sections = {}
+        for sec in fields(cls):
+            sec_type = _SECTION_TYPES[sec.name]
+            raw = data.get(sec.name, {})
+            if not isinstance(raw, dict):
+                raise FleetConfigError(f"[{sec.name}] must be a table", key=sec.name)
+            known = {f.name: f for f in fields(sec_type)}
+            for key in raw:
+                if key not in known:
+                    raise FleetConfigError(f"unknown key {sec.name}.{key} in fleet.toml", key=f"{sec.name}.{key}",
+                                           hint=f"known keys: {', '.join(sorted(known))}")
+            values = {}
+            default = sec_type()
+            for name, value in raw.items():
+                want = type(getattr(default, name))
+                if want is float and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+                    raise FleetConfigError(f"{sec.name}.{name} must be a {want.__name__}, got {value!r}",
+                                           key=f"{sec.name}.{name}")
+                values[name] = value
+            sections[sec.name] = replace(default, **values)
+        cfg = cls(**sections)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        try:
+            check_id(self.fleet.id, "fleet id")
+        except ProtocolError as exc:
+            raise FleetConfigError(exc.message, key="fleet.id", hint=exc.hint) from None
+        for key, port in (("broker.tls_port", self.broker.tls_port), ("broker.password_port", self.broker.password_port),
+                          ("artifacts.port", self.artifacts.port)):
+            if not 0 <= port <= 65535:
+                raise FleetConfigError(f"{key} must be a port number 0-65535, got {port}", key=key)
+        if self.broker.tls_port == 0:
+            raise FleetConfigError("broker.tls_port must not be 0", key="broker.tls_port")
+        if self.retention.raw_days <= 0 or self.retention.bucket_seconds <= 0:
+            raise FleetConfigError("retention.raw_days and retention.bucket_seconds must be positive",
+                                   key="retention")
+        if self.store.url and not self.store.url.startswith(("sqlite", "postgresql")):
+            raise FleetConfigError(f"store.url {self.store.url!r} is neither sqlite nor postgresql", key="store.url",
+                                   hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+
+
+_SECTION_TYPES = {"fleet": FleetSection, "broker": BrokerConfig, "store": StoreConfig,
+                  "artifacts": ArtifactsConfig, "retention": RetentionConfig}
+
+
+def load_config(path: Path) -> FleetConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FleetNotInitialized(f"no fleet at {path.parent} ({path.name} is missing)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or re-run 'edgekit fleet init'")
+    return FleetConfig.from_dict(data)
+
+
+def save_config(path: Path, cfg: FleetConfig) -> None:
+    cfg.validate()
+    atomic_write(path, cfg.to_toml())
+
+
+@dataclass(frozen=True)
+class FleetContext:
+    """Everything a fleet command needs, derived from the data dir (and an optional --db override)."""
+
+    paths: FleetPaths
+    config: FleetConfig
+    db_override: str | None = None
+
+    @classmethod
+    def load(cls, data_dir: str | os.PathLike, db_url: str | None = None) -> "FleetContext":
+        paths = FleetPaths.at(data_dir)
+        return cls(paths, load_config(paths.config), db_url or None)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.root
+
+    @property
+    def fleet_id(self) -> str:
+        return self.config.fleet.id
+
+    @property
+    def db_url(self) -> str:
+        if self.db_override:
+            return self.db_override
+        if self.config.store.url:
+            return self.config.store.url
+        return f"sqlite:///{self.paths.db}"
+
+    @property
+    def broker_host(self) -> str:
+        return self.config.broker.host
+
+    @property
+    def broker_port(self) -> int:
+        """The mTLS port the fleet service connects to."""
+        return self.config.broker.tls_port
+
+    @property
+    def password_port(self) -> int:
+        return self.config.broker.password_port
+
+    @property
+    def service_user(self) -> str:
+        return SERVICE_USER
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.paths.signing_key
+
+    @property
+    def signing_pub_path(self) -> Path:
+        return self.paths.signing_pub
+
+    @property
+    def artifact_url(self) -> str:
+        a = self.config.artifacts
+        return (a.public_url or f"http://{a.host}:{a.port}").rstrip("/")
+
+    def engine(self):
+        from .db import make_engine
+
+        return make_engine(self.db_url)
+
+    def publish_bundle(self, path: str | os.PathLike) -> str:
+        """Copy a bundle (verified against the fleet key) into the artifact store; returns its download URL."""
+        from .artifacts import publish_bundle
+
+        return publish_bundle(path, self.paths.artifacts, self.artifact_url, pubkey=self.signing_pub_path)

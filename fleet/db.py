@@ -1,0 +1,105 @@
+"""Database plumbing: one declarative ``Base``, engines for SQLite (WAL) and PostgreSQL, sessions, migrations.
+
+Migrations live in ``fleet/migrations/versions`` as one normal alembic chain; :func:`upgrade` runs them
+programmatically (``alembic upgrade heads``). Other fleet packages add their own revision files to the same chain.
+
+Current head revision of the fleet-manager tables: ``0001_fleet_core``
+(a new migration sets ``down_revision = "0001_fleet_core"``, or the newest head at the time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.extras import require
+
+require("sqlalchemy", "fleet")
+
+from sqlalchemy import MetaData, create_engine, event  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker  # noqa: E402
+
+from .errors import StoreError  # noqa: E402
+
+HEAD_REVISION = "0001_fleet_core"
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, **kw) -> Engine:
+    """An engine for ``sqlite:///PATH`` (WAL, foreign keys on) or ``postgresql+psycopg://…``."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kw)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql"):
+        if not url.startswith("postgresql+psycopg"):
+            raise StoreError(f"unsupported PostgreSQL driver in {url!r}",
+                             hint="use a postgresql+psycopg://USER@HOST:PORT/DB url (psycopg 3)")
+        require("psycopg", "fleet")
+        return create_engine(url, pool_pre_ping=True, **kw)
+    raise StoreError(f"unsupported database url {url!r}",
+                     hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str):
+    require("alembic", "fleet")
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | Engine, revision: str = "heads") -> None:
+    """Bring the database at ``url`` (or an engine) to the newest schema."""
+    from alembic import command
+    from sqlalchemy.exc import OperationalError
+
+    engine = url if isinstance(url, Engine) else make_engine(url)
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise StoreError(f"cannot migrate the database {engine.url!r}: {exc.orig}",
+                         hint="check the --db url and that the database server runs", retryable=True) from exc
+    finally:
+        if not isinstance(url, Engine):
+            engine.dispose()
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())

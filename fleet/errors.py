@@ -1,0 +1,59 @@
+"""Errors of the fleet manager, rooted in the shared :mod:`edgekit.errors` tree."""
+
+from __future__ import annotations
+
+from edgekit.errors import ConfigError, EdgekitError
+
+
+class FleetError(EdgekitError):
+    """Base for fleet-manager failures."""
+
+
+class FleetNotInitialized(FleetError):
+    default_hint = "create it with 'edgekit fleet init' or pass --data-dir / set EDGEKIT_FLEET_DIR"
+
+
+class FleetConfigError(ConfigError):
+    """fleet.toml is invalid; ``key`` names the offending key."""
+
+
+class BrokerError(FleetError):
+    """Mosquitto could not be configured, started, stopped or reached."""
+
+
+class BrokerNotInstalled(BrokerError):
+    default_hint = "install the Debian package 'mosquitto' (apt-get install mosquitto)"
+
+
+class UnknownDeviceError(FleetError):
+    default_hint = "list devices with 'edgekit fleet devices' or provision it with 'edgekit fleet provision'"
+
+    def __init__(self, device_id: str, message: str | None = None, **kw):
+        super().__init__(message or f"device {device_id!r} is not provisioned in this fleet", **kw)
+        self.device_id = device_id
+
+
+class DeviceExistsError(FleetError):
+    default_hint = "pass --force to issue new credentials, or revoke it first"
+
+    def __init__(self, device_id: str, message: str | None = None, **kw):
+        super().__init__(message or f"device {device_id!r} is already provisioned", **kw)
+        self.device_id = device_id
+
+
+class TargetError(FleetError):
+    default_hint = "use tag:KEY=VALUE, group:NAME or devices:ID1,ID2"
+
+
+class StoreError(FleetError):
+    """The database cannot be opened, migrated or written."""
+
+
+class ArtifactError(FleetError):
+    """A bundle cannot be published or served."""
+
+
+class LinkError(FleetError):
+    """The fleet's MQTT connection failed."""
+
+    default_hint = "check that the broker runs ('edgekit fleet broker status') and the service credentials exist"

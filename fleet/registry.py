@@ -1,0 +1,134 @@
+"""The device registry: provisioned devices, their tags and groups, and what their birth messages say.
+
+A device enters the registry only through provisioning; a ``state`` message from any other id is refused
+(:meth:`Registry.apply_state` returns False and the ingest counts it as unknown). Online/offline comes from ``state``
+messages, including the Last Will.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
+
+from edgekit.protocol import StateMessage, check_id
+
+from .db import session_factory
+from .errors import DeviceExistsError, UnknownDeviceError
+from .models import Device
+from .targets import Target, parse_target
+
+
+class Registry:
+    def __init__(self, engine: Engine, fleet: str):
+        self.engine = engine
+        self.fleet = fleet
+        self.Session = session_factory(engine)
+
+    # --- provisioning --------------------------------------------------------------------------------------------
+
+    def add(self, device_id: str, *, tags: dict[str, Any] | None = None, groups: Iterable[str] = (),
+            auth: str = "cert", replace: bool = False) -> Device:
+        check_id(device_id, "device id")
+        now = time.time()
+        with self.Session.begin() as s:
+            dev = s.get(Device, device_id)
+            if dev is not None and dev.provisioned and dev.revoked_at is None and not replace:
+                raise DeviceExistsError(device_id)
+            if dev is None:
+                dev = Device(id=device_id, fleet=self.fleet, tags={}, groups=[], capabilities={}, update={},
+                             online=False)
+                s.add(dev)
+            dev.provisioned = True
+            dev.provisioned_at = now
+            dev.revoked_at = None
+            dev.auth = auth
+            dev.tags = dict(tags or {})
+            dev.groups = sorted(set(groups))
+        return self.get(device_id)
+
+    def revoke(self, device_id: str) -> Device:
+        with self.Session.begin() as s:
+            dev = s.get(Device, device_id)
+            if dev is None or not dev.provisioned:
+                raise UnknownDeviceError(device_id)
+            dev.provisioned = False
+            dev.revoked_at = time.time()
+            dev.online = False
+        return self.get(device_id)
+
+    def set_tags(self, device_id: str, tags: dict[str, Any] | None = None, groups: Iterable[str] | None = None) -> Device:
+        with self.Session.begin() as s:
+            dev = s.get(Device, device_id)
+            if dev is None:
+                raise UnknownDeviceError(device_id)
+            if tags is not None:
+                dev.tags = {**(dev.tags or {}), **tags}
+            if groups is not None:
+                dev.groups = sorted(set(groups))
+        return self.get(device_id)
+
+    # --- queries -------------------------------------------------------------------------------------------------
+
+    def provisioned(self, device_id: str) -> bool:
+        with self.Session() as s:
+            dev = s.get(Device, device_id)
+            return bool(dev is not None and dev.provisioned)
+
+    def provisioned_ids(self) -> set[str]:
+        with self.Session() as s:
+            return set(s.scalars(sa_select(Device.id).where(Device.provisioned.is_(True))))
+
+    def get(self, device_id: str) -> Device:
+        with self.Session() as s:
+            dev = s.get(Device, device_id)
+            if dev is None:
+                raise UnknownDeviceError(device_id)
+            return dev
+
+    def list(self, *, include_revoked: bool = False) -> list[Device]:
+        with self.Session() as s:
+            q = sa_select(Device).order_by(Device.id)
+            if not include_revoked:
+                q = q.where(Device.provisioned.is_(True))
+            return list(s.scalars(q))
+
+    def select(self, target: str | Target) -> list[Device]:
+        """Provisioned devices matching ``tag:k=v``, ``group:g``, ``devices:a,b`` (or ``all``)."""
+        t = parse_target(target) if isinstance(target, str) else target
+        return [d for d in self.list() if t.matches(d)]
+
+    # --- birth messages ------------------------------------------------------------------------------------------
+
+    def apply_state(self, msg: StateMessage, received: float | None = None) -> bool:
+        """Record a device's state message; False (nothing written) if the device is not provisioned."""
+        received = received or time.time()
+        with self.Session.begin() as s:
+            dev = s.get(Device, msg.device_id)
+            if dev is None or not dev.provisioned:
+                return False
+            apply_state_to(dev, msg, received)
+        return True
+
+
+def apply_state_to(dev: Device, msg: StateMessage, received: float) -> None:
+    """Pure update of a registry row from a state message (an older state never overwrites a newer one)."""
+    dev.last_seen = max(dev.last_seen or 0.0, received)
+    if dev.state_ts is not None and msg.ts < dev.state_ts:
+        return
+    dev.state_ts = msg.ts
+    dev.online = msg.status == "online"
+    if msg.status == "offline" and not msg.agent_version and not msg.model:
+        return  # a bare Last Will: keep what the last birth message said
+    if dev.registered_at is None:
+        dev.registered_at = received
+    dev.agent_version = msg.agent_version or dev.agent_version
+    if msg.model:
+        dev.model_name = msg.model.get("name")
+        dev.model_version = msg.model.get("version")
+        dev.model_sha256 = msg.model.get("sha256")
+    dev.capabilities = {"runtime": msg.runtime or {}, "hardware": msg.hardware or {}}
+    dev.update = msg.update or {}
+    dev.update_state = (msg.update or {}).get("state")
