@@ -1,7 +1,9 @@
-"""Rollout policy: stages, thresholds, durations, failure handling and targets, parsed from CLI strings.
+"""Rollout policy: stages, thresholds, durations and failure handling, parsed from CLI strings.
+
+Targets (``tag:k=v``, ``group:g``, ``devices:a,b``) are the fleet's own :mod:`fleet.targets`.
 
 Everything here is pure: strings in, frozen dataclasses out, and a :class:`PolicyError` with a hint for anything
-malformed. Policies and targets round-trip through plain dicts (``to_dict``/``from_dict``) for the database.
+malformed. Policies round-trip through plain dicts (``to_dict``/``from_dict``) for the database.
 """
 
 from __future__ import annotations
@@ -9,10 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
-
-from edgekit.protocol import check_id
-from edgekit.errors import ProtocolError
+from typing import Any, Mapping, Sequence
 
 from .errors import PolicyError
 
@@ -176,98 +175,6 @@ def parse_on_failure(text: str) -> FailureMode:
     if mode is None:
         raise PolicyError(f"invalid --on-failure {text!r}", hint=f"use one of {', '.join(FAILURE_MODES)}")
     return mode
-
-
-# --- targets ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """What a target matches against: a device's id, tags and groups (from the registry)."""
-
-    device_id: str
-    tags: Mapping[str, str] = field(default_factory=dict)
-    groups: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: str
-    values: tuple[str, ...]
-
-    def matches(self, device: DeviceInfo) -> bool:
-        return TARGET_KINDS[self.kind].matches(self.values, device)
-
-    def select(self, devices: Sequence[DeviceInfo]) -> list[str]:
-        return sorted(d.device_id for d in devices if self.matches(d))
-
-    def __str__(self) -> str:
-        return TARGET_KINDS[self.kind].render(self.values)
-
-
-@dataclass(frozen=True)
-class TargetKind:
-    name: str
-    parse: Callable[[str], tuple[str, ...]]
-    matches: Callable[[tuple[str, ...], DeviceInfo], bool]
-    render: Callable[[tuple[str, ...]], str]
-    example: str
-
-
-def _parse_tag(body: str) -> tuple[str, ...]:
-    key, sep, value = body.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise PolicyError(f"invalid target tag:{body}", hint="write tag:KEY=VALUE, e.g. tag:site=berlin")
-    return key.strip(), value.strip()
-
-
-def _parse_group(body: str) -> tuple[str, ...]:
-    if not body.strip():
-        raise PolicyError("invalid target group: (no group name)", hint="write group:NAME, e.g. group:canary")
-    return (body.strip(),)
-
-
-def _parse_devices(body: str) -> tuple[str, ...]:
-    ids = [p.strip() for p in body.split(",") if p.strip()]
-    if not ids:
-        raise PolicyError("invalid target devices: (no ids)", hint="write devices:ID1,ID2")
-    for d in ids:
-        try:
-            check_id(d, "device id")
-        except ProtocolError as exc:
-            raise PolicyError(f"invalid target: {exc.message}", hint=exc.hint) from exc
-    if len(set(ids)) != len(ids):
-        raise PolicyError(f"invalid target devices:{body}: an id is listed twice", hint="list each device once")
-    return tuple(ids)
-
-
-def _parse_all(body: str) -> tuple[str, ...]:
-    if body:
-        raise PolicyError(f"invalid target all:{body}", hint="write just 'all'")
-    return ()
-
-
-TARGET_KINDS: dict[str, TargetKind] = {
-    k.name: k for k in (
-        TargetKind("tag", _parse_tag, lambda v, d: d.tags.get(v[0]) == v[1], lambda v: f"tag:{v[0]}={v[1]}",
-                   "tag:site=berlin"),
-        TargetKind("group", _parse_group, lambda v, d: v[0] in d.groups, lambda v: f"group:{v[0]}", "group:canary"),
-        TargetKind("devices", _parse_devices, lambda v, d: d.device_id in v, lambda v: "devices:" + ",".join(v),
-                   "devices:pi-1,pi-2"),
-        TargetKind("all", _parse_all, lambda v, d: True, lambda v: "all", "all"),
-    )
-}
-
-
-def parse_target(text: str) -> Target:
-    """``tag:k=v`` | ``group:g`` | ``devices:a,b`` | ``all``."""
-    s = str(text).strip()
-    kind, _, body = s.partition(":")
-    spec = TARGET_KINDS.get(kind)
-    if spec is None:
-        examples = " | ".join(k.example for k in TARGET_KINDS.values())
-        raise PolicyError(f"invalid target {text!r}", hint=f"use one of {examples}")
-    return Target(kind, spec.parse(body))
 
 
 # --- the policy ------------------------------------------------------------------------------------------------------

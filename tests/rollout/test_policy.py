@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fleet.rollout.errors import PolicyError
-from fleet.rollout.policy import (DeviceInfo, Policy, Stage, build_policy, parse_duration, parse_fraction,
-                                  parse_stages, parse_target, stage_sizes)
+from fleet.rollout.policy import (Policy, Stage, build_policy, parse_duration, parse_fraction, parse_stages,
+                                  stage_sizes)
 
 
 @pytest.mark.parametrize("text,seconds", [("5m", 300), ("30s", 30), ("1h30m", 5400), ("500ms", 0.5), ("90", 90),
@@ -48,23 +48,6 @@ def test_bad_stages(text):
     with pytest.raises(PolicyError) as e:
         parse_stages(text)
     assert e.value.hint and e.value.exit_code == 2
-
-
-def test_targets():
-    devs = [DeviceInfo("a", {"site": "x"}, ("canary",)), DeviceInfo("b", {"site": "y"}, ()), DeviceInfo("c")]
-    assert parse_target("tag:site=x").select(devs) == ["a"]
-    assert parse_target("group:canary").select(devs) == ["a"]
-    assert parse_target("devices:c,b").select(devs) == ["b", "c"]
-    assert parse_target("all").select(devs) == ["a", "b", "c"]
-    assert str(parse_target("tag: site = x")) == "tag:site=x"
-
-
-@pytest.mark.parametrize("text", ["site=x", "tag:site", "tag:=x", "group:", "devices:", "devices:a,a",
-                                  "devices:bad/id", "label:x"])
-def test_bad_targets(text):
-    with pytest.raises(PolicyError) as e:
-        parse_target(text)
-    assert e.value.hint
 
 
 def test_policy_round_trip_and_overlap():
