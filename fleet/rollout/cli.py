@@ -1,0 +1,186 @@
+"""``edgekit fleet rollout``: create, list, status, pause, resume, abort, approve, rollback.
+
+Thin commands: parse, call one library function, render (rich tables, ``--json`` for scripts). The fleet service
+(``edgekit fleet serve``) runs the engine that carries rollouts out; these commands only write the database.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.render import console, emit_json, table
+
+from .policy import format_duration, format_pct
+
+
+def _store():
+    from fleet.cli import load_context
+
+    from .service import open_store
+
+    ctx = load_context()
+    return ctx, open_store(ctx)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return format_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+@click.group()
+def rollout() -> None:
+    """Staged rollouts gated on device telemetry."""
+
+
+@rollout.command("create")
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="tag:KEY=VALUE | group:NAME | devices:ID1,ID2 | all")
+@click.option("--stages", default=None, help="cumulative stage sizes (default 1,10%,50%,100%)")
+@click.option("--success-threshold", default=None, help="share of a stage that must commit (default 95%)")
+@click.option("--failure-threshold", default=None, help="share of a stage that may fail (default 5%)")
+@click.option("--max-p95-regression", default=None, help="p95 of the new model vs the previous one (default 20%)")
+@click.option("--max-error-rate", default=None, help="inference errors of the new model (default 1%)")
+@click.option("--min-inferences", type=int, default=None,
+              help="inferences of the new model a stage must report before it passes (default 0)")
+@click.option("--soak", default=None, help="time a stage must stay healthy before the next (default 5m)")
+@click.option("--device-timeout", default=None, help="time an online device may take to report (default 10m)")
+@click.option("--on-failure", type=click.Choice(["pause", "abort"]), default=None, help="default pause")
+@click.option("--require-approval", is_flag=True, default=None, help="wait for 'rollout approve' between stages")
+@click.option("--json", "as_json", is_flag=True, help="print the rollout as JSON")
+def create(bundle: Path, target: str, as_json: bool, **options: Any) -> None:
+    """Roll BUNDLE out to TARGET in stages: publish it to the artifact server and start the rollout."""
+    from .service import create_rollout
+
+    ctx, store = _store()
+    r = create_rollout(ctx, store, bundle, target, **options)
+    if as_json:
+        return emit_json(_view(r, store))
+    click.echo(f"rollout {r.id}: {r.bundle.name} {r.bundle.version} to {len(r.devices)} device(s) ({target})")
+    click.echo(f"  {r.policy.describe()}")
+    click.echo("  the fleet service ('edgekit fleet serve') carries it out; follow it with "
+               f"'edgekit fleet rollout status {r.id}'")
+
+
+def _view(r, store, audit: bool = True) -> dict[str, Any]:
+    from .store import rollout_view
+
+    v = rollout_view(r)
+    if audit:
+        v["audit"] = store.audit(r.id)
+    return v
+
+
+@rollout.command("list")
+@click.option("--active", is_flag=True, help="only running, paused or awaiting approval")
+@click.option("--json", "as_json", is_flag=True)
+def list_(active: bool, as_json: bool) -> None:
+    """Rollouts, oldest first."""
+    _, store = _store()
+    rollouts = store.list(active_only=active)
+    if as_json:
+        return emit_json([_view(r, store, audit=False) for r in rollouts])
+    from .planner import summarize
+
+    rows = []
+    for r in rollouts:
+        c = summarize(r)
+        rows.append((r.id, r.kind, f"{r.bundle.name} {r.bundle.version}", r.target, r.state,
+                     f"{r.stage + 1}/{len(r.policy.stages)} ({r.policy.stages[r.stage].label()})",
+                     f"{c['committed']}/{len(r.devices)}", c["failed"] + c["timed_out"], _ago(r.created_at)))
+    console().print(table("rollouts", ["id", "kind", "bundle", "target", "state", "stage", "committed", "failed",
+                                       "created"], rows))
+
+
+@rollout.command("status")
+@click.argument("rollout_id")
+@click.option("--audit/--no-audit", default=True, help="show the audit log")
+@click.option("--json", "as_json", is_flag=True)
+def status(rollout_id: str, audit: bool, as_json: bool) -> None:
+    """One rollout: stage, per-device status and the audit log with the numbers behind each decision."""
+    _, store = _store()
+    r = store.get(rollout_id)
+    if as_json:
+        return emit_json(_view(r, store, audit=audit))
+    render_status(r, store.audit(r.id) if audit else None)
+
+
+def render_status(r, audit: list[dict[str, Any]] | None, out=None) -> None:
+    """Print a rollout's status (also used by the demo)."""
+    from .planner import summarize
+    from .policy import stage_sizes
+
+    con = out or console()
+    c = summarize(r)
+    sizes = stage_sizes(r.policy.stages, len(r.devices))
+    con.print(f"[bold]rollout {r.id}[/bold] ({r.kind}) {r.bundle.name} {r.bundle.version} -> {r.target}: "
+              f"[bold]{r.state}[/bold], stage {r.stage + 1}/{len(r.policy.stages)} "
+              f"({r.policy.stages[r.stage].label()} = {sizes[r.stage]} of {len(r.devices)} devices)")
+    con.print(f"  committed {c['committed']}, pending {c['pending']}, failed {c['failed']}, "
+              f"timed out {c['timed_out']}, reverted {c['reverted']}, not yet assigned {c['unassigned']}")
+    rows = [(a.device_id, a.stage + 1, a.status, a.previous_version or "-", _ago(a.assigned_at), a.reason or "")
+            for a in sorted(r.assignments.values(), key=lambda a: (a.stage, a.device_id))]
+    con.print(table(None, ["device", "stage", "status", "previous", "assigned", "reason"], rows))
+    if audit is not None:
+        con.print(table("audit log", ["time", "actor", "event", "state", "decision and numbers"],
+                        [(time.strftime("%H:%M:%S", time.localtime(e["ts"])), e["actor"], e["event"],
+                          e["to_state"] or "", e["message"] + _numbers(e["numbers"])) for e in audit
+                         if not e["event"].startswith("device_")]))
+
+
+def _numbers(n: dict[str, Any]) -> str:
+    if "success_rate" not in n:
+        return ""
+    parts = [f"committed {n['committed']}/{n['evaluable']} ({format_pct(n['success_rate'])})",
+             f"failed {n['failed']} (self-test {n['self_test_failed']}), timed out {n['timed_out']}"]
+    if n.get("inferences"):
+        parts.append(f"error rate {format_pct(n['error_rate'])} of {n['inferences']}")
+    if n.get("p95_regression") is not None:
+        parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms "
+                     f"({format_pct(n['p95_regression'])})")
+    return " [" + "; ".join(parts) + "]"
+
+
+def _command(event: str, rollout_id: str, message: str | None, as_json: bool) -> None:
+    _, store = _store()
+    r = store.command(rollout_id, event, message or "")
+    if as_json:
+        return emit_json(_view(r, store, audit=False))
+    click.echo(f"rollout {r.id}: {r.state}"
+               + (" (the fleet service republishes the previous desired states)" if event == "abort" else ""))
+
+
+for _event, _help in (("pause", "Stop assigning devices; devices already assigned keep their new desired state."),
+                      ("resume", "Continue a paused rollout; failures so far are accepted and no longer counted."),
+                      ("abort", "End the rollout and republish the previous desired state to every touched device."),
+                      ("approve", "Start the next stage of a rollout waiting for approval.")):
+    def _make(event=_event):
+        @click.argument("rollout_id")
+        @click.option("--message", "-m", default=None, help="note for the audit log")
+        @click.option("--json", "as_json", is_flag=True)
+        def cmd(rollout_id: str, message: str | None, as_json: bool) -> None:
+            _command(event, rollout_id, message, as_json)
+        return cmd
+
+    rollout.command(_event, help=_help)(_make())
+
+
+@rollout.command("rollback")
+@click.option("--to", "to", default=None, metavar="VERSION|SHA256|BUNDLE",
+              help="the bundle to go back to (default: the one before the newest rollout's)")
+@click.option("--target", default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def rollback(to: str | None, target: str, as_json: bool) -> None:
+    """Fleet-wide rollback in one command: every target device back to a previous bundle, at once."""
+    from .service import rollback_fleet
+
+    ctx, store = _store()
+    r = rollback_fleet(ctx, store, to, target)
+    if as_json:
+        return emit_json(_view(r, store, audit=False))
+    click.echo(f"rollback {r.id}: {len(r.devices)} device(s) back to {r.bundle.name} {r.bundle.version} "
+               f"({r.bundle.sha256[:12]})")

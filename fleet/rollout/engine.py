@@ -1,0 +1,112 @@
+"""The rollout engine: load state from the database, ask the planner, carry its actions out, publish desired states.
+
+Each :meth:`RolloutEngine.tick` is stateless: everything it knows comes from the database (rollouts, assignments,
+the registry, device events, inference telemetry), so a fleet service restarted mid-rollout (even after ``kill -9``)
+continues where the database says it stands. Decisions are committed first; the resulting ``desired`` messages go
+out afterwards from the ``desired_states`` outbox (retained, QoS 1, after PUBACK marked published). A crash between
+the two only repeats an identical retained message, which an agent already on (or installing) that model ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from edgekit.errors import EdgekitError
+from edgekit.protocol import DesiredMessage
+
+from .model import Rollout
+from .planner import Decide, plan
+from .store import RolloutStore
+
+log = logging.getLogger("edgekit.fleet.rollout")
+
+
+class DesiredPublisher(Protocol):
+    """What the engine needs from the fleet's MQTT link (:class:`fleet.link.FleetLink` provides it)."""
+
+    def publish_desired(self, device_id: str, desired: DesiredMessage, timeout: float = 10.0) -> None: ...
+
+    def clear_desired(self, device_id: str, timeout: float = 10.0) -> None: ...
+
+
+class RolloutEngine:
+    def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time):
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.ticks = 0
+        self.errors = 0
+
+    def tick(self) -> list[Decide]:
+        """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
+        decisions: list[Decide] = []
+        for rid in self.store.needing_ticks():
+            try:
+                decisions += self.step(self.store.get(rid))
+            except EdgekitError as exc:
+                self.errors += 1
+                log.warning("rollout %s: %s", rid, exc.one_line())
+        self.publish_pending()
+        self.ticks += 1
+        return decisions
+
+    def step(self, rollout: Rollout) -> list[Decide]:
+        devices = self.store.device_states(rollout)
+        telemetry = self.store.telemetry(rollout)
+        actions = plan(rollout, devices, telemetry, self.clock())
+        self.store.apply(rollout, actions)
+        out = [a for a in actions if isinstance(a, Decide)]
+        for d in out:
+            log.info("rollout %s: %s -> %s (%s)", rollout.id, d.from_state, d.to_state, d.reason)
+        return out
+
+    def publish_pending(self) -> int:
+        """Publish every desired state not yet acknowledged by the broker; returns how many went out."""
+        if self.publisher is None:
+            return 0
+        sent = 0
+        for device_id, model, rollout_id, updated_at in self.store.unpublished():
+            try:
+                if model is None:
+                    self.publisher.clear_desired(device_id)
+                else:
+                    self.publisher.publish_desired(device_id, DesiredMessage(model=dict(model), rollout_id=rollout_id))
+            except EdgekitError as exc:
+                self.errors += 1
+                log.warning("desired state for %s not published yet: %s", device_id, exc.one_line())
+                break  # the link is down: try again next tick, in order
+            self.store.mark_published(device_id, updated_at)
+            sent += 1
+        return sent
+
+
+class EngineThread:
+    """Runs :meth:`RolloutEngine.tick` every ``interval`` seconds in a daemon thread (for ``fleet serve``)."""
+
+    def __init__(self, engine: RolloutEngine, interval: float = 1.0):
+        self.engine = engine
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "EngineThread":
+        self._thread = threading.Thread(target=self._run, name="rollout-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.engine.tick()
+            except Exception:  # the service must outlive any one bad tick; the next one starts from the database
+                self.engine.errors += 1
+                log.exception("rollout engine tick failed")
+            self._stop.wait(self.interval)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,92 @@
+"""Rollout operations on a fleet (a :class:`fleet.config.FleetContext`): open the store, create a rollout from a
+bundle file, fleet-wide rollback, and the engine thread the fleet service runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from edgekit.bundle import read_bundle
+
+from .errors import RolloutError
+from .model import BundleRef, Rollout
+from .policy import build_policy
+from .store import RolloutStore
+
+_migrated: set[str] = set()
+
+
+def open_store(ctx: Any) -> RolloutStore:
+    """The rollout store of a fleet, with its database migrated to the newest schema (once per process)."""
+    from fleet.db import upgrade
+
+    url = ctx.db_url
+    if url not in _migrated:
+        upgrade(url)
+        _migrated.add(url)
+    return RolloutStore(ctx.engine(), ctx.fleet_id)
+
+
+def publish(ctx: Any, path: str | os.PathLike) -> BundleRef:
+    """Verify ``path`` against the fleet key, copy it to the artifact store and describe it for ``desired``."""
+    url = ctx.publish_bundle(path)
+    b = read_bundle(path, pubkey=ctx.signing_pub_path)
+    return BundleRef(b.name, b.version, b.sha256, url, b.size)
+
+
+def target_devices(ctx: Any, target: str) -> list[str]:
+    from fleet.registry import Registry
+
+    return sorted(d.id for d in Registry(ctx.engine(), ctx.fleet_id).select(target))
+
+
+def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, target: str, **options: Any) -> Rollout:
+    """Validate everything first (policy, target, bundle), then publish the bundle and insert the rollout."""
+    policy = build_policy(**{k: v for k, v in options.items() if v is not None})
+    devices = target_devices(ctx, target)
+    if not Path(bundle).is_file():
+        raise RolloutError(f"bundle {bundle} does not exist", hint="pass the path of a .ekb file")
+    ref = publish(ctx, bundle)
+    return store.create(ref, target, devices, policy)
+
+
+def find_previous_bundle(store: RolloutStore, to: str | None) -> BundleRef:
+    """The bundle a rollback returns to: by version, sha256 (prefix) or, by default, the newest bundle rolled out
+    before the newest rollout's bundle."""
+    history = [r.bundle for r in sorted(store.list(), key=lambda r: r.created_at)]
+    if not history:
+        raise RolloutError("there is no earlier rollout to go back to",
+                           hint="roll a bundle out with 'edgekit fleet rollout create'")
+    if to is None:
+        newest = history[-1].sha256
+        earlier = [b for b in history if b.sha256 != newest]
+        if not earlier:
+            raise RolloutError("every rollout so far used the same bundle; there is nothing earlier to go back to",
+                               hint="name a bundle with --to")
+        return earlier[-1]
+    matches = [b for b in reversed(history) if b.version == to or (len(to) >= 8 and b.sha256.startswith(to))]
+    if not matches:
+        known = ", ".join(sorted({f"{b.version} ({b.sha256[:12]})" for b in history}))
+        raise RolloutError(f"no earlier rollout used bundle {to!r}",
+                           hint=f"use one of: {known}, or pass a bundle file")
+    return matches[0]
+
+
+def rollback_fleet(ctx: Any, store: RolloutStore, to: str | None, target: str = "all") -> Rollout:
+    """Every target device back to a previous bundle in one stage; active rollouts on them end as superseded."""
+    if to is not None and Path(to).is_file():
+        ref = publish(ctx, to)
+    else:
+        ref = find_previous_bundle(store, to)
+    policy = build_policy(stages="100%", soak="0")
+    return store.create(ref, target, target_devices(ctx, target), policy, kind="rollback", supersede=True,
+                        message=f"fleet-wide rollback of {target} to {ref.name} {ref.version}")
+
+
+def start_engine(ctx: Any, link: Any, interval: float = 1.0):
+    """Start the rollout engine inside a fleet service: ``ctx`` is its FleetContext, ``link`` its connected
+    :class:`fleet.link.FleetLink`. Returns the :class:`~fleet.rollout.engine.EngineThread` (call ``.stop()``)."""
+    from .engine import EngineThread, RolloutEngine
+
+    return EngineThread(RolloutEngine(open_store(ctx), link), interval).start()

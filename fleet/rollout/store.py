@@ -1,0 +1,314 @@
+"""Rollouts in the fleet database: create, load, apply the planner's actions, operator commands, audit log.
+
+All writes for one tick of one rollout happen in one transaction, so the database never holds half a decision.
+The ``desired_states`` rows written here are the outbox the engine publishes from (see :mod:`fleet.rollout.tables`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from fleet.db import session_factory
+from fleet.models import Device, DeviceEvent, InferenceSample
+
+from .errors import NoTargetDevicesError, RolloutNotFoundError, RolloutStateError
+from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REVERTED, STAGE_EVENTS, TERMINAL_STATES,
+                    Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, transition)
+from .planner import (Action, AssignDevice, Decide, FinishRevert, RevertDevice, SetDeviceStatus, StartSoak,
+                      summarize)
+from .policy import Policy
+from .tables import AuditRow, DesiredRow, RolloutDeviceRow, RolloutRow
+
+OUTCOME_EVENTS = ("committed", "failed", "rolled_back")
+TELEMETRY_LOOKBACK = 3600.0  # seconds of the previous model's figures before a rollout that count as its baseline
+
+
+def new_rollout_id(now: float) -> str:
+    return time.strftime("r%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+def _to_rollout(row: RolloutRow, assignments: Iterable[RolloutDeviceRow]) -> Rollout:
+    r = Rollout(id=row.id, bundle=BundleRef(row.bundle_name, row.bundle_version, row.bundle_sha256, row.bundle_url,
+                                            row.bundle_size),
+                policy=Policy.from_dict(row.policy), target=row.target, devices=tuple(row.devices),
+                created_at=row.created_at, state=row.state, stage=row.stage, stage_started_at=row.stage_started_at,
+                soak_started_at=row.soak_started_at, acknowledged_at=row.acknowledged_at, reverted=row.reverted,
+                kind=row.kind)
+    for a in assignments:
+        r.assignments[a.device_id] = Assignment(a.device_id, a.stage, a.assigned_at, a.previous, a.status,
+                                                a.status_at, a.reason)
+    return r
+
+
+class RolloutStore:
+    def __init__(self, engine: Engine, fleet: str, clock=time.time):
+        self.engine = engine
+        self.fleet = fleet
+        self.Session = session_factory(engine)
+        self.clock = clock
+
+    # --- creating ------------------------------------------------------------------------------------------------
+
+    def create(self, bundle: BundleRef, target: str, device_ids: Sequence[str], policy: Policy, *,
+               kind: str = "rollout", message: str = "", supersede: bool = False) -> Rollout:
+        """Insert a running rollout over ``device_ids``. Refuses a target that overlaps an active rollout unless
+        ``supersede`` (fleet-wide rollback), which ends those rollouts as superseded (no revert)."""
+        if not device_ids:
+            raise NoTargetDevicesError(f"target {target} matches no provisioned device")
+        now = self.clock()
+        rid = new_rollout_id(now)
+        with self.Session.begin() as s:
+            for other in s.scalars(select(RolloutRow).where(RolloutRow.state.in_(ACTIVE_STATES))):
+                overlap = sorted(set(other.devices) & set(device_ids))
+                if not overlap:
+                    continue
+                if not supersede:
+                    raise RolloutStateError(
+                        f"rollout {other.id} ({other.state}) already targets {len(overlap)} of these devices "
+                        f"({', '.join(overlap[:3])}{'…' if len(overlap) > 3 else ''})",
+                        hint=f"wait for it, or end it with 'edgekit fleet rollout abort {other.id}'")
+                self._state_change(s, other, "supersede", "engine", f"superseded by {kind} {rid}", {}, now)
+            s.add(RolloutRow(id=rid, fleet=self.fleet, kind=kind, bundle_name=bundle.name,
+                             bundle_version=bundle.version, bundle_sha256=bundle.sha256, bundle_url=bundle.url,
+                             bundle_size=bundle.size, target=target, devices=sorted(device_ids),
+                             policy=policy.to_dict(), state="running", stage=0, stage_started_at=now,
+                             soak_started_at=None, acknowledged_at=None, reverted=False, created_at=now,
+                             updated_at=now, finished_at=None))
+            s.flush()
+            self._audit(s, rid, now, "operator", "create", None, "running", 0,
+                        message or f"{kind} of {bundle.name} {bundle.version} to {target}: {policy.describe()}",
+                        {"devices": len(device_ids), "bundle_sha256": bundle.sha256, "policy": policy.to_dict()})
+        return self.get(rid)
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    def get(self, rollout_id: str) -> Rollout:
+        with self.Session() as s:
+            row = s.get(RolloutRow, rollout_id)
+            if row is None:
+                raise RolloutNotFoundError(f"no rollout {rollout_id!r}")
+            return _to_rollout(row, self._assignments(s, rollout_id))
+
+    def list(self, *, active_only: bool = False) -> list[Rollout]:
+        with self.Session() as s:
+            q = select(RolloutRow).order_by(RolloutRow.created_at)
+            if active_only:
+                q = q.where(RolloutRow.state.in_(ACTIVE_STATES))
+            return [_to_rollout(row, self._assignments(s, row.id)) for row in s.scalars(q)]
+
+    def needing_ticks(self) -> list[str]:
+        """Rollouts the engine must look at: active ones, aborted ones not yet reverted, and finished ones whose
+        devices have not all reported (offline devices converge after completion)."""
+        with self.Session() as s:
+            ids = list(s.scalars(select(RolloutRow.id).where(RolloutRow.state.in_(ACTIVE_STATES))))
+            ids += list(s.scalars(select(RolloutRow.id).where(RolloutRow.state == ABORTED,
+                                                              RolloutRow.reverted.is_(False))))
+            ids += list(s.scalars(select(RolloutDeviceRow.rollout_id).join(
+                RolloutRow, RolloutRow.id == RolloutDeviceRow.rollout_id).where(
+                RolloutRow.state == COMPLETED, RolloutDeviceRow.status == PENDING).distinct()))
+            return sorted(set(ids))
+
+    def audit(self, rollout_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        with self.Session() as s:
+            q = select(AuditRow).order_by(AuditRow.id)
+            if rollout_id:
+                q = q.where(AuditRow.rollout_id == rollout_id)
+            rows = list(s.scalars(q))
+        rows = rows[-limit:] if limit else rows
+        return [{"id": r.id, "rollout_id": r.rollout_id, "ts": r.ts, "actor": r.actor, "event": r.event,
+                 "from_state": r.from_state, "to_state": r.to_state, "stage": r.stage, "message": r.message,
+                 "numbers": r.numbers} for r in rows]
+
+    def desired(self) -> dict[str, dict[str, Any]]:
+        with self.Session() as s:
+            return {r.device_id: {"model": r.model, "rollout_id": r.rollout_id, "updated_at": r.updated_at,
+                                  "published_at": r.published_at, "publish_count": r.publish_count}
+                    for r in s.scalars(select(DesiredRow))}
+
+    @staticmethod
+    def _assignments(s: Session, rollout_id: str) -> list[RolloutDeviceRow]:
+        return list(s.scalars(select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id == rollout_id)
+                              .order_by(RolloutDeviceRow.device_id)))
+
+    # --- planner inputs ------------------------------------------------------------------------------------------
+
+    def device_states(self, rollout: Rollout) -> dict[str, DeviceState]:
+        ids = list(rollout.devices)
+        out: dict[str, DeviceState] = {}
+        with self.Session() as s:
+            devices = {d.id: d for d in s.scalars(select(Device).where(Device.id.in_(ids)))}
+            desired = {r.device_id: r.model for r in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(ids)))}
+            since = rollout.created_at - 1.0
+            latest: dict[str, DeviceEvent] = {}
+            for ev in s.scalars(select(DeviceEvent).where(DeviceEvent.device_id.in_(ids),
+                                                          DeviceEvent.event.in_(OUTCOME_EVENTS),
+                                                          DeviceEvent.received >= since)
+                                .order_by(DeviceEvent.received, DeviceEvent.id)):
+                if ev.rollout_id in (rollout.id, None) or (ev.model or {}).get("sha256") == rollout.bundle.sha256:
+                    latest[ev.device_id] = ev
+        for d in ids:
+            dev = devices.get(d)
+            if dev is None or not dev.provisioned:
+                continue
+            ev = latest.get(d)
+            outcome = None
+            if ev is not None:
+                sha = (ev.model or {}).get("sha256") or (rollout.bundle.sha256 if ev.rollout_id == rollout.id
+                                                         else None)
+                outcome = Outcome(ev.event, ev.received, sha, ev.reason)
+            model = ({"name": dev.model_name, "version": dev.model_version, "sha256": dev.model_sha256}
+                     if dev.model_sha256 else None)
+            out[d] = DeviceState(d, bool(dev.online), dev.state_ts if dev.online else None, model,
+                                 desired.get(d), dev.update_state, outcome)
+        return out
+
+    def telemetry(self, rollout: Rollout) -> dict[tuple[str, str], ModelStats]:
+        """Per (device, model version): inferences, errors and the count-weighted p95 since shortly before the
+        rollout (the previous model's baseline) — the new model only has figures after its switch anyway."""
+        since = rollout.created_at - TELEMETRY_LOOKBACK
+        with self.Session() as s:
+            rows = s.execute(
+                select(InferenceSample.device_id, InferenceSample.model_version,
+                       func.sum(InferenceSample.count), func.sum(InferenceSample.errors),
+                       func.sum(InferenceSample.p95_ms * InferenceSample.count),
+                       func.sum(func.coalesce(InferenceSample.count, 0)).filter(InferenceSample.p95_ms.is_not(None)))
+                .where(InferenceSample.device_id.in_(list(rollout.devices)), InferenceSample.ts >= since)
+                .group_by(InferenceSample.device_id, InferenceSample.model_version)).all()
+        out = {}
+        for device_id, version, count, errors, p95_weighted, p95_count in rows:
+            p95 = float(p95_weighted) / float(p95_count) if p95_weighted is not None and p95_count else None
+            out[(device_id, version)] = ModelStats(int(count or 0), int(errors or 0), p95)
+        return out
+
+    # --- applying the planner's actions --------------------------------------------------------------------------
+
+    def apply(self, rollout: Rollout, actions: Sequence[Action]) -> Rollout:
+        """Write ``actions`` for ``rollout`` in one transaction (state checked against the row: a concurrent
+        operator command wins and the tick's decisions are dropped)."""
+        if not actions:
+            return rollout
+        now = self.clock()
+        with self.Session.begin() as s:
+            row = s.get(RolloutRow, rollout.id, with_for_update=True)
+            if row is None or row.state != rollout.state or row.stage != rollout.stage:
+                return self.get(rollout.id)  # an operator changed it meanwhile; plan again next tick
+            rows = {a.device_id: a for a in self._assignments(s, rollout.id)}
+            assigned = []
+            for act in actions:
+                if isinstance(act, AssignDevice):
+                    s.add(RolloutDeviceRow(rollout_id=rollout.id, device_id=act.device_id, stage=act.stage,
+                                           assigned_at=now, previous=dict(act.previous) if act.previous else None,
+                                           status=PENDING, status_at=None, reason=None))
+                    self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now)
+                    assigned.append(act.device_id)
+                elif isinstance(act, SetDeviceStatus):
+                    r = rows.get(act.device_id)
+                    if r is not None:
+                        r.status, r.status_at, r.reason = act.status, act.at, act.reason
+                        if act.status != REVERTED:
+                            self._audit(s, rollout.id, now, "planner", f"device_{act.status}", None, None, r.stage,
+                                        f"{act.device_id}: {act.status}" + (f" ({act.reason})" if act.reason else ""),
+                                        {"device_id": act.device_id})
+                elif isinstance(act, RevertDevice):
+                    self._set_desired(s, act.device_id, dict(act.previous) if act.previous else None, rollout.id, now)
+                elif isinstance(act, FinishRevert):
+                    row.reverted = True
+                    self._audit(s, rollout.id, now, "engine", "revert", row.state, row.state, row.stage,
+                                f"republished the previous desired state to {act.devices} devices",
+                                {"devices": act.devices})
+                elif isinstance(act, StartSoak):
+                    row.soak_started_at = now
+                    self._audit(s, rollout.id, now, "planner", "soak", row.state, row.state, row.stage,
+                                f"stage {act.numbers.get('stage_label')} reached its success threshold; soaking "
+                                f"{row.policy.get('soak')}s", dict(act.numbers))
+                elif isinstance(act, Decide):
+                    self._state_change(s, row, act.event, "planner", act.reason, dict(act.numbers), now)
+            if assigned:
+                self._audit(s, rollout.id, now, "planner", "assign", row.state, row.state, rollout.stage,
+                            f"stage {rollout.policy.stages[rollout.stage].label()}: assigned {len(assigned)} "
+                            f"device(s): {', '.join(assigned)}", {"devices": assigned})
+            row.updated_at = now
+        return self.get(rollout.id)
+
+    @staticmethod
+    def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float) -> None:
+        row = s.get(DesiredRow, device_id)
+        if row is None:
+            s.add(DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now,
+                             published_at=None, publish_count=0))
+        else:
+            row.model, row.rollout_id, row.updated_at = model, rollout_id, now
+
+    def _state_change(self, s: Session, row: RolloutRow, event: str, actor: str, message: str,
+                      numbers: dict[str, Any], now: float) -> None:
+        before = row.state
+        row.state = transition(row.state, event, row.id)
+        if event in STAGE_EVENTS:
+            row.stage += 1
+            row.stage_started_at = now
+            row.soak_started_at = None
+        if event == "resume":
+            row.acknowledged_at = now
+            row.soak_started_at = None
+        if row.state in TERMINAL_STATES:
+            row.finished_at = now
+        row.updated_at = now
+        self._audit(s, row.id, now, actor, event, before, row.state, row.stage, message, numbers)
+
+    @staticmethod
+    def _audit(s: Session, rollout_id: str, now: float, actor: str, event: str, from_state: str | None,
+               to_state: str | None, stage: int | None, message: str, numbers: dict[str, Any]) -> None:
+        s.add(AuditRow(rollout_id=rollout_id, ts=now, actor=actor, event=event, from_state=from_state,
+                       to_state=to_state, stage=stage, message=message, numbers=numbers))
+
+    # --- operator commands ---------------------------------------------------------------------------------------
+
+    def command(self, rollout_id: str, event: str, message: str = "") -> Rollout:
+        """pause / resume / abort / approve, checked against the transition table and audited."""
+        now = self.clock()
+        with self.Session.begin() as s:
+            row = s.get(RolloutRow, rollout_id, with_for_update=True)
+            if row is None:
+                raise RolloutNotFoundError(f"no rollout {rollout_id!r}")
+            self._state_change(s, row, event, "operator", message or f"operator: {event}", {}, now)
+        return self.get(rollout_id)
+
+    # --- the desired-state outbox --------------------------------------------------------------------------------
+
+    def unpublished(self) -> list[tuple[str, dict[str, Any] | None, str | None, float]]:
+        with self.Session() as s:
+            rows = s.scalars(select(DesiredRow).where(
+                (DesiredRow.published_at.is_(None)) | (DesiredRow.published_at < DesiredRow.updated_at))
+                .order_by(DesiredRow.device_id))
+            return [(r.device_id, r.model, r.rollout_id, r.updated_at) for r in rows]
+
+    def mark_published(self, device_id: str, updated_at: float) -> None:
+        with self.Session.begin() as s:
+            row = s.get(DesiredRow, device_id)
+            if row is not None and row.updated_at == updated_at:
+                row.published_at = max(self.clock(), updated_at)
+                row.publish_count += 1
+
+
+def rollout_view(r: Rollout) -> dict[str, Any]:
+    """A JSON-ready summary of a rollout (CLI views)."""
+    from .policy import stage_sizes
+
+    sizes = stage_sizes(r.policy.stages, len(r.devices))
+    return {
+        "id": r.id, "kind": r.kind, "state": r.state, "target": r.target,
+        "bundle": {"name": r.bundle.name, "version": r.bundle.version, "sha256": r.bundle.sha256,
+                   "url": r.bundle.url},
+        "stage": r.stage, "stage_label": r.policy.stages[r.stage].label(), "stages": [s.label() for s in r.policy.stages],
+        "stage_sizes": sizes, "devices": len(r.devices), "created_at": r.created_at,
+        "soak_started_at": r.soak_started_at, "counts": summarize(r), "policy": r.policy.to_dict(),
+        "assignments": [{"device_id": a.device_id, "stage": a.stage, "status": a.status, "assigned_at": a.assigned_at,
+                         "status_at": a.status_at, "reason": a.reason,
+                         "previous_version": a.previous_version} for a in r.assignments.values()],
+    }
