@@ -1,0 +1,294 @@
+"""The agent process: wires config, store, runtime, slot, stats, spool, MQTT link, local API and telemetry.
+
+Interfaces other parts rely on (the updater in ``device_agent/update``):
+
+* ``agent.config`` (:class:`~device_agent.config.AgentConfig`), ``agent.store`` (:class:`ModelStore`),
+  ``agent.slot`` (:class:`ModelSlot`), ``agent.stats`` (:class:`InferenceStats`), ``agent.spool``, ``agent.link``,
+  ``agent.pubkey`` (the fleet's Ed25519 public key).
+* ``agent.load_entry(entry)`` → a :class:`Runner` for a store entry, after re-verifying it on disk.
+* ``agent.activate(entry)`` → load + ``store.set_current`` + ``slot.swap``; republishes the birth message.
+* ``agent.publish_event(event=..., from_state=..., reason=..., ...)`` → durable, through the spool, on ``events``.
+* ``agent.publish_state()`` → republish the retained birth message (e.g. after the update state changed).
+* ``agent.on_desired(msg)`` → ``agent.updater.submit(msg)`` when an updater is present.
+* ``agent.updater`` is ``device_agent.update.updater.Updater(agent)`` when that module exists; its optional
+  ``start()``/``stop()`` are called with the agent's, and ``state_summary()`` fills ``state.update``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit import __version__, keys as keys_mod
+from edgekit.fsutil import atomic_write
+from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, StateMessage
+
+from .config import AgentConfig
+from .errors import NoModelError
+from .runtime import Runner, available_backends, choose_backend, load_runner
+from .serving import ModelSlot
+from .spool import Spool
+from .stats import InferenceStats
+from .store import ModelStore, StoreEntry
+
+log = logging.getLogger("edgekit.agent")
+
+
+def _load_updater(agent: "Agent") -> Any:
+    try:
+        from device_agent.update.updater import Updater  # provided by the update package when present
+    except ImportError as exc:
+        if getattr(exc, "name", None) and not str(exc.name).startswith("device_agent.update"):
+            raise
+        return None
+    try:
+        return Updater(agent)
+    except Exception:  # noqa: BLE001 - a broken updater must not stop the device from serving its model
+        log.exception("the updater failed to start; serving without model updates")
+        return None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, with_updater: bool = True):
+        self.config = config
+        self.data_dir = config.data_path
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pubkey = keys_mod.load_public_key(config.fleet_public_key)
+        self.store = ModelStore(self.data_dir / "store")
+        self.slot = ModelSlot()
+        self.stats = InferenceStats()
+        self.spool = Spool(self.data_dir / "spool.sqlite", max_items=config.spool.max_items)
+        self.backend = choose_backend(config.runtime.backend)
+        self.started_at = time.time()
+        self.link = None
+        self.api = None
+        self.sampler = None
+        self.updater = None
+        self.last_desired: DesiredMessage | None = None
+        self._stop = threading.Event()
+        self._with_updater = with_updater
+
+    # --- models ------------------------------------------------------------------------------------------------
+
+    def load_entry(self, entry: StoreEntry, *, threads: int | None = None) -> Runner:
+        """Verify a stored bundle again (signature, hashes) and load it into a new interpreter."""
+        entry.verify(self.pubkey)
+        rt = self.config.runtime
+        return load_runner(entry.model_path, backend=self.backend.name, threads=threads or rt.threads,
+                           target=entry.target, allow_cpu_fallback=rt.allow_cpu_fallback)
+
+    def activate(self, entry: StoreEntry, runner: Runner | None = None) -> Runner:
+        """Serve ``entry`` from now on: load (unless given), point the store's ``current`` at it, swap the slot."""
+        runner = runner or self.load_entry(entry)
+        self.store.set_current(entry.sha256)
+        self.slot.swap(runner, entry)
+        log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
+        self.publish_state()
+        return runner
+
+    def load_initial_model(self) -> None:
+        """At start: serve the store's current model; or install ``model.bundle`` from the config."""
+        entry = self.store.current()
+        if entry is None and self.config.model.bundle:
+            entry = self.store.install(self.config.model.bundle, self.pubkey)
+            self.store.set_current(entry.sha256)
+        if entry is None:
+            log.warning("no model installed yet; waiting for one from the fleet")
+            return
+        self.slot.swap(self.load_entry(entry), entry)
+        log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
+
+    # --- inference ---------------------------------------------------------------------------------------------
+
+    def infer(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], StoreEntry, float]:
+        with self.slot.acquire() as (runner, entry):
+            return self._run(runner, entry, inputs)
+
+    def _run(self, runner: Runner, entry: StoreEntry, inputs: Sequence[np.ndarray]):
+        t0 = time.perf_counter()
+        try:
+            out = runner.invoke(inputs)
+        except Exception:
+            self.stats.record(entry.stats_key, time.perf_counter() - t0, ok=False)
+            raise
+        dt = time.perf_counter() - t0
+        self.stats.record(entry.stats_key, dt)
+        return out, entry, dt
+
+    def infer_body(self, decoder, body: bytes):
+        """For the local API: decode against the serving model's inputs and run, on one consistent model."""
+        with self.slot.acquire() as (runner, entry):
+            inputs = decoder(body, runner.inputs)
+            out, entry, dt = self._run(runner, entry, inputs)
+            return out, runner, entry, dt
+
+    @property
+    def max_body(self) -> int:
+        return self.config.api.max_body_bytes
+
+    def health(self) -> dict[str, Any]:
+        cur = self.slot.current
+        doc: dict[str, Any] = {"status": "ok" if cur else "no_model", "device_id": self.config.device_id,
+                               "agent_version": __version__, "backend": self.backend.name,
+                               "uptime_s": round(time.time() - self.started_at, 3),
+                               "mqtt_connected": bool(self.link and self.link.connected),
+                               "model": cur[1].model_ref() if cur else None,
+                               "spool": self.spool.stats()}
+        if self.link is not None:
+            doc["link"] = self.link.counters.to_dict()
+        if self.updater is not None and hasattr(self.updater, "state_summary"):
+            doc["update"] = self.updater.state_summary()
+        return doc
+
+    def model_info(self) -> dict[str, Any]:
+        cur = self.slot.current
+        if cur is None:
+            raise NoModelError("no model is loaded")
+        runner, entry = cur
+        m = entry.manifest
+        return {**entry.model_ref(), "target": entry.target, "labels": m.get("labels"),
+                "preprocessing": m.get("preprocessing", {}), "created_at": m.get("created_at"),
+                "runtime": runner.describe(), "inputs": [s.to_dict() for s in runner.inputs],
+                "outputs": [s.to_dict() for s in runner.outputs]}
+
+    # --- messages ----------------------------------------------------------------------------------------------
+
+    def state_message(self, status: str) -> StateMessage:
+        cur = self.slot.current
+        update: dict[str, Any] = {}
+        if self.updater is not None and hasattr(self.updater, "state_summary"):
+            try:
+                update = dict(self.updater.state_summary() or {})
+            except Exception:  # noqa: BLE001 - the birth message must not fail on the updater
+                log.exception("updater.state_summary failed")
+        runner = cur[0] if cur else None
+        return StateMessage(
+            device_id=self.config.device_id, status=status, agent_version=__version__,
+            runtime={"backend": self.backend.name, "backend_version": self.backend.version(),
+                     "available": available_backends(), "threads": self.config.runtime.threads,
+                     "delegates": list(runner.delegates) if runner else [],
+                     "cpu_fallback": bool(runner.cpu_fallback) if runner else False},
+            hardware=hardware_class(), model=cur[1].model_ref() if cur else None, update=update)
+
+    def publish_event(self, **kwargs: Any) -> int:
+        """Queue an event (EventMessage fields except device_id/seq) durably; returns its sequence number."""
+        kwargs.pop("device_id", None)
+        kwargs.pop("seq", None)
+        return self.spool.append("events", kwargs)
+
+    def publish_state(self) -> None:
+        if self.link is not None:
+            self.link.request_state()
+
+    def on_message(self, channel: str, msg: Any) -> None:
+        if channel == "desired":
+            self.on_desired(msg)
+        elif channel == "cmd":
+            self.on_command(msg)
+
+    def on_desired(self, msg: DesiredMessage) -> None:
+        self.last_desired = msg
+        if self.updater is not None:
+            self.updater.submit(msg)
+        else:
+            log.info("desired model %s %s received; no updater installed", msg.model.get("name"),
+                     msg.model.get("version"))
+
+    def on_command(self, msg: CommandMessage) -> None:
+        handler = getattr(self.updater, "handle_command", None) if self.updater is not None else None
+        if msg.name == "ping":
+            reply = CommandReply(id=msg.id, ok=True, result={"pong": time.time(), "health": self.health()})
+        elif handler is not None:
+            try:
+                reply = CommandReply(id=msg.id, ok=True, result=handler(msg) or {})
+            except Exception as exc:  # noqa: BLE001 - the reply carries the error
+                reply = CommandReply(id=msg.id, ok=False, error=str(exc))
+        else:
+            reply = CommandReply(id=msg.id, ok=False, error=f"unknown command {msg.name!r}")
+        if self.link is not None:
+            self.link.publish_reply(reply.encode())
+
+    def telemetry_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"spool": self.spool.stats()}
+        if self.link is not None:
+            extra["link"] = self.link.counters.to_dict()
+        return extra
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from .telemetry import SystemProbe, TelemetrySampler
+
+        cfg = self.config
+        if self._with_updater:
+            self.updater = _load_updater(self)
+        self.load_initial_model()
+        if cfg.api.enabled:
+            from .api import ApiServer
+
+            self.api = ApiServer(self, cfg.api.host, cfg.api.port).start()
+            atomic_write(self.data_dir / "api.port", f"{self.api.port}\n".encode())
+            log.info("local API on http://%s:%d", cfg.api.host, self.api.port)
+        if cfg.mqtt.enabled:
+            from .link import MqttLink
+
+            self.link = MqttLink(cfg, self.spool, state=self.state_message, on_message=self.on_message,
+                                 batch_max=cfg.telemetry.batch_max)
+            self.link.start()
+        if cfg.telemetry.enabled:
+            self.sampler = TelemetrySampler(lambda s: self.spool.append("telemetry", s), self.stats,
+                                            SystemProbe(self.data_dir), cfg.telemetry.interval,
+                                            extra=self.telemetry_extra)
+            self.sampler.start()
+        if self.updater is not None and hasattr(self.updater, "start"):
+            self.updater.start()
+        log.info("agent %s started (pid %d)", cfg.device_id, os.getpid())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.updater is not None and hasattr(self.updater, "stop"):
+            try:
+                self.updater.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("updater.stop failed")
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.api is not None:
+            self.api.stop()
+        if self.link is not None:
+            self.link.stop()
+        self.slot.clear()
+        self.spool.close()
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM/SIGINT; stop cleanly."""
+        def _signal(signum, frame):
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+
+def hardware_class() -> dict[str, Any]:
+    import platform
+
+    info: dict[str, Any] = {"machine": platform.machine(), "system": platform.system(),
+                            "cpus": os.cpu_count() or 1}
+    try:
+        with open("/proc/device-tree/model", "rb") as f:
+            info["model"] = f.read().rstrip(b"\x00").decode(errors="replace")
+    except OSError:
+        pass
+    return info

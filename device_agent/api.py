@@ -1,0 +1,188 @@
+"""The local inference API: HTTP/1.1 (keep-alive) on the loopback interface, stdlib ``ThreadingHTTPServer``.
+
+Routes (a table, :data:`ROUTES`):
+
+* ``GET /v1/health`` — ``{"status": "ok" | "no_model", "model", "backend", "mqtt_connected", ...}``
+* ``GET /v1/model`` — the serving model: name, version, sha256, inputs, outputs, labels, preprocessing
+* ``POST /v1/infer`` — body ``application/json`` (``{"inputs": ...}``), ``application/x-npy`` or
+  ``application/x-npz``; the answer uses the same encoding. Bad input → 400, unknown route → 404, wrong method → 405,
+  body too large → 413, unknown content type → 415, no model → 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+from edgekit.errors import EdgekitError
+
+from . import codec
+from .errors import InvalidInputError, NoModelError
+
+log = logging.getLogger("edgekit.agent.api")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, hint: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.hint = hint
+
+
+def _error_status(exc: Exception) -> int:
+    if isinstance(exc, InvalidInputError):
+        return 400
+    if isinstance(exc, NoModelError):
+        return 503
+    return 500
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "edgekit-agent"
+    disable_nagle_algorithm = True
+
+    # --- plumbing ----------------------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, doc: Any) -> None:
+        self._send(status, codec.JSON, json.dumps(doc, separators=(",", ":")).encode())
+
+    def _fail(self, status: int, message: str, hint: str = "") -> None:
+        doc = {"error": message, "status": status}
+        if hint:
+            doc["hint"] = hint
+        self._json(status, doc)
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise HttpError(411, "chunked bodies are not supported", "send a Content-Length")
+        if length is None:
+            self.close_connection = True
+            raise HttpError(411, "the request needs a Content-Length")
+        try:
+            n = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise HttpError(400, "Content-Length is not a number") from None
+        limit = self.server.app.max_body
+        if n < 0 or n > limit:
+            self.close_connection = True
+            raise HttpError(413, f"the body is {n} bytes, over the {limit}-byte limit")
+        return self.rfile.read(n)
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        methods = ROUTES.get(path)
+        try:
+            if methods is None:
+                if method == "POST":
+                    self._drain()
+                raise HttpError(404, f"no route {path}", "use /v1/infer, /v1/model or /v1/health")
+            handler = methods.get(method)
+            if handler is None:
+                if method == "POST":
+                    self._drain()
+                raise HttpError(405, f"{method} is not allowed on {path}", f"use {', '.join(methods)}")
+            handler(self)
+        except HttpError as exc:
+            self._fail(exc.status, exc.message, exc.hint)
+        except EdgekitError as exc:
+            self._fail(_error_status(exc), exc.message, exc.hint)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - answer 500, keep serving
+            log.exception("local API request failed")
+            self._fail(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _drain(self) -> None:
+        try:
+            self._body()
+        except HttpError:
+            pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    # --- routes ------------------------------------------------------------------------------------------------
+
+    def health(self) -> None:
+        self._json(200, self.server.app.health())
+
+    def model(self) -> None:
+        self._json(200, self.server.app.model_info())
+
+    def infer(self) -> None:
+        body = self._body()
+        mtype = codec.media_type(self.headers.get("Content-Type"))
+        decoder = codec.DECODERS.get(mtype)
+        if decoder is None:
+            raise HttpError(415, f"unsupported content type {mtype!r}",
+                            f"send {codec.JSON}, {codec.NPY} or {codec.NPZ}")
+        app = self.server.app
+        outputs, runner, entry, seconds = app.infer_body(decoder, body)
+        meta = {"model": entry.model_ref(), "latency_ms": round(seconds * 1000, 4)}
+        enc = codec.encode_outputs(outputs, runner.outputs, mtype, meta)
+        self._send(200, enc.content_type, enc.body,
+                   {"X-Edgekit-Model": f"{entry.name}@{entry.version}", "X-Edgekit-Sha256": entry.sha256,
+                    "X-Edgekit-Latency-Ms": str(meta["latency_ms"])})
+
+
+ROUTES: dict[str, dict[str, Callable[[Handler], None]]] = {
+    "/v1/health": {"GET": Handler.health},
+    "/v1/model": {"GET": Handler.model},
+    "/v1/infer": {"POST": Handler.infer},
+}
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
+        super().__init__((host, port), Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def start(self) -> "ApiServer":
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="local-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,173 @@
+"""``edgekit agent …``: install, uninstall, run, status, infer (thin: parse, call one function, render)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.errors import UsageError
+from edgekit.render import emit_json
+
+from .config import DEFAULT_CONFIG
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=str(DEFAULT_CONFIG),
+                             show_default=True, help="agent config (TOML)")
+
+
+@click.group()
+def agent() -> None:
+    """Run, install and query the device agent."""
+
+
+@agent.command()
+@click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
+              help="install under this prefix (every written path is under it)")
+@click.option("--from", "package", type=click.Path(exists=True), help="device package (dir or tar) from the fleet")
+@click.option("--device-id", help="this device's id")
+@click.option("--fleet", help="fleet id")
+@click.option("--fleet-key", type=click.Path(exists=True, dir_okay=False), help="the fleet's public key (.pub)")
+@click.option("--mqtt-host", help="broker host")
+@click.option("--mqtt-port", type=int, help="broker port")
+@click.option("--api-port", type=int, help="local API port on 127.0.0.1")
+@click.option("--bundle", type=click.Path(exists=True, dir_okay=False), help="bundle to serve until the fleet sends one")
+@click.option("--user", default="edgekit-agent", show_default=True, help="system user of the service")
+@click.option("--force", is_flag=True, help="replace an existing config")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def install(root, package, device_id, fleet, fleet_key, mqtt_host, mqtt_port, api_port, bundle, user, force,
+            as_json) -> None:
+    """Write the config, data directories and a hardened systemd unit (validated first)."""
+    from . import install as inst
+
+    settings: dict[str, Any] = {}
+    if device_id:
+        settings["device_id"] = device_id
+    if fleet:
+        settings["fleet"] = fleet
+    mqtt = {k: v for k, v in (("host", mqtt_host), ("port", mqtt_port)) if v is not None}
+    if mqtt:
+        settings["mqtt"] = mqtt
+    if api_port is not None:
+        settings["api"] = {"port": api_port}
+    if bundle:
+        settings["model"] = {"bundle": str(Path(bundle).resolve())}
+    result = inst.install(root, settings=settings, package=package, fleet_key=fleet_key, user=user, force=force)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(f"config   {result.config}")
+    click.echo(f"unit     {result.unit}")
+    click.echo(f"data     {result.data_dir}")
+    if result.root == Path("/"):
+        click.echo("next: systemctl daemon-reload && systemctl enable --now edgekit-agent")
+
+
+@agent.command()
+@click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True)
+@click.option("--purge", is_flag=True, help="also delete the data directory (model store, spool)")
+def uninstall(root, purge) -> None:
+    """Remove the unit and the config (the data too with --purge)."""
+    from . import install as inst
+
+    for path in inst.uninstall(root, purge=purge):
+        click.echo(f"removed {path}")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@agent.command()
+@CONFIG_OPTION
+def run(config_path) -> None:
+    """Run the agent in the foreground until SIGTERM/SIGINT."""
+    from .agent import Agent
+    from .config import load_config
+
+    cfg = load_config(config_path)
+    _logging(cfg.log_level)
+    Agent(cfg).run_forever()
+
+
+def _api_url(config_path: str, url: str | None) -> str:
+    if url:
+        return url
+    from .config import load_config
+
+    cfg = load_config(config_path)
+    port = cfg.api.port
+    port_file = cfg.data_path / "api.port"
+    if port == 0 and port_file.is_file():
+        port = int(port_file.read_text().strip())
+    return f"http://{cfg.api.host}:{port}"
+
+
+@agent.command()
+@CONFIG_OPTION
+@click.option("--url", help="local API URL (default: from the config)")
+@click.option("--json", "as_json", is_flag=True)
+def status(config_path, url, as_json) -> None:
+    """Show whether the agent runs, which model it serves, and its spool and link state."""
+    from .client import AgentClient
+
+    health = AgentClient(_api_url(config_path, url), timeout=5).health()
+    if as_json:
+        emit_json(health)
+        return
+    from edgekit.render import console, table
+
+    model = health.get("model") or {}
+    rows = [("status", health["status"]), ("device", health.get("device_id", "")),
+            ("model", f"{model.get('name', '-')} {model.get('version', '')} {model.get('sha256', '')[:12]}"),
+            ("backend", health.get("backend", "")), ("mqtt", "connected" if health.get("mqtt_connected") else "down"),
+            ("spool", f"{health['spool']['items']} queued, {health['spool']['dropped_total']} dropped"),
+            ("uptime", f"{health.get('uptime_s', 0):.0f} s")]
+    console().print(table(None, ["field", "value"], rows))
+
+
+@agent.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@CONFIG_OPTION
+@click.option("--url", help="local API URL (default: from the config)")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the outputs to this .npz")
+@click.option("--json", "as_json", is_flag=True)
+def infer(file, config_path, url, out, as_json) -> None:
+    """Run FILE (.npy, or .npz with one array per input) through the serving model."""
+    import numpy as np
+
+    from .client import AgentClient
+
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {file} as .npy/.npz ({exc})", hint="save inputs with numpy.save") from exc
+    if isinstance(loaded, np.ndarray):
+        arrays = [loaded]
+    else:
+        with loaded:
+            arrays = [loaded[k] for k in loaded.files]
+    client = AgentClient(_api_url(config_path, url))
+    outputs = client.infer(arrays)
+    if out:
+        np.savez(out, *outputs)
+    if as_json:
+        click.echo(json.dumps({"outputs": [{"dtype": o.dtype.name, "shape": list(o.shape), "data": o.tolist()}
+                                           for o in outputs]}))
+        return
+    for j, o in enumerate(outputs):
+        flat = o.reshape(-1)
+        top = int(flat.argmax()) if flat.size else -1
+        click.echo(f"output {j}: {o.dtype.name} {list(o.shape)} argmax={top} {np.array2string(flat[:10])}")
+
+
+try:  # commands of the update package (rollback, history), when present
+    from device_agent.update.cli import register
+except ImportError:
+    pass
+else:
+    register(agent)

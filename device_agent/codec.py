@@ -1,0 +1,164 @@
+"""Tensor bodies of the local API, pure functions: JSON, raw ``.npy`` and ``.npz`` in; JSON, npy or npz out.
+
+Inputs are validated against the model's input specs (count, dtype, shape). JSON numbers are cast to the input's
+dtype only when that is exact (integers within range for integer inputs); ``.npy``/``.npz`` arrays must carry the
+input's dtype. A leading batch dimension of 1 may be left out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+JSON = "application/json"
+NPY = "application/x-npy"
+NPZ = "application/x-npz"
+
+
+def _fit_shape(arr: np.ndarray, spec: Any) -> np.ndarray:
+    shape = tuple(spec.shape)
+    if arr.shape == shape:
+        return arr
+    if len(shape) >= 1 and shape[0] == 1 and arr.shape == shape[1:]:
+        return arr.reshape(shape)
+    raise InvalidInputError(f"input {spec.name!r} has shape {list(arr.shape)}, the model expects {list(shape)}")
+
+
+def _from_json_value(value: Any, spec: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"input {spec.name!r} is not a rectangular array of numbers") from exc
+    if arr.dtype == object or arr.dtype.kind not in "biuf" or (arr.dtype.kind == "b" and spec.dtype.kind != "b"):
+        raise InvalidInputError(f"input {spec.name!r} must be a rectangular array of numbers")
+    dtype = spec.dtype
+    if dtype.kind in "iu":
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise InvalidInputError(f"input {spec.name!r} is {dtype}: its values must be integers")
+        info = np.iinfo(dtype)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise InvalidInputError(f"input {spec.name!r} is {dtype}: values must lie in [{info.min}, {info.max}]")
+    return _fit_shape(arr.astype(dtype), spec)
+
+
+def decode_json(body: bytes, specs: Sequence[Any]) -> list[np.ndarray]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("the request body is not valid JSON") from exc
+    if not isinstance(data, dict) or "inputs" not in data:
+        raise InvalidInputError('the JSON body must be an object with "inputs" (a list, or an object by input name)')
+    raw = data["inputs"]
+    if isinstance(raw, dict):
+        names = [s.name for s in specs]
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise InvalidInputError(f"unknown input name(s) {unknown}; the model's inputs are {names}")
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise InvalidInputError(f"missing input(s) {missing}")
+        values = [raw[n] for n in names]
+    elif isinstance(raw, list):
+        if len(specs) == 1 and _looks_like_single(raw, specs[0]):
+            values = [raw]
+        else:
+            values = raw
+    else:
+        raise InvalidInputError('"inputs" must be a list or an object')
+    if len(values) != len(specs):
+        raise InvalidInputError(f"the model takes {len(specs)} input(s), got {len(values)}")
+    return [_from_json_value(v, s) for v, s in zip(values, specs)]
+
+
+def _looks_like_single(raw: list, spec: Any) -> bool:
+    """For a one-input model, ``"inputs": <tensor>`` is accepted as well as ``"inputs": [<tensor>]``."""
+    try:
+        ndim = np.asarray(raw).ndim
+    except (ValueError, TypeError):
+        return False
+    return ndim > 0 and ndim in (len(spec.shape), len(spec.shape) - 1)
+
+
+def _load(body: bytes, what: str) -> Any:
+    try:
+        return np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInputError(f"the request body is not a valid {what} file ({exc})") from exc
+
+
+def _check_dtype(arr: np.ndarray, spec: Any) -> np.ndarray:
+    if arr.dtype != spec.dtype:
+        raise InvalidInputError(f"input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}")
+    return _fit_shape(arr, spec)
+
+
+def decode_npy(body: bytes, specs: Sequence[Any]) -> list[np.ndarray]:
+    if len(specs) != 1:
+        raise InvalidInputError(f"the model takes {len(specs)} inputs: send an .npz ({NPZ}) with one array each")
+    arr = _load(body, ".npy")
+    if not isinstance(arr, np.ndarray):
+        raise InvalidInputError("the request body is an .npz, send it as " + NPZ)
+    return [_check_dtype(arr, specs[0])]
+
+
+def decode_npz(body: bytes, specs: Sequence[Any]) -> list[np.ndarray]:
+    z = _load(body, ".npz")
+    if isinstance(z, np.ndarray):
+        return decode_npy(body, specs)
+    with z:
+        arrays = {k: z[k] for k in z.files}
+    names = [s.name for s in specs]
+    if all(n in arrays for n in names):
+        chosen = [arrays[n] for n in names]
+    elif all(f"arr_{i}" in arrays for i in range(len(specs))) and len(arrays) == len(specs):
+        chosen = [arrays[f"arr_{i}"] for i in range(len(specs))]
+    else:
+        raise InvalidInputError(f"the .npz holds {sorted(arrays)}; name the arrays {names} (or arr_0..)")
+    return [_check_dtype(a, s) for a, s in zip(chosen, specs)]
+
+
+DECODERS: dict[str, Callable[[bytes, Sequence[Any]], list[np.ndarray]]] = {
+    JSON: decode_json, NPY: decode_npy, "application/octet-stream": decode_npy, NPZ: decode_npz,
+}
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or JSON).split(";", 1)[0].strip().lower()
+
+
+@dataclass
+class Encoded:
+    content_type: str
+    body: bytes
+
+
+def encode_npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_outputs(outputs: Sequence[np.ndarray], specs: Sequence[Any], request_type: str,
+                   meta: dict[str, Any]) -> Encoded:
+    """JSON answers JSON (with ``meta``); npy answers npy for one output, npz otherwise (meta in headers)."""
+    if request_type == JSON:
+        doc = dict(meta)
+        doc["outputs"] = [{"name": s.name, "dtype": a.dtype.name, "shape": list(a.shape), "data": a.tolist()}
+                          for s, a in zip(specs, outputs)]
+        return Encoded(JSON, json.dumps(doc, separators=(",", ":")).encode())
+    if len(outputs) == 1 and request_type != NPZ:
+        return Encoded(NPY, encode_npy(outputs[0]))
+    buf = io.BytesIO()
+    np.savez(buf, **{s.name: a for s, a in zip(specs, outputs)})
+    return Encoded(NPZ, buf.getvalue())
+
+
+def decode_json_outputs(doc: dict[str, Any]) -> list[np.ndarray]:
+    return [np.asarray(o["data"], dtype=np.dtype(o["dtype"])).reshape(o["shape"]) for o in doc["outputs"]]

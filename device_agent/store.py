@@ -1,0 +1,269 @@
+"""The content-addressed model store: ``<root>/<bundle sha256>/`` holds one extracted, verified bundle.
+
+``<root>/current`` and ``<root>/previous`` are symlinks to entries. :meth:`ModelStore.set_current` swaps them
+atomically (a symlink under a temporary name, ``os.replace``, then fsync of the directory), so a power cut leaves
+either the old or the new pointer, never none. A bundle enters the store only through :meth:`ModelStore.install`,
+which verifies its signature with the fleet's public key and all payload hashes first; the extraction itself is
+atomic (temporary directory, then rename).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgekit import keys as keys_mod
+from edgekit.bundle import extract_bundle, file_sha256, read_bundle, sha256_hex
+from edgekit.errors import EdgekitError, SignatureError
+from edgekit.fsutil import fsync_dir
+from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
+
+from .errors import StoreError
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+POINTERS = ("current", "previous")
+
+
+def check_sha(sha: str) -> str:
+    if not isinstance(sha, str) or not _SHA.match(sha):
+        raise StoreError(f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+    return sha
+
+
+@dataclass
+class StoreEntry:
+    """One installed bundle: ``dir`` holds manifest.json, signature and the payload files."""
+
+    sha256: str
+    dir: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def target(self) -> str:
+        return self.manifest.get("target", "cpu")
+
+    @property
+    def model_path(self) -> Path:
+        return self.dir / self.manifest["model_file"]
+
+    @property
+    def stats_key(self) -> str:
+        """The key of this model in :class:`~device_agent.stats.InferenceStats` and telemetry: ``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    def model_ref(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    def golden(self):
+        """(inputs, expected outputs, atol, rtol) of the bundle's golden vectors, or None."""
+        from edgekit import golden as golden_mod
+
+        g = self.manifest.get("golden")
+        if not g:
+            return None
+        ins, outs = golden_mod.unpack((self.dir / g["file"]).read_bytes())
+        return ins, outs, float(g["atol"]), float(g["rtol"])
+
+    def verify(self, pubkey: Ed25519PublicKey | str | os.PathLike) -> None:
+        """Check again, on disk, the manifest signature and every payload hash (before loading it)."""
+        if not isinstance(pubkey, Ed25519PublicKey):
+            pubkey = keys_mod.load_public_key(pubkey)
+        try:
+            raw = (self.dir / MANIFEST_NAME).read_bytes()
+            sig = json.loads((self.dir / SIGNATURE_NAME).read_bytes())
+            keys_mod.verify(pubkey, raw, base64.b64decode(sig["sig"], validate=True))
+        except SignatureError:
+            raise SignatureError(f"stored model {self.sha256[:12]} does not verify against the fleet key",
+                                 hint="the store was modified or the fleet key changed; reinstall the bundle") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"stored model {self.sha256[:12]} is unreadable ({exc})",
+                             hint="remove it and install the bundle again") from exc
+        for name, meta in parse_manifest(raw)["files"].items():
+            path = self.dir / name
+            if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
+                raise StoreError(f"stored file {name} of model {self.sha256[:12]} was modified",
+                                 hint="remove the entry and install the bundle again")
+
+
+class ModelStore:
+    """Content-addressed store of verified bundles with atomic ``current``/``previous`` pointers."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    # --- entries ---------------------------------------------------------------------------------------------
+
+    def _dir(self, sha: str) -> Path:
+        return self.root / check_sha(sha)
+
+    def has(self, sha: str) -> bool:
+        return (self._dir(sha) / MANIFEST_NAME).is_file()
+
+    def get(self, sha: str) -> StoreEntry:
+        d = self._dir(sha)
+        try:
+            raw = (d / MANIFEST_NAME).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"model {sha[:12]} is not in the store {self.root}") from None
+        try:
+            manifest = parse_manifest(raw)
+        except EdgekitError as exc:
+            raise StoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
+                             hint="remove it and install the bundle again") from exc
+        return StoreEntry(sha, d, manifest)
+
+    def entries(self) -> list[StoreEntry]:
+        out = []
+        for child in sorted(self.root.iterdir()):
+            if _SHA.match(child.name) and child.is_dir() and not child.is_symlink():
+                try:
+                    out.append(self.get(child.name))
+                except StoreError:
+                    continue
+        return out
+
+    def install(self, bundle_path: str | os.PathLike, pubkey: Ed25519PublicKey | str | os.PathLike) -> StoreEntry:
+        """Verify a bundle (signature, hashes, TFLite payload) and extract it under its sha256.
+
+        Idempotent: a bundle whose sha256 is already stored is not copied again.
+        """
+        if pubkey is None:
+            raise SignatureError("a bundle is installed only after its signature verifies",
+                                 hint="set fleet_public_key in the agent config")
+        sha = file_sha256(bundle_path) if Path(bundle_path).is_file() else None
+        with self._lock:
+            if sha is not None and self.has(sha):
+                return self.get(sha)
+            bundle = read_bundle(bundle_path, pubkey)
+            if not bundle.signature_verified:  # pragma: no cover - read_bundle verifies when given a key
+                raise SignatureError("bundle signature was not verified")
+            if self.has(bundle.sha256):
+                return self.get(bundle.sha256)
+            extract_bundle(bundle, self.root / bundle.sha256)
+            return self.get(bundle.sha256)
+
+    def install_bytes(self, data: bytes, pubkey: Ed25519PublicKey | str | os.PathLike) -> StoreEntry:
+        sha = sha256_hex(data)
+        if self.has(sha):
+            return self.get(sha)
+        fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".ekb", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return self.install(tmp, pubkey)
+        finally:
+            os.unlink(tmp)
+
+    def remove(self, sha: str, *, force: bool = False) -> None:
+        """Delete an entry. The current and previous models are refused unless ``force``."""
+        with self._lock:
+            if not force and sha in (self._pointer("current"), self._pointer("previous")):
+                raise StoreError(f"refusing to remove model {sha[:12]}: it is the current or previous model")
+            d = self._dir(sha)
+            if not d.exists():
+                return
+            trash = Path(tempfile.mkdtemp(prefix=".trash.", dir=self.root))
+            os.rename(d, trash / "entry")
+            fsync_dir(self.root)
+            shutil.rmtree(trash, ignore_errors=True)
+            for name in POINTERS:
+                if self._pointer(name) == sha:
+                    (self.root / name).unlink(missing_ok=True)
+            fsync_dir(self.root)
+
+    def gc(self, keep: tuple[str, ...] = ()) -> list[str]:
+        """Remove every entry except current, previous and ``keep``; return the removed sha256s."""
+        with self._lock:
+            keep_set = {s for s in (self._pointer("current"), self._pointer("previous"), *keep) if s}
+            removed = []
+            for entry in self.entries():
+                if entry.sha256 not in keep_set:
+                    self.remove(entry.sha256)
+                    removed.append(entry.sha256)
+            for child in self.root.iterdir():  # leftovers of interrupted installs
+                if child.name.startswith((".trash.", ".incoming.")) or (
+                        child.name.startswith(".") and child.name.endswith(".tmp")):
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            return removed
+
+    # --- pointers --------------------------------------------------------------------------------------------
+
+    def _pointer(self, name: str) -> str | None:
+        try:
+            target = os.readlink(self.root / name)
+        except (FileNotFoundError, OSError):
+            return None
+        sha = os.path.basename(target.rstrip("/"))
+        return sha if _SHA.match(sha) else None
+
+    def _point(self, name: str, sha: str | None) -> None:
+        link = self.root / name
+        if sha is None:
+            link.unlink(missing_ok=True)
+            return
+        tmp = self.root / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(sha, tmp)
+        os.replace(tmp, link)
+
+    def current(self) -> StoreEntry | None:
+        sha = self._pointer("current")
+        return self.get(sha) if sha and self.has(sha) else None
+
+    def previous(self) -> StoreEntry | None:
+        sha = self._pointer("previous")
+        return self.get(sha) if sha and self.has(sha) else None
+
+    def set_current(self, sha: str) -> StoreEntry:
+        """Point ``current`` at ``sha`` atomically; the old current becomes ``previous``."""
+        with self._lock:
+            entry = self.get(sha)
+            old = self._pointer("current")
+            if old == sha:
+                return entry
+            if old is not None:
+                self._point("previous", old)
+            self._point("current", sha)
+            fsync_dir(self.root)
+            return entry
+
+    def set_previous(self, sha: str | None) -> None:
+        with self._lock:
+            if sha is not None:
+                self.get(sha)
+            self._point("previous", sha)
+            fsync_dir(self.root)
+
+    def rollback(self) -> StoreEntry:
+        """Swap current and previous (both pointers stay valid)."""
+        with self._lock:
+            prev, cur = self._pointer("previous"), self._pointer("current")
+            if prev is None or not self.has(prev):
+                raise StoreError("there is no previous model to roll back to")
+            self._point("current", prev)
+            self._point("previous", cur)
+            fsync_dir(self.root)
+            return self.get(prev)
