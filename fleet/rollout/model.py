@@ -37,13 +37,15 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 # events that move the rollout to its next stage
 STAGE_EVENTS = ("advance", "approve")
+# events an operator may send (the others come from the planner or the engine)
+OPERATOR_EVENTS = ("pause", "resume", "abort", "approve")
 
 
 def transition(state: str, event: str, rollout_id: str = "") -> str:
     """The next state, or RolloutStateError for a pair the table does not allow."""
     nxt = TRANSITIONS.get((state, event))
     if nxt is None:
-        allowed = sorted(e for (s, e) in TRANSITIONS if s == state)
+        allowed = sorted(e for (s, e) in TRANSITIONS if s == state and e in OPERATOR_EVENTS)
         what = f"rollout {rollout_id} is {state}" if rollout_id else f"a {state} rollout"
         raise RolloutStateError(f"cannot {event.replace('_', ' ')}: {what}",
                                 hint=(f"allowed now: {', '.join(allowed)}" if allowed else

@@ -62,7 +62,7 @@ def parse_fraction(text: str | float, what: str = "threshold") -> float:
             raise PolicyError(f"invalid {what} {text!r}", hint="write a percentage like 95% or a fraction like 0.95")
         if not s.endswith("%") and value > 1:
             raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
-                              hint=f"did you mean {s}%?")
+                              hint=f"write {s}% for a percentage")
     if not (0.0 <= value <= 1.0) or not math.isfinite(value):
         raise PolicyError(f"invalid {what} {text!r}: must be between 0% and 100%", hint="e.g. 95%")
     return value
