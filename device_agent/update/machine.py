@@ -173,15 +173,20 @@ class ResumePlan:
     reason: Reason | None
     crashes: int
     run: bool
+    clean: bool = False
 
 
-def plan_resume(state: State | str, crashes: int, limit: int) -> ResumePlan:
+def plan_resume(state: State | str, crashes: int, limit: int, clean: bool = False) -> ResumePlan:
     """Decide how to resume after a restart. Every restart that finds an update in flight counts as a crash of that
-    update; once an update has crashed the agent ``limit`` times it is aborted (the loop guard)."""
+    update, unless the agent stopped cleanly (``clean``: it recorded the stop, so nothing was left half-done and the
+    state's action simply runs again); once an update has crashed the agent ``limit`` times it is aborted (the loop
+    guard)."""
     state = State(state)
     mode = RESUME[state]
     if mode is Resume.NOTHING:
         return ResumePlan(None, None, crashes, run=False)
+    if clean:
+        return ResumePlan(None, None, crashes, run=True, clean=True)
     crashes += 1
     looping = crashes >= limit
     if mode is Resume.ROLLBACK:
@@ -209,7 +214,8 @@ def reconcile(desired: Mapping[str, Any] | None, current_sha: str | None, state:
               target_sha: str | None, rejected: set[tuple[str, str | None]],
               rollout_id: str | None = None) -> Action:
     """What a ``desired`` model (``{name, version, sha256, url, size}``) asks of a device in ``state`` that serves
-    ``current_sha`` and works on ``target_sha``. ``rejected`` holds (sha256, rollout_id) pairs that failed here."""
+    ``current_sha`` and works on ``target_sha``. ``rejected`` holds (sha256, rollout_id) pairs that failed here;
+    rollout id ``*`` (a manual rollback) rejects the model whatever the rollout."""
     if not desired:
         return Action.NONE
     state = State(state)
@@ -222,6 +228,6 @@ def reconcile(desired: Mapping[str, Any] | None, current_sha: str | None, state:
         return Action.DEFER
     if want == current_sha:
         return Action.NONE
-    if (want, rollout_id) in rejected:
+    if (want, rollout_id) in rejected or (want, "*") in rejected:
         return Action.REJECTED
     return Action.START

@@ -24,6 +24,7 @@ RECORD_VERSION = 1
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.jsonl"
 MAX_REJECTED = 32
+ANY_ROLLOUT = "*"
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Record:
     probation_until: float | None = None
     self_test: dict[str, Any] | None = None
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    clean_stop: bool = False
     version: int = RECORD_VERSION
 
     @property
@@ -52,7 +54,14 @@ class Record:
         return State(self.state)
 
     def rejected_pairs(self) -> set[tuple[str, str | None]]:
+        """(sha256, rollout id) pairs not to install again; rollout id ``*`` (a manual rollback) matches any."""
         return {(r["sha256"], r.get("rollout_id")) for r in self.rejected}
+
+    def is_rejected(self, sha256: str, rollout_id: str | None) -> dict[str, Any] | None:
+        for r in reversed(self.rejected):
+            if r["sha256"] == sha256 and r.get("rollout_id") in (rollout_id, ANY_ROLLOUT):
+                return r
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,13 +115,15 @@ def advance(rec: Record, event: Event, *, reason: Reason | str | None = None, no
     src = rec.state_enum
     dst = next_state(src, event)
     reason_s = str(reason) if reason is not None else None
-    new = replace(rec, state=dst.value, seq=rec.seq + 1, entered_at=now, **changes)
-    if reason_s is not None:
-        new.reason = reason_s
-    if detail:
-        new.detail = dict(detail)
+    new = replace(rec, state=dst.value, seq=rec.seq + 1, entered_at=now, clean_stop=False, **changes)
+    if reason_s is not None or Event(event) is Event.START:
+        new.reason = reason_s  # a failure's reason stays visible in IDLE until the next update starts
+    new.detail = dict(detail or {})
+    if Event(event) is Event.START:  # a manual rollback holds its model back until another model is desired
+        new.rejected = [r for r in new.rejected if r.get("rollout_id") != ANY_ROLLOUT]
     if dst is State.FAILED and new.target and new.reason not in (None, Reason.SUPERSEDED.value):
-        entry = {"sha256": new.target["sha256"], "rollout_id": new.rollout_id, "reason": new.reason, "ts": now}
+        rollout = ANY_ROLLOUT if new.reason == Reason.MANUAL.value else new.rollout_id
+        entry = {"sha256": new.target["sha256"], "rollout_id": rollout, "reason": new.reason, "ts": now}
         new.rejected = ([r for r in new.rejected
                          if (r["sha256"], r.get("rollout_id")) != (entry["sha256"], entry["rollout_id"])]
                         + [entry])[-MAX_REJECTED:]

@@ -47,6 +47,16 @@ class Policy:
                 raise ConfigError(f"unknown key {prefix}.{key}", key=f"{prefix}.{key}",
                                   hint=f"known keys: {', '.join(sorted(known))}")
             default = f.default
+            if isinstance(value, str) and not isinstance(default, str):  # environment overrides are strings
+                low = value.strip().lower()
+                if isinstance(default, bool):
+                    value = {"1": True, "true": True, "yes": True, "on": True,
+                             "0": False, "false": False, "no": False, "off": False}.get(low, value)
+                else:
+                    try:
+                        value = float(low) if isinstance(default, float) or "." in low else int(low)
+                    except ValueError:
+                        pass
             try:
                 if isinstance(default, bool):
                     if not isinstance(value, bool):
