@@ -1,0 +1,53 @@
+"""Errors raised by the converter, all rooted at :class:`edgekit.errors.EdgekitError`."""
+
+from __future__ import annotations
+
+from edgekit.errors import EdgekitError, UsageError
+
+
+class ConversionError(EdgekitError):
+    """Base for every problem converting a model."""
+
+    default_hint = "run 'edgekit convert --help' for the supported inputs and options"
+
+
+class ModelLoadError(ConversionError):
+    """The source model is missing, of an unknown format, or cannot be loaded."""
+
+    default_hint = "pass a .keras file, a .h5 file (tf_keras) or a SavedModel directory"
+
+
+class OptionError(ConversionError, UsageError):
+    """A mode/target/io combination that cannot work."""
+
+    exit_code = 2
+    default_hint = "see 'edgekit convert --help' for the valid combinations"
+
+
+class CalibrationError(ConversionError):
+    """Calibration or evaluation data is missing, malformed or does not fit the model."""
+
+    default_hint = "pass --calibration with an .npz/.npy file, an image directory or a module:function generator"
+
+
+class ConverterFailed(ConversionError):
+    """TensorFlow's TFLiteConverter rejected the model."""
+
+    default_hint = "check that the model runs in TensorFlow with a batch of 1; the converter's message is above"
+
+
+class TargetRefusal(ConversionError):
+    """The model cannot meet the requirements of the chosen target (e.g. Edge TPU: int8, static shapes)."""
+
+
+class AccuracyBudgetError(ConversionError):
+    """--max-accuracy-drop could not be met, even with the most sensitive layers kept in float."""
+
+    exit_code = 4
+    default_hint = "raise --max-accuracy-drop, calibrate with more representative data, or use quantization-aware training"
+
+
+class CompilerError(ConversionError):
+    """edgetpu_compiler failed or produced no usable model."""
+
+    default_hint = "read the compiler log above; 'edgekit edgetpu check' predicts which ops cannot be mapped"

@@ -1,0 +1,217 @@
+"""Detect and load a source model (.keras, .h5, SavedModel directory) and give the converter a static-shape function.
+
+Format detection is pure (:func:`detect_format` reads a few bytes); loading imports TensorFlow lazily. Every
+model is turned into a *frozen concrete function with batch 1 and static shapes*: that is what the Edge TPU needs,
+and it keeps Keras 3 models from emitting SHAPE/STRIDED_SLICE/PACK ops for a dynamic batch in ``Flatten``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | None, ...]  # without the batch dimension
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """What a path holds: ``kind`` is keras | h5 | savedmodel; ``flavor`` is keras3 | tf_keras | tf."""
+
+    kind: str
+    flavor: str
+
+
+def detect_format(path: str | os.PathLike) -> SourceFormat:
+    """Decide what ``path`` is from its content (not only its suffix). Raises ModelLoadError."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"model {p} does not exist", hint="check the path")
+    if p.is_dir():
+        if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
+            return SourceFormat("savedmodel", "tf")
+        raise ModelLoadError(f"{p} is a directory without saved_model.pb, so not a SavedModel")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_MAGIC:
+        return SourceFormat("h5", "tf_keras")
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = set(z.namelist())
+                if "config.json" not in names:
+                    raise ModelLoadError(f"{p} is a zip archive but not a Keras model (no config.json)")
+                meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        except (zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{p} is not a readable .keras archive: {exc}") from exc
+        version = str(meta.get("keras_version", "3"))
+        return SourceFormat("keras", "tf_keras" if version.startswith("2.") else "keras3")
+    if head[4:8] == b"TFL3":
+        raise ModelLoadError(f"{p} is already a TFLite model",
+                             hint="pass the Keras or SavedModel source; use 'edgekit edgetpu check' for .tflite files")
+    raise ModelLoadError(f"{p} is not a .keras archive, an HDF5 (.h5) file or a SavedModel directory")
+
+
+def source_digest(path: str | os.PathLike) -> tuple[str, int]:
+    """(sha256, size in bytes) of a model file, or of every file of a SavedModel directory (sorted paths)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    size = 0
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        if p.is_dir():
+            h.update(str(q.relative_to(p)).encode() + b"\0")
+        with open(q, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+                size += len(block)
+    return h.hexdigest(), size
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    format: SourceFormat
+    inputs: list[InputSpec]
+    keras_model: Any = None  # a Keras 3 or tf_keras model, or None for SavedModel
+    saved_model: Any = None
+    signature: Any = None
+    sha256: str = ""
+    size: int = 0
+    _frozen: Any = field(default=None, repr=False)
+
+    @property
+    def first_layer_names(self) -> list[str]:
+        if self.keras_model is None:
+            return []
+        return [type(layer).__name__ for layer in getattr(self.keras_model, "layers", [])[:3]]
+
+    def concrete_function(self):
+        """A frozen tf ConcreteFunction with batch 1 and static shapes (cached)."""
+        if self._frozen is not None:
+            return self._frozen
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        for spec in self.inputs:
+            if any(d is None for d in spec.shape):
+                from .errors import TargetRefusal
+
+                raise TargetRefusal(f"input '{spec.name}' has a dynamic dimension {list(spec.shape)}",
+                                    hint="give the model a fixed input size (e.g. Input(shape=(96, 96, 3)))")
+        specs = [tf.TensorSpec([1, *spec.shape], tf.as_dtype(spec.dtype), name=_arg_name(spec.name, i))
+                 for i, spec in enumerate(self.inputs)]
+        if self.keras_model is not None:
+            model = self.keras_model
+            multi = len(self.inputs) > 1
+
+            def call(*xs):
+                return model(list(xs) if multi else xs[0], training=False)
+        else:
+            sig = self.signature
+            names = [s.name for s in self.inputs]
+
+            def call(*xs):
+                return sig(**dict(zip(names, xs)))
+        fn = tf.function(call).get_concrete_function(*specs)
+        try:
+            self._frozen = convert_variables_to_constants_v2(fn)
+        except Exception as exc:  # noqa: BLE001 - TF raises many types here
+            raise ModelLoadError(f"cannot freeze the model's variables: {exc}") from exc
+        return self._frozen
+
+    def predict(self, arrays: list[np.ndarray], batch: int = 64) -> list[np.ndarray] | None:
+        """Float reference outputs from the source model itself (Keras models only; None otherwise)."""
+        if self.keras_model is None:
+            return None
+        outs: list[list[np.ndarray]] = []
+        n = arrays[0].shape[0]
+        for start in range(0, n, batch):
+            xs = [a[start:start + batch] for a in arrays]
+            y = self.keras_model(xs if len(xs) > 1 else xs[0], training=False)
+            ys = y if isinstance(y, (list, tuple)) else [y]
+            if isinstance(y, dict):
+                ys = [y[k] for k in sorted(y)]
+            outs.append([np.asarray(t) for t in ys])
+        return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+
+def _arg_name(name: str, i: int) -> str:
+    clean = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return clean if clean and not clean[0].isdigit() else f"input_{i}"
+
+
+def _keras_inputs(model) -> list[InputSpec]:
+    specs = []
+    for i, t in enumerate(model.inputs):
+        shape = tuple(None if d is None else int(d) for d in list(t.shape)[1:])
+        name = getattr(t, "name", None) or f"input_{i}"
+        name = name.split(":")[0]
+        dtype = getattr(t, "dtype", "float32")
+        dtype = getattr(dtype, "name", dtype)
+        specs.append(InputSpec(name, shape, str(dtype)))
+    return specs
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load a .keras / .h5 / SavedModel source. Third-party load errors become ModelLoadError here, once."""
+    p = Path(path)
+    fmt = detect_format(p)
+    sha, size = source_digest(p)
+    try:
+        if fmt.kind == "savedmodel":
+            loaded = _load_savedmodel(p, fmt, sha, size)
+        elif fmt.flavor == "tf_keras":
+            import tf_keras
+
+            model = tf_keras.models.load_model(p, compile=False)
+            loaded = LoadedModel(p, fmt, _keras_inputs(model), keras_model=model, sha256=sha, size=size)
+        else:
+            import keras
+
+            model = keras.saving.load_model(p, compile=False)
+            loaded = LoadedModel(p, fmt, _keras_inputs(model), keras_model=model, sha256=sha, size=size)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - loaders raise anything from ValueError to OSError
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load {p} as a {fmt.kind} model ({fmt.flavor}): {first}") from exc
+    if not loaded.inputs:
+        raise ModelLoadError(f"{p} has no inputs")
+    return loaded
+
+
+def _load_savedmodel(p: Path, fmt: SourceFormat, sha: str, size: int) -> LoadedModel:
+    import tensorflow as tf
+
+    obj = tf.saved_model.load(str(p))
+    sigs = getattr(obj, "signatures", {})
+    if "serving_default" not in sigs:
+        raise ModelLoadError(f"SavedModel {p} has no 'serving_default' signature",
+                             hint="export it with model.export(path) or tf.saved_model.save(..., signatures=...)")
+    sig = sigs["serving_default"]
+    _, kwargs = sig.structured_input_signature
+    inputs = []
+    for name in sorted(kwargs):
+        spec = kwargs[name]
+        dims = list(spec.shape)
+        inputs.append(InputSpec(name, tuple(None if d is None else int(d) for d in dims[1:]), spec.dtype.name))
+    return LoadedModel(p, fmt, inputs, saved_model=obj, signature=sig, sha256=sha, size=size)

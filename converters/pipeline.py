@@ -1,0 +1,320 @@
+"""``edgekit convert`` as one library call: load → calibrate → convert → reload → evaluate → (fallback) → place →
+write the .tflite, the report card and a signed bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import __version__ as edgekit_version
+from edgekit.bundle import create_bundle, sha256_hex
+from edgekit.keys import load_private_key
+from edgekit.tflite_model import inspect_tflite
+
+from . import calibration as cal
+from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, report
+from .errors import AccuracyBudgetError, CalibrationError
+from .loading import LoadedModel, load_model
+from .modes import MODES, TARGETS, Plan, resolve
+from .output import Staging
+from .tflite import convert as tfl_convert
+from .tflite import representative, versions
+
+GOLDEN_COUNT = 3
+HOLDOUT_FRACTION = 0.25
+
+
+@dataclass
+class ConvertOptions:
+    model: Path
+    output: Path | None = None
+    mode: str | None = None
+    io: str | None = None
+    target: str = "cpu"
+    calibration: str | None = None
+    calibration_samples: int = 200
+    eval: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    expected_range: tuple[float, float] | None = None
+    max_accuracy_drop: float | None = None
+    threads: int = 1
+    runs: int = 50
+    evaluate: bool = True
+    key: Path | None = None
+    name: str | None = None
+    version: str = "0.1.0"
+    labels: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class Result:
+    report: dict[str, Any]
+    model_bytes: bytes = field(repr=False)
+    files: dict[str, Path] = field(default_factory=dict)
+    budget_met: bool = True
+
+
+class _NullProgress:
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+    def advance(self, *a, **k):
+        pass
+
+
+def _names(opts: ConvertOptions) -> dict[str, str]:
+    name = opts.name or opts.model.stem.replace(" ", "_") or "model"
+    out = {"model": f"{name}.tflite", "report": "report.json"}
+    if opts.key is not None:
+        out["bundle"] = f"{name}-{opts.version}.ekb"
+    return out
+
+
+def _split(ds: cal.Dataset, opts: ConvertOptions) -> tuple[cal.Dataset, cal.Dataset | None]:
+    """Hold out the last quarter of the calibration data for evaluation when no --eval was given."""
+    n = len(ds)
+    hold = int(n * HOLDOUT_FRACTION)
+    if hold < 8 or n - hold < 8:
+        return ds, None
+    return ds.take(slice(0, n - hold)), ds.take(slice(n - hold, n))
+
+
+def _golden_inputs(model: bytes, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model)
+    out = []
+    for d, a in zip(interp.get_input_details(), arrays):
+        x = a[:GOLDEN_COUNT]
+        out.append(evaluate.quantize_input(x.reshape(x.shape[0], *[int(v) for v in d["shape"]]), d))
+    return out
+
+
+class Converter:
+    """One conversion run. ``progress`` is a rich Progress (or None)."""
+
+    def __init__(self, opts: ConvertOptions, progress=None):
+        self.opts = opts
+        self.progress = progress or _NullProgress()
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def _task(self, label: str, total: float | None = None):
+        return self.progress.add_task(label, total=total)
+
+    def _tick(self, task):
+        return lambda n=1: self.progress.advance(task, n)
+
+    # -- steps --------------------------------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        o = self.opts
+        plan = resolve(o.target, o.mode, o.io)
+        mode = MODES[plan.mode]
+        names = _names(o)
+        staging = Staging(o.output, list(names.values()), o.force) if o.output else None
+        if staging:
+            staging.check()
+        key = load_private_key(o.key) if o.key is not None else None
+        if mode.needs_calibration and not o.calibration:
+            raise CalibrationError(f"mode {plan.mode} needs calibration data",
+                                   hint="pass --calibration data.npz (or an image directory, or module:function)")
+        t0 = time.perf_counter()
+        model = load_model(o.model)
+        TARGETS[plan.target].check_inputs(model.inputs)
+        self.timings["load_s"] = time.perf_counter() - t0
+        calib, held = self._data(model)
+        eval_ds = self._eval_data(model, calib, held)
+
+        t0 = time.perf_counter()
+        task = self._task(f"convert {plan.mode}", total=len(calib) if (calib and mode.needs_calibration) else None)
+        dataset = representative(calib.arrays, self._tick(task)) if calib and mode.needs_calibration else None
+        blob = tfl_convert(model, plan, dataset)
+        self.progress.update(task, completed=len(calib) if calib and mode.needs_calibration else 1, total=None
+                             if not (calib and mode.needs_calibration) else len(calib))
+        self.timings["convert_s"] = time.perf_counter() - t0
+        evaluate._interpreter(blob)  # reload before anything reports success
+
+        acc, fb, budget_met = None, None, True
+        if o.evaluate and eval_ds is not None:
+            reference = self._reference(model, eval_ds)
+            acc = self._measure(blob, eval_ds, reference)
+            if o.max_accuracy_drop is not None and mode.quantized and calib is not None:
+                blob, acc, fb, budget_met = self._fallback(model, plan, calib, eval_ds, reference, blob, acc)
+        elif o.max_accuracy_drop is not None:
+            raise CalibrationError("--max-accuracy-drop needs data to measure the drop",
+                                   hint="pass --eval data.npz or enough --calibration data to hold some out")
+        elif eval_ds is None:
+            self.warnings.append("no evaluation data: accuracy not measured (pass --eval or --calibration)")
+
+        pre = edgetpu_check.precheck(blob)
+        compiled, compiler = None, None
+        if plan.target == "edgetpu":
+            compiled, compiler = self._compile(blob, pre)
+        lat = None
+        if o.evaluate and o.runs > 0:
+            sample = (eval_ds or calib).arrays if (eval_ds or calib) else [
+                np.zeros((1, *s.shape), np.float32) for s in model.inputs]
+            lat = evaluate.latency(blob, sample, threads=o.threads, runs=o.runs)
+
+        card = report.build(opts=o, plan=plan, model=model, blob=blob, calib=calib, eval_ds=eval_ds,
+                            held_out=held is not None and o.eval is None, accuracy=acc, fallback=fb, precheck=pre,
+                            compiler=compiler, latency=lat, warnings=self.warnings, timings=self.timings,
+                            versions={**versions(), "edgekit": edgekit_version})
+        result = Result(card, blob, budget_met=budget_met)
+        if staging:
+            result.files = self._write(staging, names, card, blob, compiled, key, plan, model, calib or eval_ds)
+            card["outputs"] = {k: str(v) for k, v in result.files.items()}
+        if not budget_met:
+            raise AccuracyBudgetError(
+                f"accuracy drop {fb['best']['drop_pp']:.2f} pp exceeds --max-accuracy-drop {o.max_accuracy_drop} pp "
+                f"even with {len(fb['best']['float_layers'])} layer(s) in float (best result written to the report)")
+        return result
+
+    def _data(self, model: LoadedModel):
+        o = self.opts
+        if not o.calibration:
+            return None, None
+        task = self._task("load calibration data")
+        ds = cal.load_dataset(o.calibration, model.inputs, limit=o.calibration_samples,
+                              normalize=cal.Normalize(o.scale, o.offset), expected_range=o.expected_range,
+                              model_rescales=_rescales(model))
+        self.progress.update(task, total=1, completed=1)
+        self.warnings += ds.warnings
+        if o.eval is None:
+            calib, held = _split(ds, o)
+            return calib, held
+        return ds, None
+
+    def _eval_data(self, model, calib, held):
+        o = self.opts
+        if o.eval is None:
+            return held
+        ds = cal.load_dataset(o.eval, model.inputs, normalize=cal.Normalize(o.scale, o.offset), what="evaluation",
+                              expected_range=o.expected_range, model_rescales=_rescales(model),
+                              reference=calib.stats if calib else None)
+        self.warnings += ds.warnings
+        return ds
+
+    def _reference(self, model: LoadedModel, ds: cal.Dataset) -> list[np.ndarray]:
+        task = self._task("evaluate float reference", total=len(ds))
+        ref = model.predict(ds.arrays)
+        if ref is None:  # SavedModel: the fp32 TFLite conversion is the float reference
+            fp32 = tfl_convert(model, Plan("fp32", "float", "cpu"))
+            ref = evaluate.run_float_io(fp32, ds.arrays, progress=self._tick(task))
+        self.progress.update(task, completed=len(ds))
+        return [np.asarray(r, np.float32) for r in ref]
+
+    def _measure(self, blob: bytes, ds: cal.Dataset, reference: list[np.ndarray]) -> dict[str, Any]:
+        task = self._task("evaluate converted model", total=len(ds))
+        outs = evaluate.run_float_io(blob, ds.arrays, threads=self.opts.threads, progress=self._tick(task))
+        per_output = []
+        for j, (r, c) in enumerate(zip(reference, outs)):
+            if r.shape != c.shape:
+                c = c.reshape(r.shape)
+            per_output.append(metrics.compare(r, c, ds.labels if j == 0 else None))
+        summary = dict(per_output[0])
+        summary["data"] = "eval" if self.opts.eval else "held_out_calibration"
+        summary["outputs"] = per_output
+        summary["drop_pp"] = metrics.accuracy_drop_pp(per_output[0])
+        return summary
+
+    def _fallback(self, model, plan, calib, eval_ds, reference, blob, acc):
+        budget = float(self.opts.max_accuracy_drop)
+        first = fallback.Attempt([], acc["drop_pp"], acc, blob)
+        if first.drop_pp <= budget:
+            return blob, acc, {"budget_pp": budget, "met": True, "attempts": [], "ranking": [],
+                               "best": {"float_layers": [], "drop_pp": first.drop_pp}}, True
+
+        def measure(b):
+            r = self._measure(b, eval_ds, reference)
+            return r["drop_pp"], r
+
+        task = self._task("accuracy budget: float fallback")
+        best, attempts, ranking = fallback.search(model, plan, calib.arrays, budget, measure, first,
+                                                  on_step=lambda a: self.progress.advance(task))
+        met = best.drop_pp <= budget
+        info = {"budget_pp": budget, "met": met,
+                "ranking": [s.to_dict() for s in ranking[:10]],
+                "attempts": [{"float_layers": a.denylisted, "drop_pp": a.drop_pp} for a in attempts],
+                "best": {"float_layers": best.denylisted, "drop_pp": best.drop_pp}}
+        if best.denylisted:
+            self.warnings.append(f"kept {len(best.denylisted)} sensitive layer(s) in float to meet the accuracy "
+                                 f"budget: {', '.join(best.denylisted)}")
+        return best.model, best.result, info, met
+
+    def _compile(self, blob: bytes, pre):
+        if edgetpu_compiler.available() is None:
+            self.warnings.append("edgetpu_compiler is not on PATH: placement is the precheck's prediction; "
+                                 "compile on an x86-64 Linux host to confirm")
+            return None, None
+        task = self._task("edgetpu_compiler")
+        compiled, log, _raw = edgetpu_compiler.compile_model(blob)
+        notes = edgetpu_compiler.reload_check(compiled)
+        self.progress.update(task, total=1, completed=1)
+        dis = edgetpu_compiler.disagreements(pre, log)
+        self.warnings += [f"compiler disagrees with the precheck: {d}" for d in dis]
+        return compiled, {"log": log.to_dict(), "disagreements": dis, "notes": notes,
+                          "sha256": sha256_hex(compiled), "size": len(compiled)}
+
+    def _write(self, staging: Staging, names, card, blob, compiled, key, plan, model, data) -> dict[str, Path]:
+        o = self.opts
+        with staging:
+            staging.write(names["model"], blob)
+            if "bundle" in names and key is not None:
+                golden = _golden_inputs(blob, data.arrays) if data is not None else None
+                target, payload, golden_out = "cpu", blob, None
+                if compiled is not None:
+                    from edgekit.golden import run_model
+
+                    target, payload = "edgetpu", compiled
+                    golden_out = run_model(blob, golden) if golden is not None else None
+                provenance = {
+                    "source": {"path": model.path.name, "sha256": model.sha256, "format": model.format.kind,
+                               "flavor": model.format.flavor},
+                    "converter": {"edgekit": edgekit_version, **versions()},
+                    "mode": plan.mode, "io": plan.io, "target": plan.target,
+                    "report": report.summary(card),
+                }
+                create_bundle(payload, staging.path(names["bundle"]), name=Path(names["model"]).stem,
+                              version=o.version, key=key, labels=o.labels, golden_inputs=golden,
+                              golden_outputs=golden_out, target=target, provenance=provenance)
+            elif o.key is None:
+                card["warnings"].append("no bundle written: pass --key (make one with "
+                                        "'edgekit keys generate fleet.key')")
+            card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()}
+            staging.write(names["report"], (json.dumps(card, indent=2, sort_keys=True, default=str) + "\n").encode())
+            return staging.commit()
+
+
+def _rescales(model: LoadedModel) -> bool:
+    return any(n in ("Rescaling", "Normalization") for n in model.first_layer_names)
+
+
+def convert(opts: ConvertOptions, progress=None) -> Result:
+    return Converter(opts, progress).run()
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool = True):
+    """Rich progress bars on stderr (conversion, calibration, evaluation)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as p:
+        yield p

@@ -1,0 +1,81 @@
+"""Run TensorFlow's TFLiteConverter for a plan (mode + io) on a loaded model's static concrete function."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import ConverterFailed
+from .loading import LoadedModel
+from .modes import MODES, Plan
+
+
+def representative(arrays: list[np.ndarray], tick: Callable[[int], None] | None = None
+                   ) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """A representative_dataset callable yielding one batch-1 float32 sample per step."""
+
+    def gen():
+        for k in range(arrays[0].shape[0]):
+            if tick:
+                tick(1)
+            yield [a[k:k + 1].astype(np.float32) for a in arrays]
+
+    return gen
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """Silence the converter's C++ chatter on fd 1/2 (MLIR pass logs), keep Python exceptions."""
+    saved = []
+    try:
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def make_converter(model: LoadedModel, plan: Plan, dataset: Callable | None, **mode_kw):
+    import tensorflow as tf
+
+    fn = model.concrete_function()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    MODES[plan.mode].configure(conv, plan.io, dataset, **mode_kw)
+    return conv
+
+
+def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, quiet: bool = True) -> bytes:
+    """Convert and return the flatbuffer; TF's failures become ConverterFailed with the first line of its message."""
+    conv = make_converter(model, plan, dataset)
+    try:
+        with quiet_native() if quiet else contextlib.nullcontext():
+            return conv.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError ...
+        text = str(exc).strip().splitlines()
+        first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else type(exc).__name__)
+        raise ConverterFailed(f"TFLiteConverter failed in mode {plan.mode}: {first[:400]}") from exc
+
+
+def versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    out = {"tensorflow": tf.__version__}
+    try:
+        import keras
+
+        out["keras"] = keras.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    return out
