@@ -11,7 +11,7 @@ import ssl
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from edgekit.extras import require
 from edgekit.protocol import CommandMessage, DesiredMessage, Topic
@@ -28,7 +28,8 @@ class FleetLink:
                  key: Path | None = None, username: str | None = None, password: str | None = None,
                  client_id: str | None = None, clean_start: bool = True, session_expiry: int = 0,
                  subscriptions: Iterable[tuple[str, int]] = (), on_message: MessageHandler | None = None,
-                 on_connect: Callable[[], None] | None = None):
+                 on_connect: Callable[[], None] | None = None, on_mqtt_message: Callable[[Any], None] | None = None,
+                 manual_ack: bool = False, receive_maximum: int | None = None):
         mqtt = require("paho.mqtt.client", "fleet")
         from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.properties import Properties
@@ -40,6 +41,7 @@ class FleetLink:
         self.subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_connect_cb = on_connect
+        self._on_mqtt_message = on_mqtt_message
         self.connected = threading.Event()
         self.connects = 0
         self.disconnects = 0
@@ -50,6 +52,8 @@ class FleetLink:
         c.tls_set_context(ctx)
         if username is not None:
             c.username_pw_set(username, password)
+        if manual_ack:
+            c.manual_ack_set(True)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.2, 5)
@@ -59,6 +63,8 @@ class FleetLink:
         self._props = Properties(PacketTypes.CONNECT)
         if session_expiry:
             self._props.SessionExpiryInterval = session_expiry
+        if receive_maximum:
+            self._props.ReceiveMaximum = receive_maximum
         self.client = c
 
     @classmethod
@@ -106,7 +112,9 @@ class FleetLink:
         log.info("disconnected from the broker (%s); paho reconnects", reason_code)
 
     def _handle_message(self, client, userdata, message) -> None:
-        if self._on_message is not None:
+        if self._on_mqtt_message is not None:
+            self._on_mqtt_message(message)
+        elif self._on_message is not None:
             self._on_message(message.topic, message.payload)
 
     # --- publishing ----------------------------------------------------------------------------------------------

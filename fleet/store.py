@@ -1,0 +1,142 @@
+"""Batched writes and read queries over the fleet store (SQLite or PostgreSQL).
+
+Writes use one transaction per batch and ``INSERT … ON CONFLICT DO NOTHING`` on the natural keys
+(device, seq, ts), so a QoS 1 message delivered twice is stored once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import StoreError
+from .models import Device, DeviceEvent, InferenceRollup, InferenceSample, TelemetryRollup, TelemetrySample
+from .rows import METRICS
+
+
+def _insert(conn: Connection, table, rows: list[dict]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list[dict] = (), events: list[dict] = (),
+                last_seen: dict[str, float] | None = None) -> None:
+    """Insert one batch (inside the caller's transaction)."""
+    _insert(conn, TelemetrySample.__table__, list(telemetry))
+    _insert(conn, InferenceSample.__table__, list(inference))
+    _insert(conn, DeviceEvent.__table__, list(events))
+    if last_seen:
+        t = Device.__table__
+        from sqlalchemy import bindparam
+
+        stmt = (update(t).where(t.c.id == bindparam("dev"))
+                .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen"))).values(last_seen=bindparam("seen")))
+        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in last_seen.items()])
+
+
+# --- queries ---------------------------------------------------------------------------------------------------------
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise StoreError(f"unknown metric {metric!r}", hint=f"use one of {', '.join(METRICS)}")
+    return METRICS[metric]
+
+
+def series(engine: Engine, device_id: str, metric: str, since: float, until: float | None = None,
+           model_version: str | None = None) -> list[dict[str, Any]]:
+    """Time series of one metric for one device: raw samples, plus rollup buckets where raw data has expired."""
+    table = check_metric(metric)
+    until = until or time.time() + 1e9
+    raw_t = TelemetrySample if table == "telemetry" else InferenceSample
+    roll_t = TelemetryRollup if table == "telemetry" else InferenceRollup
+    col = getattr(raw_t, metric)
+    cond = [raw_t.device_id == device_id, raw_t.ts >= since, raw_t.ts <= until, col.is_not(None)]
+    rcond = [roll_t.device_id == device_id, roll_t.bucket >= since, roll_t.bucket <= until]
+    if table == "inference" and model_version:
+        cond.append(raw_t.model_version == model_version)
+        rcond.append(roll_t.model_version == model_version)
+    extra_cols = [raw_t.model_version] if table == "inference" else []
+    with engine.connect() as conn:
+        raw = conn.execute(select(raw_t.ts, col, *extra_cols).where(and_(*cond)).order_by(raw_t.ts)).all()
+        first_raw = raw[0][0] if raw else until
+        rcol = getattr(roll_t, metric, None)
+        rolled = []
+        if rcol is not None:
+            rextra = [roll_t.model_version] if table == "inference" else []
+            rolled = conn.execute(select(roll_t.bucket, rcol, *rextra)
+                                  .where(and_(*rcond, roll_t.bucket < first_raw, rcol.is_not(None)))
+                                  .order_by(roll_t.bucket)).all()
+    out = [{"ts": r[0], "value": r[1], **({"model_version": r[2]} if extra_cols else {}), "rollup": True}
+           for r in rolled]
+    out += [{"ts": r[0], "value": r[1], **({"model_version": r[2]} if extra_cols else {}), "rollup": False}
+            for r in raw]
+    return out
+
+
+def latest_system(engine: Engine, device_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The newest system sample of each device: {device: {ts, cpu, mem, temp, disk, load1}}."""
+    t = TelemetrySample
+    newest = select(t.device_id, func.max(t.ts).label("ts")).group_by(t.device_id)
+    if device_ids is not None:
+        newest = newest.where(t.device_id.in_(list(device_ids)))
+    newest = newest.subquery()
+    q = select(t.device_id, t.ts, t.cpu, t.mem, t.temp, t.disk, t.load1).join(
+        newest, and_(t.device_id == newest.c.device_id, t.ts == newest.c.ts))
+    with engine.connect() as conn:
+        return {r.device_id: {"ts": r.ts, "cpu": r.cpu, "mem": r.mem, "temp": r.temp, "disk": r.disk,
+                              "load1": r.load1} for r in conn.execute(q)}
+
+
+def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | None = None,
+                      until: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per device and model version over [since, until]: count, errors, error_rate, p95_ms (count-weighted mean of
+    the interval p95s), p95_max_ms, samples. The rollout planner's health gates read this."""
+    t = InferenceSample
+    q = (select(t.device_id, t.model_version, func.sum(t.count), func.sum(t.errors),
+                func.sum(t.p95_ms * t.count), func.sum(case((t.p95_ms.is_not(None), t.count), else_=0)),
+                func.max(t.p95_ms), func.count())
+         .where(t.ts >= since).group_by(t.device_id, t.model_version))
+    if until is not None:
+        q = q.where(t.ts <= until)
+    if device_ids is not None:
+        q = q.where(t.device_id.in_(list(device_ids)))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    with engine.connect() as conn:
+        for dev, ver, count, errors, p95w, wc, p95max, n in conn.execute(q):
+            count, errors = int(count or 0), int(errors or 0)
+            out.setdefault(dev, {})[ver] = {
+                "count": count, "errors": errors, "error_rate": errors / count if count else 0.0,
+                "p95_ms": (p95w / wc) if p95w is not None and wc else p95max, "p95_max_ms": p95max, "samples": n}
+    return out
+
+
+def events(engine: Engine, *, device_id: str | None = None, since: float = 0.0, rollout_id: str | None = None,
+           limit: int | None = None) -> list[dict[str, Any]]:
+    e = DeviceEvent
+    q = select(e).where(e.ts >= since).order_by(e.ts, e.seq)
+    if device_id:
+        q = q.where(e.device_id == device_id)
+    if rollout_id:
+        q = q.where(e.rollout_id == rollout_id)
+    if limit:
+        q = q.limit(limit)
+    cols = [c.name for c in e.__table__.columns if c.name != "id"]
+    with engine.connect() as conn:
+        return [{c: getattr(r, c) for c in cols} for r in conn.execute(q.with_only_columns(*e.__table__.columns))]
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(m.__table__)).scalar_one()
+                for name, m in (("telemetry", TelemetrySample), ("inference", InferenceSample),
+                                ("events", DeviceEvent), ("telemetry_rollup", TelemetryRollup),
+                                ("inference_rollup", InferenceRollup))}
