@@ -29,6 +29,11 @@ OUTCOME_EVENTS = ("committed", "failed", "rolled_back")
 TELEMETRY_LOOKBACK = 3600.0  # seconds of the previous model's figures before a rollout that count as its baseline
 
 
+def version_of(label: str) -> str:
+    """Agents label inference figures ``name@version``; the planner compares versions."""
+    return label.rsplit("@", 1)[1] if "@" in label else label
+
+
 def new_rollout_id(now: float) -> str:
     return time.strftime("r%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
 
@@ -180,10 +185,10 @@ class RolloutStore:
                        func.sum(func.coalesce(InferenceSample.count, 0)).filter(InferenceSample.p95_ms.is_not(None)))
                 .where(InferenceSample.device_id.in_(list(rollout.devices)), InferenceSample.ts >= since)
                 .group_by(InferenceSample.device_id, InferenceSample.model_version)).all()
-        out = {}
-        for device_id, version, count, errors, p95_weighted, p95_count in rows:
+        out: dict[tuple[str, str], ModelStats] = {}
+        for device_id, label, count, errors, p95_weighted, p95_count in rows:
             p95 = float(p95_weighted) / float(p95_count) if p95_weighted is not None and p95_count else None
-            out[(device_id, version)] = ModelStats(int(count or 0), int(errors or 0), p95)
+            out[(device_id, version_of(label))] = ModelStats(int(count or 0), int(errors or 0), p95)
         return out
 
     # --- applying the planner's actions --------------------------------------------------------------------------
