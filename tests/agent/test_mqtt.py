@@ -1,0 +1,88 @@
+"""The agent process against a real Mosquitto: birth and will, telemetry, malformed inbound messages."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from edgekit.bundle import read_bundle
+from edgekit.protocol import StateMessage, TelemetryMessage, decode
+
+from .conftest import FLEET, telemetry_seqs, write_config
+
+TOPIC = f"edgekit/v1/{FLEET}/devices/dev1/"
+
+
+def _start(tmp_path, bundles, mosquitto, agent_factory, **sections):
+    cfg = write_config(tmp_path / "agent.toml", pub=bundles["pub"], data_dir=tmp_path / "data",
+                       bundle=bundles["int8"], broker=mosquitto, **sections)
+    return agent_factory(cfg).start()
+
+
+def test_birth_message_is_retained_and_offline_on_stop_and_on_kill(tmp_path, bundles, mosquitto, agent_factory,
+                                                                   subscriber_factory):
+    agent = _start(tmp_path, bundles, mosquitto, agent_factory)
+    sha = read_bundle(bundles["int8"]).sha256
+    sub = subscriber_factory(mosquitto, TOPIC + "state", client_id="state-watch")
+    states = sub.wait_for(lambda s: [m for m in s.of("state") if m["status"] == "online"], what="birth")
+    birth = decode("state", json.dumps(states[-1]))
+    assert isinstance(birth, StateMessage) and birth.device_id == "dev1"
+    assert birth.model == {"name": "digits", "version": "1.0.0", "sha256": sha}
+    assert birth.runtime["backend"] == "ai-edge-litert" and birth.agent_version
+    assert any(retained for t, _, retained in sub.messages)  # it was retained: delivered on subscribe
+    agent.stop()  # SIGTERM: a clean shutdown publishes offline itself
+    sub.wait_for(lambda s: s.of("state")[-1]["status"] == "offline", what="offline on stop")
+    agent.start()
+    sub.wait_for(lambda s: s.of("state")[-1]["status"] == "online", what="second birth")
+    agent.kill()  # SIGKILL: the broker publishes the Last Will
+    sub.wait_for(lambda s: s.of("state")[-1]["status"] == "offline", what="last will")
+
+
+def test_plain_subscriber_receives_telemetry_with_inference_figures(tmp_path, bundles, mosquitto, agent_factory,
+                                                                   subscriber_factory):
+    sub = subscriber_factory(mosquitto, TOPIC + "telemetry", client_id="tele-watch")
+    agent = _start(tmp_path, bundles, mosquitto, agent_factory, telemetry={"interval": 0.2})
+    client = agent.client()
+    for _ in range(7):
+        client.infer(np.zeros((1, 8, 8, 1), np.int8))
+
+    def counted(s):
+        return sum(smp["inference"].get("digits@1.0.0", {}).get("count", 0)
+                   for m in s.of("telemetry") for smp in m["samples"]) == 7
+    sub.wait_for(counted, what="7 counted inferences")
+    msgs = sub.of("telemetry")
+    for m in msgs:
+        TelemetryMessage.from_dict(m)
+    sample = next(smp for m in msgs for smp in m["samples"] if smp["inference"])
+    fig = sample["inference"]["digits@1.0.0"]
+    assert fig["errors"] == 0 and 0 < fig["p50_ms"] <= fig["p95_ms"] <= fig["p99_ms"]
+    system = sample["system"]
+    for key in ("cpu_percent", "mem_available", "load", "disk_free", "uptime_s"):
+        assert key in system
+    seqs = telemetry_seqs(sub)
+    assert seqs == list(range(len(seqs)))
+
+
+def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, mosquitto, agent_factory):
+    agent = _start(tmp_path, bundles, mosquitto, agent_factory)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="prankster", protocol=mqtt.MQTTv5)
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    deadline = time.monotonic() + 10
+    while not agent.client().health()["mqtt_connected"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for payload in (b"\xff\xfe not json", b"[]", json.dumps({"v": 99, "model": {}}).encode(),
+                    json.dumps({"v": 1, "model": {"name": "x"}}).encode()):
+        pub.publish(TOPIC + "desired", payload, qos=1).wait_for_publish(5)
+    pub.publish(TOPIC + "cmd", b"{}", qos=1).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    deadline = time.monotonic() + 10
+    while agent.client().health()["link"]["malformed"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    health = agent.client().health()
+    assert health["link"]["malformed"] == 5 and health["status"] == "ok"
+    assert agent.client().infer(np.zeros((1, 8, 8, 1), np.int8))[0].shape == (1, 10)
