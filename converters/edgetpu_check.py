@@ -255,6 +255,17 @@ def _is_boundary(op: OpInfo, ctx: _Ctx) -> bool:
     return op.outputs[0] in ctx.sg.outputs and ctx.tensor(op.outputs[0]).dtype == "float32"
 
 
+def _float_island(op: OpInfo, ctx: _Ctx) -> list[str]:
+    """Name why a mid-graph DEQUANTIZE exists: the consumer that the converter had to keep in float."""
+    out = []
+    for c in ctx.sg.ops:
+        if op.outputs and op.outputs[0] in c.inputs:
+            why = op_reasons(c, ctx) or [r for r in general_reasons(c, ctx) if not r.startswith("dtype")]
+            detail = f": {why[0]}" if why else ""
+            out.append(f"dequantizes to float32 for {c.opcode} (op {c.index}){detail}")
+    return out
+
+
 def precheck(data: bytes) -> Precheck:
     """Predict Edge TPU placement for a .tflite flatbuffer (pure: bytes in, verdicts out)."""
     info = inspect_tflite(data)
@@ -270,7 +281,9 @@ def precheck(data: bytes) -> Precheck:
             verdicts.append(OpVerdict(op.index, op.opcode, False, ["float model boundary: runs on the CPU"], "cpu",
                                       outs))
             continue
-        reasons = general_reasons(op, ctx) + op_reasons(op, ctx)
+        reasons = op_reasons(op, ctx) + general_reasons(op, ctx)
+        if op.opcode == "DEQUANTIZE" and reasons:
+            reasons = _float_island(op, ctx) + reasons
         mapped = not reasons
         if not mapped and first_cut is None:
             first_cut = op.index

@@ -1,0 +1,70 @@
+"""Converter fixtures: real models built once per session and shared conversions (TensorFlow is slow to start)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support.models import CACHE
+
+
+def run_convert(**kw):
+    from converters import pipeline
+
+    return pipeline.convert(pipeline.ConvertOptions(**kw))
+
+
+@pytest.fixture(scope="session")
+def mobilenet(tmp_path_factory):
+    """MobileNetV2 (tf_keras, weights=None, alpha 0.35, 96x96) saved as .keras, with 64 calibration images."""
+    out = CACHE / "mobilenetv2-a035-96"
+    model, calib = out / "mobilenetv2.keras", out / "calib.npz"
+    if not (model.exists() and calib.exists()):
+        import tf_keras
+
+        out.mkdir(parents=True, exist_ok=True)
+        m = tf_keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))
+        m.save(model)
+        rng = np.random.default_rng(0)
+        np.savez(calib, x=(rng.random((64, 96, 96, 3), dtype=np.float32) * 2 - 1))
+    return {"model": model, "calibration": calib}
+
+
+@pytest.fixture(scope="session")
+def sensitive_model():
+    """A digits MLP whose hidden Dense layer has one input row of huge weights on a pixel that is always 0.
+
+    The float model ignores that row (the pixel is 0 in every digit), but per-channel int8 weight quantization
+    spends its whole range on the outlier and rounds every real weight of the layer to zero: int8 accuracy
+    collapses unless that one layer stays in float.
+    """
+    out = CACHE / "digits-sensitive"
+    model = out / "sensitive.keras"
+    if not model.exists():
+        import keras
+        import tensorflow as tf
+
+        from tests.support.models import REPO
+
+        import sys
+
+        sys.path.insert(0, str(REPO / "examples"))
+        try:
+            import train_digits
+        finally:
+            sys.path.pop(0)
+        (xtr, ytr), _ = train_digits.load_digits_split()
+        assert float(np.abs(xtr[:, 0, 0, 0]).max()) == 0.0  # fixture precondition, not input validation
+        tf.random.set_seed(0)
+        L = keras.layers
+        m = keras.Sequential([L.Input((8, 8, 1), name="image"), L.Flatten(),
+                              L.Dense(64, activation="relu", name="sensitive"),
+                              L.Dense(10, activation="softmax", name="probs")])
+        m.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        m.fit(xtr, ytr, epochs=15, batch_size=32, verbose=0)
+        w, b = m.get_layer("sensitive").get_weights()
+        w[0, :] = 500.0
+        m.get_layer("sensitive").set_weights([w, b])
+        out.mkdir(parents=True, exist_ok=True)
+        m.save(model)
+    return model
