@@ -68,7 +68,7 @@ class RolloutEngine:
         if self.publisher is None:
             return 0
         sent = 0
-        for device_id, model, rollout_id, updated_at in self.store.unpublished():
+        for device_id, model, rollout_id, generation in self.store.unpublished():
             try:
                 if model is None:
                     self.publisher.clear_desired(device_id)
@@ -78,7 +78,7 @@ class RolloutEngine:
                 self.errors += 1
                 log.warning("desired state for %s not published yet: %s", device_id, exc.one_line())
                 break  # the link is down: try again next tick, in order
-            self.store.mark_published(device_id, updated_at)
+            self.store.mark_published(device_id, generation)
             sent += 1
         return sent
 

@@ -133,6 +133,7 @@ class RolloutStore:
     def desired(self) -> dict[str, dict[str, Any]]:
         with self.Session() as s:
             return {r.device_id: {"model": r.model, "rollout_id": r.rollout_id, "updated_at": r.updated_at,
+                                  "generation": r.generation, "published_generation": r.published_generation,
                                   "published_at": r.published_at, "publish_count": r.publish_count}
                     for r in s.scalars(select(DesiredRow))}
 
@@ -149,6 +150,8 @@ class RolloutStore:
         with self.Session() as s:
             devices = {d.id: d for d in s.scalars(select(Device).where(Device.id.in_(ids)))}
             desired = {r.device_id: r.model for r in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(ids)))}
+            urls = {sha: {"url": url, "size": size} for sha, url, size in s.execute(
+                select(RolloutRow.bundle_sha256, RolloutRow.bundle_url, RolloutRow.bundle_size))}
             since = rollout.created_at - 1.0
             latest: dict[str, DeviceEvent] = {}
             for ev in s.scalars(select(DeviceEvent).where(DeviceEvent.device_id.in_(ids),
@@ -169,8 +172,13 @@ class RolloutStore:
                 outcome = Outcome(ev.event, ev.received, sha, ev.reason)
             model = ({"name": dev.model_name, "version": dev.model_version, "sha256": dev.model_sha256}
                      if dev.model_sha256 else None)
+            want = desired.get(d)
+            if want is None and model is not None and model["sha256"] in urls:
+                # never told anything by the fleet (installed with a local bundle), but its model is one the
+                # artifact server has: that is the desired state to go back to on abort
+                want = {**model, **urls[model["sha256"]]}
             out[d] = DeviceState(d, bool(dev.online), dev.state_ts if dev.online else None, model,
-                                 desired.get(d), dev.update_state, outcome)
+                                 want, dev.update_state, outcome)
         return out
 
     def telemetry(self, rollout: Rollout) -> dict[tuple[str, str], ModelStats]:
@@ -221,7 +229,9 @@ class RolloutStore:
                                         f"{act.device_id}: {act.status}" + (f" ({act.reason})" if act.reason else ""),
                                         {"device_id": act.device_id})
                 elif isinstance(act, RevertDevice):
-                    self._set_desired(s, act.device_id, dict(act.previous) if act.previous else None, rollout.id, now)
+                    # a previous model without a download URL cannot be a desired state: clear it instead
+                    prev = dict(act.previous) if act.previous and act.previous.get("url") else None
+                    self._set_desired(s, act.device_id, prev, rollout.id, now)
                 elif isinstance(act, FinishRevert):
                     row.reverted = True
                     self._audit(s, rollout.id, now, "engine", "revert", row.state, row.state, row.stage,
@@ -245,10 +255,11 @@ class RolloutStore:
     def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float) -> None:
         row = s.get(DesiredRow, device_id)
         if row is None:
-            s.add(DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now,
-                             published_at=None, publish_count=0))
+            s.add(DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now, generation=1,
+                             published_generation=0, published_at=None, publish_count=0))
         else:
             row.model, row.rollout_id, row.updated_at = model, rollout_id, now
+            row.generation += 1
 
     def _state_change(self, s: Session, row: RolloutRow, event: str, actor: str, message: str,
                       numbers: dict[str, Any], now: float) -> None:
@@ -286,18 +297,19 @@ class RolloutStore:
 
     # --- the desired-state outbox --------------------------------------------------------------------------------
 
-    def unpublished(self) -> list[tuple[str, dict[str, Any] | None, str | None, float]]:
+    def unpublished(self) -> list[tuple[str, dict[str, Any] | None, str | None, int]]:
+        """(device, model, rollout id, generation) of every desired state the broker has not acknowledged."""
         with self.Session() as s:
-            rows = s.scalars(select(DesiredRow).where(
-                (DesiredRow.published_at.is_(None)) | (DesiredRow.published_at < DesiredRow.updated_at))
-                .order_by(DesiredRow.device_id))
-            return [(r.device_id, r.model, r.rollout_id, r.updated_at) for r in rows]
+            rows = s.scalars(select(DesiredRow).where(DesiredRow.published_generation < DesiredRow.generation)
+                             .order_by(DesiredRow.device_id))
+            return [(r.device_id, r.model, r.rollout_id, r.generation) for r in rows]
 
-    def mark_published(self, device_id: str, updated_at: float) -> None:
+    def mark_published(self, device_id: str, generation: int) -> None:
         with self.Session.begin() as s:
             row = s.get(DesiredRow, device_id)
-            if row is not None and row.updated_at == updated_at:
-                row.published_at = max(self.clock(), updated_at)
+            if row is not None and row.published_generation < generation:
+                row.published_generation = generation
+                row.published_at = self.clock()
                 row.publish_count += 1
 
 

@@ -3,8 +3,8 @@
 - ``rollouts``: one row per rollout: bundle, target (resolved device list), policy, state, stage, soak clock.
 - ``rollout_devices``: one row per (rollout, device) assignment: stage, previous desired model, status.
 - ``rollout_audit``: every decision and operator command, with the numbers behind it (JSON).
-- ``desired_states``: the outbox of what each device was told to run. A row whose ``published_at`` is older than
-  its ``updated_at`` is (re)published by the engine, so a crash between the database commit and the MQTT PUBACK
+- ``desired_states``: the outbox of what each device was told to run. A row whose ``published_generation`` is
+  behind its ``generation`` is (re)published by the engine, so a crash between the database commit and the MQTT PUBACK
   only ever repeats an identical retained message, never an install.
 """
 
@@ -82,5 +82,7 @@ class DesiredRow(Base):
     model: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # None: clear the retained desired
     rollout_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[float] = mapped_column(Double)
+    generation: Mapped[int] = mapped_column(Integer, default=1)       # +1 on every change
+    published_generation: Mapped[int] = mapped_column(Integer, default=0)
     published_at: Mapped[float | None] = mapped_column(Double)
     publish_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,6 +16,7 @@ from fleet.rollout.errors import RolloutStateError
 from fleet.rollout.model import BundleRef
 from fleet.rollout.policy import build_policy
 from fleet.rollout.store import RolloutStore
+from fleet.rollout.tables import DesiredRow
 
 V1 = {"name": "digits", "version": "1.0.0", "sha256": "a" * 64, "url": "http://x/a.ekb"}
 V2 = BundleRef("digits", "2.0.0", "b" * 64, "http://x/b.ekb", 10)
@@ -45,6 +46,10 @@ class Fleet:
         self.now = time.time()
         self.ids = [f"dev{i:02d}" for i in range(n)]
         self.seq = 0
+        with self.reg.Session.begin() as s:  # as after an earlier rollout of v1
+            for d in self.ids:
+                s.add(DesiredRow(device_id=d, model=dict(V1), rollout_id="r0", updated_at=self.now, generation=1,
+                                 published_generation=1, published_at=self.now, publish_count=1))
         for d in self.ids:
             self.reg.add(d)
             self.state(d, True, V1)

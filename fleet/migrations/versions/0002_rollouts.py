@@ -75,6 +75,8 @@ def upgrade() -> None:
         sa.Column('model', sa.JSON(), nullable=True),
         sa.Column('rollout_id', sa.String(64), nullable=True),
         sa.Column('updated_at', sa.Double(), nullable=False),
+        sa.Column('generation', sa.Integer(), nullable=False),
+        sa.Column('published_generation', sa.Integer(), nullable=False),
         sa.Column('published_at', sa.Double(), nullable=True),
         sa.Column('publish_count', sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint('device_id', name=op.f('pk_desired_states')),
