@@ -121,13 +121,18 @@ def compile_model(model: bytes, *, timeout: float = 600.0) -> tuple[bytes, Compi
         except subprocess.TimeoutExpired as exc:
             raise CompilerError(f"edgetpu_compiler did not finish within {timeout:.0f} s") from exc
         text = proc.stdout + ("\n" + proc.stderr if proc.stderr else "")
+        log = parse_log(text)
         log_file = out_dir / "model_edgetpu.log"
-        if log_file.exists():
-            text += "\n" + log_file.read_text(errors="replace")
+        if log_file.exists():  # the operation log file holds the same table: prefer it, never count twice
+            file_text = log_file.read_text(errors="replace")
+            from_file = parse_log(file_text)
+            if from_file.rows:
+                log.rows = from_file.rows
+            text += "\n" + file_text
         compiled = out_dir / "model_edgetpu.tflite"
         if not compiled.is_file():
             raise CompilerError(f"edgetpu_compiler exited 0 but wrote no {compiled.name}")
-        return compiled.read_bytes(), parse_log(text), text
+        return compiled.read_bytes(), log, text
 
 
 def reload_check(compiled: bytes) -> list[str]:

@@ -53,6 +53,12 @@ class ConvertOptions:
     labels: Path | None = None
     force: bool = False
 
+    def __post_init__(self):
+        self.model = Path(self.model)
+        for name in ("output", "key", "labels"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+
 
 @dataclass
 class Result:
@@ -161,6 +167,10 @@ class Converter:
         pre = edgetpu_check.precheck(blob)
         compiled, compiler = None, None
         if plan.target == "edgetpu":
+            if pre.first_cut is not None:
+                cut = pre.ops[pre.first_cut]
+                self.warnings.append(f"Edge TPU: first cut at op {cut.index} ({cut.opcode}): {cut.reasons[0]}; "
+                                     f"{len(pre.cpu_ops)} op(s) will run on the CPU")
             compiled, compiler = self._compile(blob, pre)
         lat = None
         if o.evaluate and o.runs > 0:
