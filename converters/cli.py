@@ -41,6 +41,8 @@ def _range(ctx, param, value):
 @click.option("--input-range", callback=_range, help="Expected input range LO,HI; data outside it is a warning.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), help="Budget in percentage points; keeps the most "
               "sensitive layers in float until it is met, exits 4 when it cannot be.")
+@click.option("--max-float-layers", type=click.IntRange(1), default=8, show_default=True,
+              help="At most this many layers kept in float by --max-accuracy-drop.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="LiteRT threads for latency.")
 @click.option("--runs", type=click.IntRange(0), default=50, show_default=True, help="Latency runs (0: skip).")
 @click.option("--no-eval", is_flag=True, help="Skip evaluation and latency (fastest).")
@@ -52,14 +54,16 @@ def _range(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,
-            max_accuracy_drop, threads, runs, no_eval, key, name, version, labels, force, as_json, quiet) -> None:
+            max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
+            quiet) -> None:
     """Convert MODEL (.keras, .h5 or a SavedModel directory) to TFLite, measure it, and bundle it."""
     from . import pipeline, report
 
     opts = pipeline.ConvertOptions(
         model=model, output=output, mode=mode, io=io, target=target, calibration=calibration,
         calibration_samples=calibration_samples, eval=eval_data, scale=scale, offset=offset,
-        expected_range=input_range, max_accuracy_drop=max_accuracy_drop, threads=threads, runs=runs,
+        expected_range=input_range, max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
+        threads=threads, runs=runs,
         evaluate=not no_eval, key=key, name=name, version=version, labels=labels, force=force)
     with pipeline.progress_bars(not quiet and not as_json) as progress:
         result = pipeline.convert(opts, progress)

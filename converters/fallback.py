@@ -1,9 +1,11 @@
 """Accuracy budget: keep the most quantization-sensitive layers in float until the drop fits the budget.
 
 Sensitivity comes from TFLite's ``QuantizationDebugger``: for each quantized layer it compares the float op with its
-quantized counterpart on the same inputs. We rank layers by RMSE measured in steps of the float tensor's own range
-(≈0.3 is ideal rounding noise; outliers or huge ranges give tens or hundreds), then denylist the top 1, 2, 4, …
-layers (``denylisted_nodes``) and re-measure the real accuracy drop on evaluation data each time.
+quantized counterpart. We rank layers by RMSE measured in steps of the float tensor's own range (≈0.3 is ideal
+rounding noise; outliers or huge ranges give tens or hundreds). Errors propagate — a broken layer also makes the
+layers after it look bad — so the search is greedy: keep the top-ranked layer(s) in float (``denylisted_nodes``),
+re-measure the real accuracy drop on evaluation data, re-rank with those layers already in float, and repeat. When
+the budget is met, layers that turn out not to be needed are put back into int8 one at a time.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ class Attempt:
     model: bytes = field(repr=False, default=b"")
 
 
-def rank_layers(model: LoadedModel, plan: Plan, calib: list[np.ndarray], debug_samples: int = 64) -> list[LayerScore]:
+def rank_layers(model: LoadedModel, plan: Plan, calib: list[np.ndarray], denylist: list[str] | None = None,
+                debug_samples: int = 64) -> list[LayerScore]:
     import tensorflow as tf
 
     conv = make_converter(model, plan, representative(calib), allow_float_ops=True)
-    opts = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"rmse_steps": rmse_in_steps})
+    opts = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"rmse_steps": rmse_in_steps},
+                                                         denylisted_nodes=list(denylist or []))
     sub = [a[:debug_samples] for a in calib]
     try:
         with quiet_native():
@@ -92,26 +96,48 @@ def quantize_with_denylist(model: LoadedModel, plan: Plan, calib: list[np.ndarra
 
 def search(model: LoadedModel, plan: Plan, calib: list[np.ndarray], budget_pp: float,
            measure: Callable[[bytes], tuple[float, dict]], first: Attempt, max_steps: int = 6,
-           on_step: Callable[[Attempt], None] | None = None) -> tuple[Attempt, list[Attempt], list[LayerScore]]:
-    """Denylist the top 1, 2, 4 … ranked layers until ``measure(model) -> (drop_pp, result)`` fits ``budget_pp``.
+           on_step: Callable[[Attempt], None] | None = None, max_float_layers: int = 8
+           ) -> tuple[Attempt, list[Attempt], list[LayerScore]]:
+    """Greedy float fallback until ``measure(model) -> (drop_pp, result)`` fits ``budget_pp``.
 
-    Returns (best attempt, every attempt, ranking). ``first`` is the all-int8 attempt already measured.
+    Each step re-ranks with the current float layers and adds the next max(1, len(float layers)) of them (1, 1, 2,
+    4 …). Returns (best attempt, every attempt, the first ranking). ``first`` is the all-int8 attempt.
     """
-    ranking = rank_layers(model, plan, calib)
     attempts = [first]
     best = first
-    k = 1
-    for _ in range(max_steps):
-        if best.drop_pp <= budget_pp or k > len(ranking):
-            break
-        deny = [s.tensor for s in ranking[:k]]
-        blob = quantize_with_denylist(model, plan, calib, deny)
+    deny: list[str] = []
+    first_ranking: list[LayerScore] = []
+
+    def attempt(denylist: list[str]) -> Attempt:
+        blob = quantize_with_denylist(model, plan, calib, denylist)
         drop, result = measure(blob)
-        att = Attempt(deny, drop, result, blob)
+        att = Attempt(list(denylist), drop, result, blob)
         attempts.append(att)
         if on_step:
             on_step(att)
-        if drop < best.drop_pp or (drop <= budget_pp and best.drop_pp > budget_pp):
+        return att
+
+    for _ in range(max_steps):
+        if best.drop_pp <= budget_pp:
+            break
+        ranking = rank_layers(model, plan, calib, deny)
+        first_ranking = first_ranking or ranking
+        candidates = [s.tensor for s in ranking if s.tensor not in deny]
+        room = max_float_layers - len(deny)
+        if not candidates or room <= 0:
+            break
+        deny = deny + candidates[:min(max(1, len(deny)), room)]
+        try:
+            att = attempt(deny)
+        except ConverterFailed:  # e.g. nothing left to quantize
+            break
+        if att.drop_pp < best.drop_pp:
             best = att
-        k *= 2
-    return best, attempts, ranking
+    if best.drop_pp <= budget_pp and len(best.denylisted) > 1:
+        keep = list(best.denylisted)
+        for layer in list(keep):  # put back into int8 what the budget does not need
+            trial = [t for t in keep if t != layer]
+            att = attempt(trial)
+            if att.drop_pp <= budget_pp:
+                keep, best = trial, att
+    return best, attempts, first_ranking

@@ -44,6 +44,7 @@ class ConvertOptions:
     offset: float = 0.0
     expected_range: tuple[float, float] | None = None
     max_accuracy_drop: float | None = None
+    max_float_layers: int = 8
     threads: int = 1
     runs: int = 50
     evaluate: bool = True
@@ -253,7 +254,8 @@ class Converter:
 
         task = self._task("accuracy budget: float fallback")
         best, attempts, ranking = fallback.search(model, plan, calib.arrays, budget, measure, first,
-                                                  on_step=lambda a: self.progress.advance(task))
+                                                  on_step=lambda a: self.progress.advance(task),
+                                                  max_float_layers=self.opts.max_float_layers)
         met = best.drop_pp <= budget
         info = {"budget_pp": budget, "met": met,
                 "ranking": [s.to_dict() for s in ranking[:10]],
