@@ -48,6 +48,8 @@ class ServiceOptions:
     retention_interval: float = 3600.0
     stats_interval: float = 2.0
     receive_maximum: int = 1000
+    rollouts: bool = True          # run the rollout engine (fleet.rollout) in this replica
+    rollout_interval: float = 1.0  # seconds between rollout engine ticks
 
 
 class FleetService:
@@ -63,6 +65,7 @@ class FleetService:
         self._worker: threading.Thread | None = None
         self.http: ArtifactServer | None = None
         self.link: FleetLink | None = None
+        self.rollouts = None  # fleet.rollout.engine.EngineThread
         self.started = time.time()
         self.acked = 0
         self.pidfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.pid"
@@ -92,10 +95,16 @@ class FleetService:
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
         self.link.connect(timeout=wait_connected or 10.0, wait=bool(wait_connected))
+        if self.opts.rollouts:
+            from .rollout.service import start_engine
+
+            self.rollouts = start_engine(self.ctx, self.link, self.opts.rollout_interval)
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self.rollouts:
+            self.rollouts.stop()
         if self._worker:
             self._worker.join(30)
         if self.link:
