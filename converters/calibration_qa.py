@@ -99,8 +99,6 @@ def check_all(arr: np.ndarray, expected_shape: Sequence[int | None], name: str, 
               what: str = "calibration") -> Stats:
     """Run every error check on one input array; return its stats."""
     check_dtype(arr, name)
-    if arr.ndim == len(expected_shape):  # one sample without the batch axis
-        arr = arr[None]
     check_shape(arr, expected_shape, name)
     check_count(arr.shape[0], minimum, what)
     check_finite(arr, name)
