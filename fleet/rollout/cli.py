@@ -44,6 +44,8 @@ def rollout() -> None:
 @click.option("--success-threshold", default=None, help="share of a stage that must commit (default 95%)")
 @click.option("--failure-threshold", default=None, help="share of a stage that may fail (default 5%)")
 @click.option("--max-p95-regression", default=None, help="p95 of the new model vs the previous one (default 20%)")
+@click.option("--p95-slack", "p95_slack_ms", default=None,
+              help="a p95 increase below this is noise, whatever the ratio (default 1ms)")
 @click.option("--max-error-rate", default=None, help="inference errors of the new model (default 1%)")
 @click.option("--min-inferences", type=int, default=None,
               help="inferences of the new model a stage must report before it passes (default 0)")
@@ -142,7 +144,7 @@ def _numbers(n: dict[str, Any]) -> str:
     if n.get("p95_regression") is not None:
         parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms "
                      f"({format_pct(n['p95_regression'])})")
-    return " [" + "; ".join(parts) + "]"
+    return " — " + "; ".join(parts)
 
 
 def _command(event: str, rollout_id: str, message: str | None, as_json: bool) -> None:

@@ -151,16 +151,18 @@ class LocalFleet:
             _stop_pid(self.service.pid, sig)
             self.service = None
 
-    def add_devices(self, ids: Iterable[str], bundle: Path, tags: dict[str, str] | None = None) -> None:
-        """Provision each device and install its agent (from the device package) under ``<workdir>/devices``."""
+    def add_devices(self, ids: Iterable[str], bundle: Path | None = None, tags: dict[str, str] | None = None) -> None:
+        """Provision each device and install its agent (from the device package) under ``<workdir>/devices``;
+        with ``bundle`` the agent starts serving it, without one it waits for the fleet's first rollout."""
         from fleet.provision import provision
 
         for d in ids:
             res = provision(self.ctx, d, tags=tags or {})
             root = self.workdir / "devices" / d
             port = free_port()
-            out = self._edgekit("agent", "install", "--root", str(root), "--from", str(res.package), "--bundle",
-                                str(bundle), "--api-port", str(port), "--json")
+            extra = ["--bundle", str(bundle)] if bundle is not None else []
+            out = self._edgekit("agent", "install", "--root", str(root), "--from", str(res.package), *extra,
+                                "--api-port", str(port), "--json")
             cfg = Path(json.loads(out.stdout)["config"])
             self.agents[d] = LocalAgent(d, root, cfg, port)
 

@@ -139,6 +139,7 @@ def evaluate(rollout: Rollout, assignments: Mapping[str, Assignment], devices: M
     version = rollout.bundle.version
     inferences = errors = 0
     regressions: list[float] = []
+    increases: list[float] = []
     new_p95: list[float] = []
     old_p95: list[float] = []
     for d in committed:
@@ -153,6 +154,7 @@ def evaluate(rollout: Rollout, assignments: Mapping[str, Assignment], devices: M
             new_p95.append(new.p95_ms)
             old_p95.append(old.p95_ms)
             regressions.append(new.p95_ms / old.p95_ms - 1.0)
+            increases.append(new.p95_ms - old.p95_ms)
     return {
         "stage": rollout.stage, "stage_label": p.stages[rollout.stage].label(), "stage_size": size,
         "target_devices": len(rollout.devices), "assigned": len(assignments), "evaluable": evaluable,
@@ -168,7 +170,9 @@ def evaluate(rollout: Rollout, assignments: Mapping[str, Assignment], devices: M
         "p95_previous_ms": statistics.median(old_p95) if old_p95 else None,
         "p95_regression": statistics.median(regressions) if regressions else None,
         "p95_regression_worst": max(regressions) if regressions else None,
-        "max_p95_regression": p.max_p95_regression, "min_inferences": p.min_inferences,
+        "p95_increase_ms": statistics.median(increases) if increases else None,
+        "max_p95_regression": p.max_p95_regression, "p95_slack_ms": p.p95_slack_ms,
+        "min_inferences": p.min_inferences,
         "failed_devices": sorted(failed + timed_out),
     }
 
@@ -185,10 +189,10 @@ def failure_reasons(n: Mapping[str, Any]) -> list[str]:
         reasons.append(f"error rate {format_pct(n['error_rate'])} > {format_pct(n['max_error_rate'])} "
                        f"({n['errors']} of {n['inferences']} inferences)")
     if n["p95_regression"] is not None and n["inferences"] >= n["min_inferences"] \
-            and n["p95_regression"] > n["max_p95_regression"]:
+            and n["p95_regression"] > n["max_p95_regression"] and n["p95_increase_ms"] > n["p95_slack_ms"]:
         reasons.append(f"p95 regression {format_pct(n['p95_regression'])} > {format_pct(n['max_p95_regression'])} "
                        f"({n['p95_new_ms']:.3g} ms vs {n['p95_previous_ms']:.3g} ms on {n['latency_devices']} "
-                       f"devices)")
+                       f"devices, +{n['p95_increase_ms']:.3g} ms > {n['p95_slack_ms']:g} ms)")
     return reasons
 
 
@@ -275,7 +279,7 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
         return actions
     if numbers["inferences"] < p.min_inferences:
         return actions  # soaked, but the gates have not seen enough inferences of the new model yet
-    passed = (f"stage {numbers['stage_label']} passed: {numbers['committed']}/{numbers['evaluable']} committed "
+    passed = (f"stage {rollout.stage + 1} ({numbers['stage_label']}) passed: {numbers['committed']}/{numbers['evaluable']} committed "
               f"({format_pct(success)} >= {format_pct(p.success_threshold)})")
     if numbers["p95_regression"] is not None:
         passed += f", p95 {format_pct(numbers['p95_regression'])} vs previous"

@@ -186,6 +186,7 @@ class Policy:
     success_threshold: float = 0.95   # fraction of a stage's cohort that must commit the new model
     failure_threshold: float = 0.05   # fraction failed (failed + rolled back + timed out) above which the stage fails
     max_p95_regression: float = 0.20  # new p95 / previous p95 - 1, median over the cohort's devices
+    p95_slack_ms: float = 1.0         # ... and only when the median increase is also above this (timer noise)
     max_error_rate: float = 0.01      # inference errors / inferences of the new model over the cohort
     min_inferences: int = 0           # inferences of the new model the cohort must report before the gates pass
     soak: float = 300.0               # seconds a stage must stay healthy before the next one starts
@@ -209,7 +210,8 @@ class Policy:
     def describe(self) -> str:
         return (f"stages {','.join(s.label() for s in self.stages)}; success >= {format_pct(self.success_threshold)}, "
                 f"failure > {format_pct(self.failure_threshold)} -> {self.on_failure}; "
-                f"p95 regression <= {format_pct(self.max_p95_regression)}, error rate <= "
+                f"p95 regression <= {format_pct(self.max_p95_regression)} (or <= {self.p95_slack_ms:g} ms), "
+                f"error rate <= "
                 f"{format_pct(self.max_error_rate)}; soak {format_duration(self.soak)}, "
                 f"device timeout {format_duration(self.device_timeout)}"
                 + ("; manual approval between stages" if self.require_approval else ""))
@@ -217,6 +219,7 @@ class Policy:
 
 def build_policy(*, stages: str | Sequence[str] | None = None, success_threshold: str | float | None = None,
                  failure_threshold: str | float | None = None, max_p95_regression: str | float | None = None,
+                 p95_slack_ms: str | float | None = None,
                  max_error_rate: str | float | None = None, min_inferences: int | None = None,
                  soak: str | float | None = None, device_timeout: str | float | None = None,
                  on_failure: str | None = None, require_approval: bool | None = None) -> Policy:
@@ -231,6 +234,11 @@ def build_policy(*, stages: str | Sequence[str] | None = None, success_threshold
         kw["failure_threshold"] = parse_fraction(failure_threshold, "--failure-threshold")
     if max_p95_regression is not None:
         kw["max_p95_regression"] = parse_ratio(max_p95_regression, "--max-p95-regression")
+    if p95_slack_ms is not None:
+        kw["p95_slack_ms"] = (float(p95_slack_ms) if isinstance(p95_slack_ms, (int, float))
+                              else parse_duration(p95_slack_ms, "--p95-slack") * 1000.0)
+        if kw["p95_slack_ms"] < 0:
+            raise PolicyError("--p95-slack must not be negative", hint="e.g. 1ms")
     if max_error_rate is not None:
         kw["max_error_rate"] = parse_fraction(max_error_rate, "--max-error-rate")
     if min_inferences is not None:

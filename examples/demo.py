@@ -1,0 +1,221 @@
+"""edgekit end to end on one machine: convert -> bundle -> fleet -> agents -> telemetry-gated staged rollout.
+
+    python examples/demo.py [--devices 5] [--workdir DIR]
+
+1. trains the digits CNN on scikit-learn's bundled digits (no downloads) and converts it twice with
+   ``edgekit convert``: v1 = float32, v2 = full-integer int8; both are signed bundles;
+2. creates a fleet (``fleet init``), starts its Mosquitto (mTLS, generated config) and ``edgekit fleet serve``;
+3. provisions N devices and starts N agents: separate processes, each running LiteRT, installed from their
+   device packages; a load generator sends inferences to their local APIs;
+4. rolls v1 out, then v2 in stages (1 device, 50%, 100%), each stage gated on the devices' self-test results,
+   inference errors and p95 latency of v2 against v1 on the same devices, showing progress and each decision;
+5. shows the devices table and their telemetry, then stops every process it started (also on Ctrl-C or errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+
+from edgekit.render import table  # noqa: E402
+
+console = Console()
+AGENT_POLICY = {"EDGEKIT_AGENT__UPDATE__PROBATION_S": "3", "EDGEKIT_AGENT__UPDATE__SELF_TEST_RUNS": "10"}
+
+
+def step(text: str) -> None:
+    console.rule(f"[bold]{text}")
+
+
+def run(argv: list[str], what: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+    if res.returncode != 0:
+        raise SystemExit(f"demo: {what} failed (exit {res.returncode}):\n{res.stderr.strip()[-2000:]}")
+    return res
+
+
+def build_models(work: Path, key: Path) -> dict[str, Path]:
+    """Train once, convert twice (fp32 and int8) with the real converter; each output is a signed bundle."""
+    py = sys.executable
+    model = work / "model" / "digits.keras"
+    if not model.exists():
+        with console.status("training the digits CNN (scikit-learn digits, 8 epochs)"):
+            run([py, "examples/train_digits.py", "--out", str(model), "--epochs", "8"], "training")
+    calib, evald = model.with_name("digits_calib.npz"), model.with_name("digits_eval.npz")
+    out = {}
+    for version, mode in (("1.0.0", "fp32"), ("2.0.0", "int8")):
+        dest = work / "bundles" / version
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with console.status(f"edgekit convert --mode {mode} (v{version})"):
+            run([py, "-m", "edgekit.cli", "convert", str(model), "-o", str(dest), "--mode", mode, "--calibration",
+                 str(calib), "--eval", str(evald), "--runs", "20", "--key", str(key), "--name", "digits",
+                 "--version", version, "--force", "--quiet", "--json"], f"converting v{version}")
+        report = json.loads((dest / "report.json").read_text())
+        out[version] = dest / f"digits-{version}.ekb"
+        console.print(f"  v{version} ({mode}): {out[version].name}, {out[version].stat().st_size / 1024:.1f} KiB, "
+                      f"{_accuracy(report)}")
+    return out
+
+
+def _accuracy(report: dict) -> str:
+    acc = report.get("accuracy") or report.get("evaluation") or {}
+    for key in ("top1_converted", "top1", "converted_top1"):
+        if isinstance(acc, dict) and key in acc:
+            return f"top-1 {acc[key] * 100:.2f}% on the held-out digits"
+    return "converted and evaluated (see report.json)"
+
+
+def follow(store, rid: str, n_devices: int, timeout: float) -> str:
+    """Show a rollout until it ends: a progress bar of committed devices and each decision with its numbers."""
+    from fleet.rollout.cli import _numbers
+
+    shown: set[int] = set()
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} on it"),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=n_devices)
+        while time.monotonic() < deadline:
+            r = store.get(rid)
+            committed = sum(1 for a in r.assignments.values() if a.status == "committed")
+            bar.update(task, completed=committed,
+                       description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
+                                   f"{len(r.policy.stages)} ({r.policy.stages[r.stage].label()})")
+            for e in store.audit(rid):
+                if e["id"] in shown or e["event"] in ("create", "device_committed"):
+                    continue
+                shown.add(e["id"])
+                bar.console.print(f"  [cyan]{e['event']:<10}[/cyan] {e['message']}{_numbers(e['numbers'])}")
+            if r.state not in ("running",) and (r.state != "completed" or all(
+                    a.status != "pending" for a in r.assignments.values())):
+                return r.state
+            time.sleep(0.5)
+    return store.get(rid).state
+
+
+def show_devices(lf, load) -> None:
+    """The fleet's own views when they exist (``edgekit fleet devices``/``telemetry``), else the registry."""
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "fleet", "--data-dir", str(lf.ctx.data_dir),
+                          "devices"], capture_output=True, text=True)
+    if res.returncode == 0:
+        console.print(res.stdout)
+    else:
+        from sqlalchemy import func, select
+
+        from fleet.models import InferenceSample, TelemetrySample
+        with lf.ctx.engine().connect() as c:
+            inf = {(d, v): (n, e, p) for d, v, n, e, p in c.execute(
+                select(InferenceSample.device_id, InferenceSample.model_version, func.sum(InferenceSample.count),
+                       func.sum(InferenceSample.errors), func.avg(InferenceSample.p95_ms))
+                .group_by(InferenceSample.device_id, InferenceSample.model_version))}
+            sysm = {d: (cpu, mem) for d, cpu, mem in c.execute(
+                select(TelemetrySample.device_id, func.avg(TelemetrySample.cpu), func.avg(TelemetrySample.mem))
+                .group_by(TelemetrySample.device_id))}
+        rows = []
+        for d, dev in sorted(lf.devices().items()):
+            figures = "; ".join(f"{v}: {n} inf, {e} err, p95 {p:.3f} ms" for (dd, v), (n, e, p) in sorted(inf.items())
+                                if dd == d and p is not None)
+            cpu, mem = sysm.get(d, (None, None))
+            rows.append((d, "online" if dev.online else "offline", f"{dev.model_name} {dev.model_version}",
+                         dev.update_state or "", f"{cpu:.0f}%" if cpu is not None else "-",
+                         f"{mem:.0f}%" if mem is not None else "-", figures))
+        console.print(table("devices and their telemetry (per model version)",
+                            ["device", "status", "model", "update", "cpu", "mem", "inference"], rows))
+    res = subprocess.run([sys.executable, "-m", "edgekit.cli", "fleet", "--data-dir", str(lf.ctx.data_dir),
+                          "telemetry", "dev1", "--since", "1h"], capture_output=True, text=True)
+    if res.returncode == 0:
+        console.print(res.stdout)
+    console.print(f"local API load: {sum(load.ok.values())} inferences answered, "
+                  f"{sum(load.failed.values())} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=5, help="number of local agents (default 5)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where everything goes (default: a new temp dir)")
+    ap.add_argument("--soak", default="5s", help="soak time per stage (default 5s)")
+    args = ap.parse_args(argv)
+    if not 1 <= args.devices <= 50:
+        ap.error("--devices must be between 1 and 50")
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="edgekit-demo-"))).absolute()
+    if (work / "lf" / "fleet" / "fleet.toml").exists():
+        ap.error(f"{work} already holds a demo fleet; pass another --workdir or remove it")
+    work.mkdir(parents=True, exist_ok=True)
+
+    from fleet.rollout.local import LoadGenerator, LocalFleet
+    from fleet.rollout.service import create_rollout, open_store
+
+    started = time.monotonic()
+    lf = LocalFleet(work / "lf", fleet_id="demo", telemetry_interval=1.0, agent_env=dict(AGENT_POLICY))
+    load = None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        step("1. fleet: keys, CA, broker, fleet service")
+        lf.init()
+        lf.start_broker()
+        pid = lf.start_service()
+        console.print(f"  fleet 'demo' in {lf.ctx.data_dir}; mosquitto (mTLS) on 127.0.0.1:{lf.ctx.broker_port}; "
+                      f"fleet serve pid {pid}, artifacts at {lf.ctx.artifact_url}")
+
+        step("2. models: train, convert v1 (fp32) and v2 (int8), sign")
+        bundles = build_models(work, lf.ctx.signing_key_path)
+
+        step(f"3. {args.devices} devices: provision, install and start the agents")
+        ids = [f"dev{i}" for i in range(1, args.devices + 1)]
+        lf.add_devices(ids)
+        for d in ids:
+            lf.start_agent(d)
+        lf.wait_api(ids, timeout=120)
+        lf.wait_online(ids, timeout=60)
+        console.print(f"  {len(ids)} agents online (pids {', '.join(str(a.proc.pid) for a in lf.agents.values())}), "
+                      "no model yet")
+        load = LoadGenerator(lambda: list(lf.agents.values()), rate=5).start()
+        store = open_store(lf.ctx)
+
+        step("4. roll out v1 to every device")
+        r1 = create_rollout(lf.ctx, store, bundles["1.0.0"], "all", stages="100%", soak="0")
+        if follow(store, r1.id, len(ids), 180) != "completed":
+            raise SystemExit("demo: the v1 rollout did not complete; see the logs in " + str(lf.workdir / "logs"))
+        time.sleep(3)  # a few telemetry samples of v1: the latency baseline for v2's gate
+
+        step("5. roll out v2 in stages, gated on self-tests, errors and p95 vs v1 on the same devices")
+        r2 = create_rollout(lf.ctx, store, bundles["2.0.0"], "all", stages="1,50%,100%", soak=args.soak,
+                            device_timeout="2m", on_failure="abort")
+        console.print(f"  {r2.id}: {r2.policy.describe()}")
+        end = follow(store, r2.id, len(ids), 300)
+        console.print(f"  rollout {r2.id} ended [bold]{end}[/bold]")
+
+        step("6. devices and telemetry")
+        time.sleep(2)
+        show_devices(lf, load)
+        from fleet.rollout.cli import render_status
+
+        render_status(store.get(r2.id), [e for e in store.audit(r2.id)], console)
+        console.print(f"[bold green]done in {time.monotonic() - started:.0f}s[/bold green]; everything is in {work}")
+        return 0 if end == "completed" else 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+    finally:
+        if load is not None:
+            load.stop()
+        with console.status("stopping agents, fleet service and broker"):
+            lf.close()
+        console.print("stopped every process the demo started")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
