@@ -139,7 +139,7 @@ class TelemetrySampler:
         self.probe = probe
         self.interval = interval
         self.extra = extra
-        self._last = stats.snapshots()
+        self._last: dict = {}  # figures since the agent started: nothing is left out of the first sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.samples = 0
