@@ -73,6 +73,7 @@ class Agent:
         self.last_desired: DesiredMessage | None = None
         self._stop = threading.Event()
         self._with_updater = with_updater
+        self._closed = False
 
     # --- models ------------------------------------------------------------------------------------------------
 
@@ -264,7 +265,9 @@ class Agent:
         if self.link is not None:
             self.link.stop()
         self.slot.clear()
-        self.spool.close()
+        if not self._closed:
+            self._closed = True
+            self.spool.close()
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT; stop cleanly."""
@@ -273,7 +276,11 @@ class Agent:
 
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         try:
             while not self._stop.wait(1.0):
                 pass
