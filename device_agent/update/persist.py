@@ -115,6 +115,8 @@ def advance(rec: Record, event: Event, *, reason: Reason | str | None = None, no
     src = rec.state_enum
     dst = next_state(src, event)
     reason_s = str(reason) if reason is not None else None
+    if reason_s is None and src is State.ROLLING_BACK:
+        reason_s = rec.reason  # `rolled_back` carries the reason the rollback began with
     new = replace(rec, state=dst.value, seq=rec.seq + 1, entered_at=now, clean_stop=False, **changes)
     if reason_s is not None or Event(event) is Event.START:
         new.reason = reason_s  # a failure's reason stays visible in IDLE until the next update starts

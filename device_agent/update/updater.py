@@ -34,7 +34,8 @@ from .policy import Policy, latency_verdict, probation_verdict
 log = logging.getLogger("edgekit.agent.update")
 
 #: Test instrumentation: ``EDGEKIT_TEST_CRASH_AT=<point>[,<point>…]`` makes the agent SIGKILL itself at that point —
-#: a state name (right after the state is persisted and its event spooled) or one of the points below.
+#: a state name (right after the state is persisted and its event spooled, and before its action runs, also when a
+#: restart resumes it) or one of the points below. The kill is real; only its timing is chosen.
 CRASH_ENV = "EDGEKIT_TEST_CRASH_AT"
 CRASH_POINTS = ("DOWNLOAD_MID", "AFTER_SET_CURRENT", "AFTER_ROLLBACK_POINTER")
 ROLLBACK_REQUEST = "rollback.request"
@@ -253,6 +254,7 @@ class Updater:
         state = self.rec.state_enum
         if state is State.IDLE:
             return self._idle()
+        crash_point(state.value)  # also when a restart resumes the state without entering it again
         action = {
             State.DOWNLOADING: self._download, State.VERIFYING: self._verify, State.STAGED: self._staged,
             State.SELF_TEST: self._self_test, State.SWITCHING: self._switch, State.PROBATION: self._probation_step,

@@ -221,11 +221,13 @@ class EventLog:
             self.messages.append((msg.topic.rsplit("/", 1)[-1], body))
 
     def events(self) -> list[dict]:
+        """Events in sequence order, duplicates (QoS 1 redelivery after a crash) removed by their ``seq``."""
         with self.lock:
-            return [b for ch, b in self.messages if ch == "events"]
+            by_seq = {b["seq"]: b for ch, b in self.messages if ch == "events"}
+        return [by_seq[k] for k in sorted(by_seq)]
 
     def names(self) -> list[str]:
-        return [e["event"] for e in sorted(self.events(), key=lambda e: e["seq"])]
+        return [e["event"] for e in self.events()]
 
     def wait(self, pred: Callable[[list[dict]], Any], timeout: float = 30.0, what: str = "events"):
         deadline = time.monotonic() + timeout
