@@ -56,7 +56,7 @@ class FleetLink:
             c.manual_ack_set(True)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(0.2, 5)
+        c.reconnect_delay_set(0.1, 1)  # rejoin fast: a shared group member that is away misses messages
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
@@ -100,8 +100,8 @@ class FleetLink:
             log.warning("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        for topic, qos in self.subscriptions:
-            client.subscribe(topic, qos)
+        if self.subscriptions:  # also after a broker restart that lost the session (session_present == 0)
+            client.subscribe([(t, qos) for t, qos in self.subscriptions])
         self.connected.set()
         if self._on_connect_cb:
             self._on_connect_cb()

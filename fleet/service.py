@@ -68,6 +68,7 @@ class FleetService:
         self.rollouts = None  # fleet.rollout.engine.EngineThread
         self.started = time.time()
         self.acked = 0
+        self._stats_dirty = True
         self.pidfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.pid"
         self.statsfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.json"
 
@@ -132,6 +133,7 @@ class FleetService:
     def _on_connect(self) -> None:
         with self._ack_lock:
             self._gen += 1
+        self._stats_dirty = True
 
     def _on_message(self, message) -> None:
         self.queue.put((message.topic, message.payload, message.mid, message.qos, self._gen, time.time()))
@@ -181,7 +183,8 @@ class FleetService:
                 self._ack(to_ack)
                 to_ack = []
                 first_pending = None
-            if now - last_stats >= self.opts.stats_interval:
+            if now - last_stats >= self.opts.stats_interval or self._stats_dirty:
+                self._stats_dirty = False
                 self._write_stats()
                 last_stats = now
             if now - last_retention >= self.opts.retention_interval:

@@ -107,3 +107,52 @@ def wait_for(pred, timeout: float = 20.0, interval: float = 0.05, what: str = "c
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn(argv: list[str], **kw):
+    """A child process with the repo on sys.path (stdout piped); the caller stops it by PID."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def edgekit(ctx, *args: str):
+    import os
+
+    return spawn(["-m", "edgekit.cli", "fleet", "--data-dir", str(ctx.data_dir), *args])
+
+
+@pytest.fixture
+def pg_url(postgres, request):
+    """A fresh database on the session's PostgreSQL server."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[-50:]
+    with psycopg.connect(postgres.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+    return postgres.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    """'' for the default SQLite store in the data dir, or a fresh PostgreSQL url."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def fleet_db(tmp_path, any_db):
+    f = Fleet(tmp_path, db_url=any_db).start_broker()
+    yield f
+    f.stop_broker()
