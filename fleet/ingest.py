@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from edgekit.errors import ProtocolError
 from edgekit.protocol import EventMessage, StateMessage, TelemetryMessage, Topic, decode
@@ -66,6 +66,12 @@ class _RateLimitedLog:
             self.suppressed[kind] = 0
         else:
             self.suppressed[kind] += 1
+
+
+def _finite_ts(ts) -> bool:
+    import math
+
+    return isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts) and abs(ts) < 1e11
 
 
 class Ingest:
@@ -155,9 +161,17 @@ class Ingest:
             self._log.warn("unknown", "message from device %r which is not provisioned (%s)", t.device_id, t.channel)
             return "unknown"
         dev = t.device_id
+        try:
+            rows = telemetry_rows(msg, received) if isinstance(msg, TelemetryMessage) else None
+            event = event_row(msg, received) if isinstance(msg, EventMessage) else None
+            if isinstance(msg, StateMessage) and not _finite_ts(msg.ts):
+                raise ProtocolError("state ts must be a finite number")
+        except (ProtocolError, TypeError, ValueError, OverflowError) as exc:
+            self._malformed(t.channel, topic, getattr(exc, "message", str(exc)))
+            return "malformed"
         with self._lock:
-            if isinstance(msg, TelemetryMessage):
-                system, inference = telemetry_rows(msg, received)
+            if rows is not None:
+                system, inference = rows
                 self.telemetry.extend(system)
                 self.inference.extend(inference)
                 self.stats.telemetry_messages += 1
@@ -165,7 +179,7 @@ class Ingest:
                 if msg.dropped:
                     self.stats.by_reason["device_dropped_samples"] += msg.dropped
             elif isinstance(msg, EventMessage):
-                self.events.append(event_row(msg, received))
+                self.events.append(event)
                 self.stats.events += 1
             elif isinstance(msg, StateMessage):
                 prev = self.states.get(dev)
@@ -194,7 +208,7 @@ class Ingest:
                 write_batch(conn, telemetry=telemetry, inference=inference, events=events, last_seen=last_seen)
                 if states:
                     self._apply_states(conn, states)
-        except SQLAlchemyError as exc:
+        except (OperationalError, InterfaceError) as exc:  # database unreachable/locked: keep the batch, retry
             self.stats.db_errors += 1
             self._log.warn("db", "writing a batch of %d messages failed (kept for retry): %s", n, exc)
             with self._lock:  # put it back in front of anything that arrived meanwhile
@@ -205,8 +219,31 @@ class Ingest:
                     self.last_seen[d] = max(s, self.last_seen.get(d, 0.0))
                 self.pending_messages += n
             raise
+        except SQLAlchemyError as exc:  # a row the database refuses: isolate it instead of retrying forever
+            self._log.warn("db", "a batch was refused (%s); writing its rows one by one", exc)
+            self._write_one_by_one(telemetry, inference, events, states, last_seen)
         self.stats.batches += 1
         return n
+
+    def _write_one_by_one(self, telemetry, inference, events, states, last_seen) -> None:
+        jobs = ([{"telemetry": [r]} for r in telemetry] + [{"inference": [r]} for r in inference]
+                + [{"events": [r]} for r in events] + [{"last_seen": last_seen}])
+        for job in jobs:
+            try:
+                with self.engine.begin() as conn:
+                    write_batch(conn, **job)
+            except (OperationalError, InterfaceError):
+                raise
+            except SQLAlchemyError:
+                self.stats.by_reason["db_rejected"] += 1
+        for dev, sm in states.items():
+            try:
+                with self.engine.begin() as conn:
+                    self._apply_states(conn, {dev: sm})
+            except (OperationalError, InterfaceError):
+                raise
+            except SQLAlchemyError:
+                self.stats.by_reason["db_rejected"] += 1
 
     def _apply_states(self, conn, states: dict[str, tuple[StateMessage, float]]) -> None:
         from sqlalchemy.orm import Session

@@ -18,6 +18,7 @@ from edgekit.protocol import StateMessage, check_id
 from .db import session_factory
 from .errors import DeviceExistsError, UnknownDeviceError
 from .models import Device
+from .rows import clean_json, short_str
 from .targets import Target, parse_target
 
 
@@ -124,11 +125,12 @@ def apply_state_to(dev: Device, msg: StateMessage, received: float) -> None:
         return  # a bare Last Will: keep what the last birth message said
     if dev.registered_at is None:
         dev.registered_at = received
-    dev.agent_version = msg.agent_version or dev.agent_version
+    dev.agent_version = short_str(msg.agent_version, 64) or dev.agent_version
     if msg.model:
-        dev.model_name = msg.model.get("name")
-        dev.model_version = msg.model.get("version")
-        dev.model_sha256 = msg.model.get("sha256")
-    dev.capabilities = {"runtime": msg.runtime or {}, "hardware": msg.hardware or {}}
-    dev.update = msg.update or {}
-    dev.update_state = (msg.update or {}).get("state")
+        dev.model_name = short_str(msg.model.get("name"), 128)
+        dev.model_version = short_str(msg.model.get("version"), 64)
+        dev.model_sha256 = short_str(msg.model.get("sha256"), 64)
+    dev.capabilities = clean_json({"runtime": msg.runtime or {}, "hardware": msg.hardware or {}})
+    update = msg.update if isinstance(msg.update, dict) else {}
+    dev.update = clean_json(update)
+    dev.update_state = short_str(update.get("state"), 32)
