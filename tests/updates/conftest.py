@@ -58,6 +58,25 @@ def _flex_model() -> Path:
     return path
 
 
+def _gather_model() -> Path:
+    """Digits-shaped (int8 [1,8,8,1] → int8 [1,10]) model whose GATHER fails at invoke unless pixel (0,0) is 0..9:
+    it passes its golden vectors and fails on real images (the interpreter raises on every live request)."""
+    path = CACHE / "update-gather.tflite"
+    if path.exists():
+        return path
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.int8)])
+    def f(x):
+        idx = tf.reshape(tf.cast(x[:, 0, 0, 0], tf.int32), [1])
+        return tf.gather(tf.constant(np.arange(100).reshape(10, 10).astype(np.int8)), idx)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(conv.convert())
+    return path
+
+
 def _flip(data: bytes, needle: bytes, replacement: bytes) -> bytes:
     assert len(needle) == len(replacement) and data.count(needle) >= 1
     return data.replace(needle, replacement, 1)
@@ -99,6 +118,10 @@ def update_bundles(session_key, digits_int8_tflite, digits_fp32_tflite, tmp_path
                               golden_outputs=[np.zeros([2, 1, 10], np.int8)])
     b["edgetpu"] = create_bundle(v2_model, d / "edgetpu.ekb", name="digits", version="2.5.0", key=priv,
                                  target="edgetpu")
+    gin = np.zeros([3, 1, 8, 8, 1], np.int8)
+    gin[:, 0, 0, 0, 0] = [0, 4, 9]
+    b["erroring"] = create_bundle(_gather_model(), d / "erroring.ekb", name="digits", version="2.6.0", key=priv,
+                                  golden_inputs=[gin])
     b["sample"] = np.load(digits_int8_input(tmp_path_factory))
     return b
 

@@ -252,9 +252,14 @@ class EventLog:
 
 def desired_for(bundle: Path, url: str, **override) -> dict:
     from edgekit.bundle import file_sha256, read_bundle
+    from edgekit.errors import EdgekitError
 
-    b = read_bundle(bundle)
-    model = {"name": b.name, "version": b.version, "sha256": file_sha256(bundle), "url": url,
+    try:
+        b = read_bundle(bundle)
+        name, version = b.name, b.version
+    except EdgekitError:  # a deliberately broken bundle: the desired state still names it
+        name, version = "digits", "2.0.0"
+    model = {"name": name, "version": version, "sha256": file_sha256(bundle), "url": url,
              "size": bundle.stat().st_size}
     model.update(override)
     return model
