@@ -203,14 +203,14 @@ class Converter:
                               model_rescales=_rescales(model))
         self.progress.update(task, total=1, completed=1)
         self.warnings += ds.warnings
-        if o.eval is None:
+        if o.eval is None and o.evaluate:
             calib, held = _split(ds, o)
             return calib, held
         return ds, None
 
     def _eval_data(self, model, calib, held):
         o = self.opts
-        if o.eval is None:
+        if o.eval is None or not o.evaluate:
             return held
         ds = cal.load_dataset(o.eval, model.inputs, normalize=cal.Normalize(o.scale, o.offset), what="evaluation",
                               expected_range=o.expected_range, model_rescales=_rescales(model),

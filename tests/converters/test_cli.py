@@ -141,7 +141,6 @@ def test_generator_calibration(digits, tmp_path, monkeypatch):
     assert r.exit_code == 1 and "cannot import generator calgen:missing" in r.output
 
 
-@pytest.mark.slow
 def test_legacy_h5_model(tmp_path):
     from tests.support.models import digits_keras
 
@@ -155,7 +154,6 @@ def test_legacy_h5_model(tmp_path):
     assert card["accuracy"]["top1_drop_pp"] <= 1.0
 
 
-@pytest.mark.slow
 def test_end_to_end_subprocess(digits, tmp_path, session_key):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

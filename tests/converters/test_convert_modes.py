@@ -29,7 +29,6 @@ def converted(digits, session_key, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_mode_report_has_measured_accuracy(converted, digits, mode):
     res, d = converted[mode]
@@ -78,7 +77,6 @@ def test_bundles_verify_and_carry_the_report_summary(converted, session_key):
         assert b.model_bytes == (d / f"digits-{mode}.tflite").read_bytes()
 
 
-@pytest.mark.slow
 def test_every_mode_runs_in_agent_only_venv(converted, agent_python):
     script = textwrap.dedent("""
         import json, sys

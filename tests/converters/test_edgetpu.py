@@ -29,7 +29,6 @@ def mobilenet_int8(mobilenet, tmp_path_factory):
     return res, d
 
 
-@pytest.mark.slow
 def test_mobilenet_int8_size_ratio_and_every_op_mapped(mobilenet_int8):
     res, d = mobilenet_int8
     card = res.report
@@ -84,7 +83,6 @@ def _cumsum_savedmodel(path):
     tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
 
 
-@pytest.mark.slow
 def test_five_d_tensor_gets_rank_reason_and_cut(tmp_path, digits):
     src = tmp_path / "fived.keras"
     _five_d_model(src)
@@ -101,7 +99,6 @@ def test_five_d_tensor_gets_rank_reason_and_cut(tmp_path, digits):
     assert any(w.startswith(f"Edge TPU: first cut at op {cut['index']} (RESHAPE)") for w in res.report["warnings"])
 
 
-@pytest.mark.slow
 def test_cumsum_savedmodel_named_reason_and_cut(tmp_path, digits):
     src = tmp_path / "cumsum_sm"
     _cumsum_savedmodel(src)

@@ -22,14 +22,12 @@ def plain_int8(sensitive_model, digits):
                        runs=0)
 
 
-@pytest.mark.slow
 def test_sensitive_layer_breaks_plain_int8(plain_int8):
     acc = plain_int8.report["accuracy"]
     assert acc["top1_float"] > 0.85
     assert acc["top1_drop_pp"] > 20, acc  # the outlier row really destroys the int8 layer
 
 
-@pytest.mark.slow
 def test_fallback_meets_budget_and_keeps_the_sensitive_layer_in_float(sensitive_model, digits, tmp_path, plain_int8):
     res = run_convert(model=sensitive_model, output=tmp_path / "out", mode="int8", calibration=digits["calibration"],
                       eval=digits["eval"], max_accuracy_drop=1.0, runs=0)
@@ -45,7 +43,6 @@ def test_fallback_meets_budget_and_keeps_the_sensitive_layer_in_float(sensitive_
     assert any("kept 1 sensitive layer" in w for w in res.report["warnings"])
 
 
-@pytest.mark.slow
 def test_budget_that_cannot_be_met_reports_best_and_fails(sensitive_model, digits, tmp_path, plain_int8):
     with pytest.raises(AccuracyBudgetError, match="exceeds --max-accuracy-drop 0.0") as exc:
         run_convert(model=sensitive_model, output=tmp_path / "out", mode="int8", calibration=digits["calibration"],
