@@ -33,7 +33,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # 
 from edgekit.render import table  # noqa: E402
 
 console = Console()
-AGENT_POLICY = {"EDGEKIT_AGENT__UPDATE__PROBATION_S": "3", "EDGEKIT_AGENT__UPDATE__SELF_TEST_RUNS": "10"}
+# short probation for a demo; N agents share a laptop's cores, where a sub-millisecond model's p95 jumps by several
+# ms whenever another process runs, so the agents' own latency checks allow 20 ms of slack here (a device has its
+# cores to itself and keeps the default 1 ms)
+AGENT_POLICY = {"EDGEKIT_AGENT__UPDATE__PROBATION_S": "3", "EDGEKIT_AGENT__UPDATE__SELF_TEST_RUNS": "10",
+                "EDGEKIT_AGENT__UPDATE__LATENCY_SLACK_MS": "20"}
 
 
 def step(text: str) -> None:

@@ -3,6 +3,7 @@ real agent processes running LiteRT on the digits models, updating themselves fr
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -24,6 +25,11 @@ AGENT_POLICY = {  # short probation and a small self-test so a stage takes secon
     "EDGEKIT_AGENT__UPDATE__PROBATION_S": "2",
     "EDGEKIT_AGENT__UPDATE__SELF_TEST_RUNS": "5",
     "EDGEKIT_AGENT__UPDATE__CHECK_INTERVAL_S": "0.25",
+    # ten agents, the fleet service and whatever else runs share 2 cores here: a sub-millisecond model's p95 then
+    # jumps to several ms at random, which the agent's own latency checks (tested in tests/updates) would take
+    # for a regression. These tests are about the fleet's gates, so the agents only judge latency beyond 50 ms.
+    "EDGEKIT_AGENT__UPDATE__SELF_TEST_LATENCY": "false",
+    "EDGEKIT_AGENT__UPDATE__LATENCY_SLACK_MS": "50",
 }
 
 
@@ -99,7 +105,7 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
         lf.start_service()
 
         final = wait_state(store, r.id, ("completed", "paused", "aborted"), 150)
-        assert final.state == "completed", store.audit(r.id)
+        assert final.state == "completed", "\n".join(f"{e['event']}: {e['message']}" for e in store.audit(r.id))
         assert final.assignments["dev09"].status == "pending"  # offline: assigned, converges later
 
         lf.start_agent("dev09")
@@ -125,6 +131,14 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
     # the gates saw real telemetry of both models on the same devices
     assert any(e["numbers"]["latency_devices"] > 0 and e["numbers"]["inferences"] > 0 for e in decisions)
     assert load.ok and not load.failed
+
+    # fleet-wide rollback in one command, through the real CLI
+    v1 = read_bundle(lf.bundles["v1"]).sha256
+    out = lf._edgekit("fleet", "--data-dir", str(lf.ctx.data_dir), "rollout", "rollback", "--json")
+    back = json.loads(out.stdout)
+    assert back["kind"] == "rollback" and back["bundle"]["sha256"] == v1 and back["devices"] == 10
+    assert wait_state(store, back["id"], ("completed", "paused"), 90).state == "completed"
+    wait_for(lambda: all(d.model_sha256 == v1 for d in lf.devices().values()), 30, "every device back on v1")
 
 
 class DesiredMonitor:
@@ -168,7 +182,7 @@ def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet):
         r = create_rollout(lf.ctx, store, lf.bundles["v3"], "all", stages="1,50%,100%", soak="2s",
                            device_timeout="60s", on_failure="abort")
         final = wait_state(store, r.id, ("aborted", "completed", "paused"), 90)
-        assert final.state == "aborted", store.audit(r.id)
+        assert final.state == "aborted", "\n".join(f"{e['event']}: {e['message']}" for e in store.audit(r.id))
         wait_for(lambda: store.get(r.id).reverted, 20, "the revert", 0.2)
         canary = [a.device_id for a in store.get(r.id).assignments.values()]
         assert canary == ["pi0"]
