@@ -146,6 +146,10 @@ def show_devices(lf, load) -> None:
                   f"{sum(load.failed.values())} failed")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: the finally block stops every process
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=5, help="number of local agents (default 5)")
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     lf = LocalFleet(work / "lf", fleet_id="demo", telemetry_interval=1.0, agent_env=dict(AGENT_POLICY))
     load = None
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         step("1. fleet: keys, CA, broker, fleet service")
         lf.init()

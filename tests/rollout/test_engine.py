@@ -211,3 +211,32 @@ def test_second_rollout_on_the_same_devices_is_refused(fleet_ctx, sim):
     r = store.create(V2, "all", sim.ids, build_policy())
     with pytest.raises(RolloutStateError, match=r.id):
         store.create(V2, "devices:dev03", ["dev03"], build_policy())
+
+
+def test_the_rollout_tables_work_on_postgresql(postgres):
+    """Migration 0002 on PostgreSQL, and a canary through the engine with the same store code."""
+    import psycopg
+
+    from fleet.db import make_engine, upgrade
+
+    with psycopg.connect(postgres.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS rollouts_test")
+        c.execute("CREATE DATABASE rollouts_test")
+    url = postgres.url("rollouts_test")
+    upgrade(url)
+    engine = make_engine(url)
+    reg = Registry(engine, "pg")
+    for d in ("a", "b"):
+        reg.add(d)
+        reg.apply_state(StateMessage(d, "online", model={k: V1[k] for k in ("name", "version", "sha256")}))
+    store = RolloutStore(engine, "pg")
+    eng = RolloutEngine(store, Recorder())
+    r = store.create(V2, "all", ["a", "b"], build_policy(stages="1,100%"))
+    eng.tick()
+    assert [d for d, *_ in eng.publisher.sent] == ["a"] and not store.unpublished()
+    assert [e["event"] for e in store.audit(r.id)] == ["create", "assign"]
+    store.command(r.id, "abort")
+    eng.tick()
+    assert eng.publisher.sent[-1] == ("a", None, None)  # no previous desired with a URL: cleared
+    assert store.get(r.id).reverted
+    engine.dispose()
