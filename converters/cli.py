@@ -57,6 +57,9 @@ def convert(model, output, mode, io, target, calibration, calibration_samples, e
             max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
             quiet) -> None:
     """Convert MODEL (.keras, .h5 or a SavedModel directory) to TFLite, measure it, and bundle it."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banner; errors still show
     from . import pipeline, report
 
     opts = pipeline.ConvertOptions(

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import ConverterFailed
 from .loading import LoadedModel
 from .modes import Plan
-from .tflite import make_converter, quiet_native, representative
+from .tflite import make_converter, quiet_absl, quiet_native, representative
 
 
 def rmse_in_steps(float_tensors, quant_tensors, scale, zero_point) -> float:
@@ -54,7 +54,8 @@ def rank_layers(model: LoadedModel, plan: Plan, calib: list[np.ndarray], denylis
                 debug_samples: int = 64) -> list[LayerScore]:
     import tensorflow as tf
 
-    conv = make_converter(model, plan, representative(calib), allow_float_ops=True)
+    with quiet_absl():
+        conv = make_converter(model, plan, representative(calib), allow_float_ops=True)
     opts = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"rmse_steps": rmse_in_steps},
                                                          denylisted_nodes=list(denylist or []))
     sub = [a[:debug_samples] for a in calib]
@@ -78,7 +79,8 @@ def quantize_with_denylist(model: LoadedModel, plan: Plan, calib: list[np.ndarra
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    conv = make_converter(model, plan, representative(calib), allow_float_ops=True)
+    with quiet_absl():
+        conv = make_converter(model, plan, representative(calib), allow_float_ops=True)
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist))
     io_type = {"int8": tf.int8, "uint8": tf.uint8}.get(plan.io, tf.float32)
     try:

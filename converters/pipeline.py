@@ -145,11 +145,11 @@ class Converter:
         eval_ds = self._eval_data(model, calib, held)
 
         t0 = time.perf_counter()
-        task = self._task(f"convert {plan.mode}", total=len(calib) if (calib and mode.needs_calibration) else None)
-        dataset = representative(calib.arrays, self._tick(task)) if calib and mode.needs_calibration else None
+        steps = len(calib) if (calib and mode.needs_calibration) else 1  # calibration samples, or one step
+        task = self._task(f"convert {plan.mode}", total=steps)
+        dataset = representative(calib.arrays, self._tick(task)) if steps > 1 or mode.needs_calibration else None
         blob = tfl_convert(model, plan, dataset)
-        self.progress.update(task, completed=len(calib) if calib and mode.needs_calibration else 1, total=None
-                             if not (calib and mode.needs_calibration) else len(calib))
+        self.progress.update(task, completed=steps)
         self.timings["convert_s"] = time.perf_counter() - t0
         evaluate._interpreter(blob)  # reload before anything reports success
 

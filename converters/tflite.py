@@ -56,9 +56,24 @@ def make_converter(model: LoadedModel, plan: Plan, dataset: Callable | None, **m
     return conv
 
 
+@contextlib.contextmanager
+def quiet_absl():
+    """Hide absl's Python-side deprecation chatter from the converter for the duration of a call."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, quiet: bool = True) -> bytes:
     """Convert and return the flatbuffer; TF's failures become ConverterFailed with the first line of its message."""
-    conv = make_converter(model, plan, dataset)
+    with quiet_absl():
+        conv = make_converter(model, plan, dataset)
     try:
         with quiet_native() if quiet else contextlib.nullcontext():
             return conv.convert()
