@@ -123,6 +123,7 @@ def update_bundles(session_key, digits_int8_tflite, digits_fp32_tflite, tmp_path
     b["erroring"] = create_bundle(_gather_model(), d / "erroring.ekb", name="digits", version="2.6.0", key=priv,
                                   golden_inputs=[gin])
     b["sample"] = np.load(digits_int8_input(tmp_path_factory))
+    b["sample_f32"] = ((b["sample"].astype(np.float32) + 128) / 255.0).astype(np.float32)
     return b
 
 

@@ -20,7 +20,8 @@ def is_subsequence(wanted: list[str], names: list[str]) -> bool:
 
 def serving_check(rig, allowed: dict[str, str]) -> str:
     """The agent serves one of ``allowed`` ({sha: bundle key}), and its output is bit-exact to LiteRT's."""
-    x = rig.bundles["sample"]
+    dtype = rig.agent.get("/v1/model")["inputs"][0]["dtype"]
+    x = rig.bundles["sample"] if dtype == "int8" else rig.bundles["sample_f32"]
     status, out, sha = rig.agent.infer(x)
     assert status == 200, f"inference failed with HTTP {status}"
     assert sha in allowed, f"serving {sha}, expected one of {sorted(allowed.values())}"
