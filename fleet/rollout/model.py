@@ -56,6 +56,8 @@ def transition(state: str, event: str, rollout_id: str = "") -> str:
 # --- device assignment statuses ---------------------------------------------------------------------------------------
 
 PENDING, COMMITTED, FAILED, TIMED_OUT, REVERTED = "pending", "committed", "failed", "timed_out", "reverted"
+REPLACED = "replaced"  # a later rollout took the device over before it reported an outcome for this one
+FINAL_STATUSES = (REVERTED, REPLACED)
 FAILURE_STATUSES = (FAILED, TIMED_OUT)
 
 

@@ -20,7 +20,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .model import (ABORTED, AWAITING_APPROVAL, COMMITTED, FAILED, FAILURE_STATUSES, PENDING, REVERTED, RUNNING,
+from .model import (ABORTED, COMMITTED, FAILED, FAILURE_STATUSES, FINAL_STATUSES, PENDING, REPLACED, REVERTED,
+                    RUNNING,
                     TIMED_OUT, Assignment, DeviceState, ModelStats, Rollout, transition)
 from .policy import format_pct, stage_sizes
 
@@ -94,7 +95,7 @@ def device_status(a: Assignment, dev: DeviceState | None, sha256: str, timeout: 
                   now: float) -> tuple[str, float | None, str | None]:
     """(status, status_at, reason) of one assignment given what the device reports now."""
     status, at, reason = a.status, a.status_at, a.reason
-    if status == REVERTED or dev is None:
+    if status in FINAL_STATUSES or dev is None:
         return status, at, reason
     out = dev.outcome
     fresh = out is not None and out.at >= a.assigned_at and out.sha256 in (sha256, None)
@@ -227,7 +228,7 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
         assignments[d] = Assignment(a.device_id, a.stage, a.assigned_at, a.previous, status, at, reason)
 
     if rollout.state == ABORTED and not rollout.reverted:
-        touched = sorted(d for d, a in assignments.items() if a.status != REVERTED)
+        touched = sorted(d for d, a in assignments.items() if a.status not in FINAL_STATUSES)
         for d in touched:
             actions.append(RevertDevice(d, assignments[d].previous))
             actions.append(SetDeviceStatus(d, REVERTED, now, "rollout aborted"))
@@ -294,7 +295,7 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
 
 def summarize(rollout: Rollout) -> dict[str, int]:
     """Counts of assignment statuses (for views)."""
-    out = {PENDING: 0, COMMITTED: 0, FAILED: 0, TIMED_OUT: 0, REVERTED: 0}
+    out = {PENDING: 0, COMMITTED: 0, FAILED: 0, TIMED_OUT: 0, REVERTED: 0, REPLACED: 0}
     for a in rollout.assignments.values():
         out[a.status] = out.get(a.status, 0) + 1
     out["unassigned"] = len(rollout.devices) - len(rollout.assignments)
@@ -302,5 +303,4 @@ def summarize(rollout: Rollout) -> dict[str, int]:
 
 
 __all__ = ["Action", "AssignDevice", "SetDeviceStatus", "StartSoak", "Decide", "RevertDevice", "FinishRevert",
-           "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize",
-           "AWAITING_APPROVAL", "TIMED_OUT"]
+           "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize"]

@@ -18,7 +18,7 @@ from fleet.db import session_factory
 from fleet.models import Device, DeviceEvent, InferenceSample
 
 from .errors import NoTargetDevicesError, RolloutNotFoundError, RolloutStateError
-from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REVERTED, STAGE_EVENTS, TERMINAL_STATES,
+from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REPLACED, REVERTED, STAGE_EVENTS, TERMINAL_STATES,
                     Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, transition)
 from .planner import (Action, AssignDevice, Decide, FinishRevert, RevertDevice, SetDeviceStatus, StartSoak,
                       summarize)
@@ -201,16 +201,16 @@ class RolloutStore:
 
     # --- applying the planner's actions --------------------------------------------------------------------------
 
-    def apply(self, rollout: Rollout, actions: Sequence[Action]) -> Rollout:
-        """Write ``actions`` for ``rollout`` in one transaction (state checked against the row: a concurrent
-        operator command wins and the tick's decisions are dropped)."""
+    def apply(self, rollout: Rollout, actions: Sequence[Action]) -> Rollout | None:
+        """Write ``actions`` for ``rollout`` in one transaction and return the rollout as stored now. The state is
+        checked against the row: if a concurrent operator command changed it, nothing is written (None)."""
         if not actions:
             return rollout
         now = self.clock()
         with self.Session.begin() as s:
             row = s.get(RolloutRow, rollout.id, with_for_update=True)
             if row is None or row.state != rollout.state or row.stage != rollout.stage:
-                return self.get(rollout.id)  # an operator changed it meanwhile; plan again next tick
+                return None  # an operator changed it meanwhile: plan again next tick
             rows = {a.device_id: a for a in self._assignments(s, rollout.id)}
             assigned = []
             for act in actions:
@@ -219,6 +219,10 @@ class RolloutStore:
                                            assigned_at=now, previous=dict(act.previous) if act.previous else None,
                                            status=PENDING, status_at=None, reason=None))
                     self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now)
+                    for older in s.scalars(select(RolloutDeviceRow).where(
+                            RolloutDeviceRow.device_id == act.device_id, RolloutDeviceRow.rollout_id != rollout.id,
+                            RolloutDeviceRow.status == PENDING)):  # e.g. offline when an earlier rollout ended
+                        older.status, older.status_at, older.reason = REPLACED, now, f"taken over by {rollout.id}"
                     assigned.append(act.device_id)
                 elif isinstance(act, SetDeviceStatus):
                     r = rows.get(act.device_id)

@@ -206,6 +206,21 @@ def test_offline_device_is_assigned_last_and_converges_after_completion(fleet_ct
     assert r.id not in store.needing_ticks()
 
 
+def test_a_later_rollout_takes_over_a_device_still_pending_in_a_finished_one(fleet_ctx, sim):
+    sim.state("dev00", False, V1)
+    store = RolloutStore(sim.engine, fleet_ctx.fleet_id, clock=sim.clock)
+    engine = RolloutEngine(store, Recorder(), clock=sim.clock)
+    r = store.create(V2, "all", sim.ids, build_policy(stages="100%", soak="0"))
+    final = run(engine, sim, r.id, lambda d, m, rid: sim.commit(d, V2, rid) if d != "dev00" else None)
+    assert final.state == "completed" and final.assignments["dev00"].status == "pending"
+    v3 = BundleRef("digits", "3.0.0", "c" * 64, "http://x/c.ekb", 10)
+    r3 = store.create(v3, "devices:dev00", ["dev00"], build_policy(stages="100%"))
+    engine.tick()
+    old = store.get(r.id).assignments["dev00"]
+    assert old.status == "replaced" and r3.id in old.reason
+    assert r.id not in store.needing_ticks() and engine.publisher.sent[-1][1]["version"] == "3.0.0"
+
+
 def test_second_rollout_on_the_same_devices_is_refused(fleet_ctx, sim):
     store = RolloutStore(sim.engine, fleet_ctx.fleet_id)
     r = store.create(V2, "all", sim.ids, build_policy())
