@@ -51,8 +51,10 @@ class Dataset:
         return int(self.arrays[0].shape[0])
 
     def take(self, idx: slice | np.ndarray) -> "Dataset":
-        return Dataset(self.source, self.kind, [a[idx] for a in self.arrays],
-                       None if self.labels is None else self.labels[idx], self.stats, self.warnings)
+        arrays = [a[idx] for a in self.arrays]
+        stats = {name: qa.stats(a) for name, a in zip(self.stats, arrays)} if len(arrays[0]) else {}
+        return Dataset(self.source, self.kind, arrays, None if self.labels is None else self.labels[idx], stats,
+                       self.warnings)
 
     def samples(self, k: int) -> list[np.ndarray]:
         return [a[:k] for a in self.arrays]

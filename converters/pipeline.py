@@ -185,7 +185,9 @@ class Converter:
                             versions={**versions(), "edgekit": edgekit_version})
         result = Result(card, blob, budget_met=budget_met)
         if staging:
-            result.files = self._write(staging, names, card, blob, compiled, key, plan, model, calib or eval_ds)
+            signing_key = key if budget_met else None  # a model that misses its budget is not signed
+            result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,
+                                       calib or eval_ds)
             card["outputs"] = {k: str(v) for k, v in result.files.items()}
         if not budget_met:
             raise AccuracyBudgetError(
@@ -302,7 +304,9 @@ class Converter:
                 create_bundle(payload, staging.path(names["bundle"]), name=Path(names["model"]).stem,
                               version=o.version, key=key, labels=o.labels, golden_inputs=golden,
                               golden_outputs=golden_out, target=target, provenance=provenance)
-            elif o.key is None:
+            elif o.key is not None:
+                card["warnings"].append("no bundle written: the accuracy budget was not met")
+            else:
                 card["warnings"].append("no bundle written: pass --key (make one with "
                                         "'edgekit keys generate fleet.key')")
             card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()}

@@ -19,6 +19,8 @@ from edgekit.tflite_model import inspect_tflite
 from . import calibration as cal
 
 SCHEMA_VERSION = 1
+TOP_LEVEL_KEYS = ("schema_version", "created_at", "source", "conversion", "model", "calibration", "evaluation",
+                  "accuracy", "fallback", "placement", "compiler", "latency", "warnings", "outputs")
 
 
 def _finite(x):

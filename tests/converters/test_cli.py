@@ -137,6 +137,7 @@ def test_generator_calibration(digits, tmp_path, monkeypatch):
     assert card["calibration"]["kind"] == "generator" and card["calibration"]["samples"] == 48
     assert card["evaluation"]["held_out"] is True and card["evaluation"]["samples"] == 16
     assert card["accuracy"]["data"] == "held_out_calibration"
+    assert card["calibration"]["stats"]["image"]["count"] == 48 and card["evaluation"]["stats"]["image"]["count"] == 16
     r = invoke(digits["model"], "--mode", "int8", "--calibration", "calgen:missing")
     assert r.exit_code == 1 and "cannot import generator calgen:missing" in r.output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import textwrap
 
@@ -108,3 +109,15 @@ def test_every_mode_runs_in_agent_only_venv(converted, agent_python):
         assert result[p][1] == [1, 10]
     assert result[paths[MODES.index("int8")]][0] == "int8"
     assert result[paths[MODES.index("int16x8")]][0] == "float32"
+
+
+def test_report_schema_is_stable_and_documented(converted):
+    from converters.report import TOP_LEVEL_KEYS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report-card.md").read_text()
+    for mode in MODES:
+        card = converted[mode][0].report
+        assert tuple(card) == TOP_LEVEL_KEYS
+        json.dumps(card, allow_nan=False)  # strict JSON: no NaN/Infinity
+    for key in TOP_LEVEL_KEYS:
+        assert f"`{key}`" in doc, key
