@@ -121,3 +121,15 @@ def test_report_schema_is_stable_and_documented(converted):
         json.dumps(card, allow_nan=False)  # strict JSON: no NaN/Infinity
     for key in TOP_LEVEL_KEYS:
         assert f"`{key}`" in doc, key
+
+
+@pytest.mark.parametrize("io,dtype", [("uint8", "uint8"), ("float", "float32")])
+def test_int8_io_variants(digits, io, dtype):
+    from .conftest import run_convert
+
+    res = run_convert(model=digits["model"], mode="int8", io=io, calibration=digits["calibration"],
+                      eval=digits["eval"], runs=0)
+    card = res.report
+    assert card["conversion"]["io"] == io
+    assert card["model"]["inputs"][0]["dtype"] == dtype and card["model"]["outputs"][0]["dtype"] == dtype
+    assert card["accuracy"]["top1_drop_pp"] <= 1.0

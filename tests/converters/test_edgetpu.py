@@ -250,3 +250,13 @@ def test_real_compiler_when_installed(digits_int8_tflite):
     r = CliRunner().invoke(edgetpu, ["check", str(digits_int8_tflite), "--compile", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["compiler"]["log"]["edgetpu_ops"] > 0
+
+
+def test_check_rejects_files_that_are_not_tflite(tmp_path):
+    from edgekit.cli import cli
+
+    (tmp_path / "x.tflite").write_bytes(b"definitely not a flatbuffer")
+    r = CliRunner().invoke(cli, ["edgetpu", "check", str(tmp_path / "x.tflite")])
+    assert r.exit_code == 1 and "not a TFLite flatbuffer" in r.output
+    r = CliRunner().invoke(cli, ["edgetpu", "check", str(tmp_path / "missing.tflite")])
+    assert r.exit_code != 0 and "does not exist" in r.output
