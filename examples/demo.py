@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("demo: the v1 rollout did not complete; see the logs in " + str(lf.workdir / "logs"))
         time.sleep(3)  # a few telemetry samples of v1: the latency baseline for v2's gate
 
-        step("5. roll out v2 in stages, gated on self-tests, errors and p95 vs v1 on the same devices")
+        step("5. roll out v2 in stages, gated on the devices' telemetry")
         r2 = create_rollout(lf.ctx, store, bundles["2.0.0"], "all", stages="1,50%,100%", soak=args.soak,
                             device_timeout="2m", on_failure="abort")
         console.print(f"  {r2.id}: {r2.policy.describe()}")

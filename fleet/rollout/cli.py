@@ -140,7 +140,7 @@ def _numbers(n: dict[str, Any]) -> str:
     parts = [f"committed {n['committed']}/{n['evaluable']} ({format_pct(n['success_rate'])})",
              f"failed {n['failed']} (self-test {n['self_test_failed']}), timed out {n['timed_out']}"]
     if n.get("inferences"):
-        parts.append(f"error rate {format_pct(n['error_rate'])} of {n['inferences']}")
+        parts.append(f"{n['errors']} errors in {n['inferences']} inferences")
     if n.get("p95_regression") is not None:
         parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms "
                      f"({format_pct(n['p95_regression'])})")

@@ -106,7 +106,14 @@ class Stage:
         return max(1, min(total, math.ceil(round(self.percent * total, 9))))
 
     def label(self) -> str:
+        """The stage as written on the command line (and stored): ``1`` or ``10%``."""
         return str(self.count) if self.count is not None else f"{self.percent * 100:.4g}%"
+
+    def describe(self) -> str:
+        """For people: ``1 device``, ``5 devices`` or ``10%``."""
+        if self.count is None:
+            return self.label()
+        return f"{self.count} device" + ("" if self.count == 1 else "s")
 
 
 def parse_stages(text: str | Sequence[str]) -> tuple[Stage, ...]:

@@ -243,14 +243,15 @@ class RolloutStore:
                                 {"devices": act.devices})
                 elif isinstance(act, StartSoak):
                     row.soak_started_at = now
+                    stage = rollout.policy.stages[row.stage].describe()
                     self._audit(s, rollout.id, now, "planner", "soak", row.state, row.state, row.stage,
-                                f"stage {row.stage + 1} ({act.numbers.get('stage_label')}) reached its success "
-                                f"threshold; soaking {row.policy.get('soak')}s", dict(act.numbers))
+                                f"stage {row.stage + 1} ({stage}) reached its success threshold; soaking "
+                                f"{row.policy.get('soak')}s", dict(act.numbers))
                 elif isinstance(act, Decide):
                     self._state_change(s, row, act.event, "planner", act.reason, dict(act.numbers), now)
             if assigned:
                 self._audit(s, rollout.id, now, "planner", "assign", row.state, row.state, rollout.stage,
-                            f"stage {rollout.stage + 1} ({rollout.policy.stages[rollout.stage].label()}): assigned {len(assigned)} "
+                            f"stage {rollout.stage + 1} ({rollout.policy.stages[rollout.stage].describe()}): assigned {len(assigned)} "
                             f"device(s): {', '.join(assigned)}", {"devices": assigned})
             row.updated_at = now
         return self.get(rollout.id)
