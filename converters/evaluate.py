@@ -44,13 +44,32 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
-def run_float_io(model: bytes, arrays: list[np.ndarray], *, threads: int = 1,
+def align(details: list[dict], arrays: list[np.ndarray], names: list[str] | None) -> list[np.ndarray]:
+    """Order ``arrays`` (given in the source model's input order, named ``names``) like the TFLite inputs.
+
+    TFLite names inputs ``serving_default_<name>:0`` or ``<name>``; when every detail matches exactly one name the
+    arrays are reordered, otherwise the order is kept (single-input models, or names the converter rewrote).
+    """
+    if len(details) != len(arrays):
+        raise ConversionError(f"converted model has {len(details)} inputs, data has {len(arrays)}")
+    if not names or len(names) < 2:
+        return list(arrays)
+    order = []
+    for d in details:
+        tname = d["name"].split(":")[0]
+        hits = [i for i, n in enumerate(names) if tname == n or tname.endswith("_" + n)]
+        if len(hits) != 1:
+            return list(arrays)
+        order.append(hits[0])
+    return [arrays[i] for i in order] if sorted(order) == list(range(len(names))) else list(arrays)
+
+
+def run_float_io(model: bytes, arrays: list[np.ndarray], *, threads: int = 1, names: list[str] | None = None,
                  progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Feed float samples one at a time (quantizing integer inputs), return float outputs [N, ...] per output."""
     interp = _interpreter(model, threads)
     ins, outs = interp.get_input_details(), interp.get_output_details()
-    if len(ins) != len(arrays):
-        raise ConversionError(f"converted model has {len(ins)} inputs, data has {len(arrays)}")
+    arrays = align(ins, arrays, names)
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for k in range(arrays[0].shape[0]):
         for d, a in zip(ins, arrays):
@@ -63,10 +82,12 @@ def run_float_io(model: bytes, arrays: list[np.ndarray], *, threads: int = 1,
     return [np.stack(r) for r in results]
 
 
-def latency(model: bytes, arrays: list[np.ndarray], *, threads: int = 1, runs: int = 50, warmup: int = 3) -> dict:
+def latency(model: bytes, arrays: list[np.ndarray], *, threads: int = 1, runs: int = 50, warmup: int = 3,
+            names: list[str] | None = None) -> dict:
     """Median/p95 wall time of ``invoke()`` on one real sample, after ``warmup`` runs."""
     interp = _interpreter(model, threads)
-    for d, a in zip(interp.get_input_details(), arrays):
+    details = interp.get_input_details()
+    for d, a in zip(details, align(details, arrays, names)):
         interp.set_tensor(d["index"], quantize_input(a[:1].reshape(d["shape"]), d))
     for _ in range(warmup):
         interp.invoke()

@@ -97,12 +97,13 @@ def _split(ds: cal.Dataset, opts: ConvertOptions) -> tuple[cal.Dataset, cal.Data
     return ds.take(slice(0, n - hold)), ds.take(slice(n - hold, n))
 
 
-def _golden_inputs(model: bytes, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _golden_inputs(model: bytes, arrays: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=model)
+    details = interp.get_input_details()
     out = []
-    for d, a in zip(interp.get_input_details(), arrays):
+    for d, a in zip(details, evaluate.align(details, arrays, names)):
         x = a[:GOLDEN_COUNT]
         out.append(evaluate.quantize_input(x.reshape(x.shape[0], *[int(v) for v in d["shape"]]), d))
     return out
@@ -116,6 +117,7 @@ class Converter:
         self.progress = progress or _NullProgress()
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
+        self.names: list[str] = []
 
     def _task(self, label: str, total: float | None = None):
         return self.progress.add_task(label, total=total)
@@ -139,6 +141,7 @@ class Converter:
                                    hint="pass --calibration data.npz (or an image directory, or module:function)")
         t0 = time.perf_counter()
         model = load_model(o.model)
+        self.names = [i.name for i in model.inputs]
         TARGETS[plan.target].check_inputs(model.inputs)
         self.timings["load_s"] = time.perf_counter() - t0
         calib, held = self._data(model)
@@ -177,7 +180,7 @@ class Converter:
         if o.evaluate and o.runs > 0:
             sample = (eval_ds or calib).arrays if (eval_ds or calib) else [
                 np.zeros((1, *s.shape), np.float32) for s in model.inputs]
-            lat = evaluate.latency(blob, sample, threads=o.threads, runs=o.runs)
+            lat = evaluate.latency(blob, sample, threads=o.threads, runs=o.runs, names=self.names)
 
         card = report.build(opts=o, plan=plan, model=model, blob=blob, calib=calib, eval_ds=eval_ds,
                             held_out=held is not None and o.eval is None, accuracy=acc, fallback=fb, precheck=pre,
@@ -225,13 +228,14 @@ class Converter:
         ref = model.predict(ds.arrays)
         if ref is None:  # SavedModel: the fp32 TFLite conversion is the float reference
             fp32 = tfl_convert(model, Plan("fp32", "float", "cpu"))
-            ref = evaluate.run_float_io(fp32, ds.arrays, progress=self._tick(task))
+            ref = evaluate.run_float_io(fp32, ds.arrays, names=self.names, progress=self._tick(task))
         self.progress.update(task, completed=len(ds))
         return [np.asarray(r, np.float32) for r in ref]
 
     def _measure(self, blob: bytes, ds: cal.Dataset, reference: list[np.ndarray]) -> dict[str, Any]:
         task = self._task("evaluate converted model", total=len(ds))
-        outs = evaluate.run_float_io(blob, ds.arrays, threads=self.opts.threads, progress=self._tick(task))
+        outs = evaluate.run_float_io(blob, ds.arrays, threads=self.opts.threads, names=self.names,
+                                     progress=self._tick(task))
         per_output = []
         for j, (r, c) in enumerate(zip(reference, outs)):
             if r.shape != c.shape:
@@ -287,7 +291,7 @@ class Converter:
         with staging:
             staging.write(names["model"], blob)
             if "bundle" in names and key is not None:
-                golden = _golden_inputs(blob, data.arrays) if data is not None else None
+                golden = _golden_inputs(blob, data.arrays, [i.name for i in model.inputs]) if data else None
                 target, payload, golden_out = "cpu", blob, None
                 if compiled is not None:
                     from edgekit.golden import run_model

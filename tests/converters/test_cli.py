@@ -171,3 +171,28 @@ def test_end_to_end_subprocess(digits, tmp_path, session_key):
     insp = subprocess.run([EDGEKIT, "bundle", "inspect", str(out / "digits-2.0.0.ekb"), "--pubkey",
                            str(session_key[1]), "--json"], capture_output=True, text=True, timeout=60)
     assert insp.returncode == 0 and json.loads(insp.stdout)["signature"]["status"] == "verified"
+
+
+def test_two_input_model_with_named_arrays(tmp_path, session_key):
+    import keras
+
+    L = keras.layers
+    a = L.Input((6,), name="zeta")
+    b = L.Input((4, 4, 1), name="alpha")
+    y = L.Concatenate()([L.Dense(8, activation="relu")(a), L.Flatten()(b)])
+    keras.Model([a, b], L.Dense(3, activation="softmax")(y)).save(tmp_path / "two.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", zeta=rng.random((40, 6), dtype=np.float32),
+             alpha=rng.random((40, 4, 4, 1), dtype=np.float32))
+    r = invoke(tmp_path / "two.keras", "--mode", "int8", "--calibration", tmp_path / "cal.npz", "-o",
+               tmp_path / "out", "--key", session_key[0], "--json", "--runs", "3")
+    assert r.exit_code == 0, r.output
+    card = json.loads(r.output)
+    assert [i["name"] for i in card["source"]["inputs"]] == ["zeta", "alpha"]
+    assert card["accuracy"]["agreement"] >= 0.9
+    b = read_bundle(tmp_path / "out" / "two-0.1.0.ekb", session_key[1])
+    ins, _, _, _ = b.golden()
+    assert [list(x.shape[1:]) for x in ins] == [m["shape"] for m in b.manifest["inputs"]]
+    np.savez(tmp_path / "cal2.npz", a=rng.random((40, 6), dtype=np.float32))
+    r = invoke(tmp_path / "two.keras", "--mode", "int8", "--calibration", tmp_path / "cal2.npz")
+    assert r.exit_code == 1 and "cannot tell which feeds model input(s) ['zeta', 'alpha']" in r.output
