@@ -30,6 +30,7 @@ class Mode:
     io_choices: ClassVar[tuple[str, ...]] = ("float",)
     default_io: ClassVar[str] = "float"
     quantized: ClassVar[bool] = False
+    supports_fallback: ClassVar[bool] = False  # QuantizationDebugger-driven float fallback (full int8 only)
 
     def check_io(self, io: str | None) -> str:
         if io is None:
@@ -101,6 +102,7 @@ class Int8(Mode):
     io_choices = ("int8", "uint8", "float")
     default_io = "int8"
     quantized = True
+    supports_fallback = True
 
     IO_TYPES = {"int8": "int8", "uint8": "uint8", "float": "float32"}
 

@@ -150,7 +150,7 @@ class Converter:
         t0 = time.perf_counter()
         steps = len(calib) if (calib and mode.needs_calibration) else 1  # calibration samples, or one step
         task = self._task(f"convert {plan.mode}", total=steps)
-        dataset = representative(calib.arrays, self._tick(task)) if steps > 1 or mode.needs_calibration else None
+        dataset = representative(calib.arrays, self._tick(task)) if mode.needs_calibration else None
         blob = tfl_convert(model, plan, dataset)
         self.progress.update(task, completed=steps)
         self.timings["convert_s"] = time.perf_counter() - t0
@@ -160,7 +160,7 @@ class Converter:
         if o.evaluate and eval_ds is not None:
             reference = self._reference(model, eval_ds)
             acc = self._measure(blob, eval_ds, reference)
-            if o.max_accuracy_drop is not None and mode.quantized and calib is not None:
+            if o.max_accuracy_drop is not None:
                 blob, acc, fb, budget_met = self._fallback(model, plan, calib, eval_ds, reference, blob, acc)
         elif o.max_accuracy_drop is not None:
             raise CalibrationError("--max-accuracy-drop needs data to measure the drop",
@@ -253,6 +253,12 @@ class Converter:
         if first.drop_pp <= budget:
             return blob, acc, {"budget_pp": budget, "met": True, "attempts": [], "ranking": [],
                                "best": {"float_layers": [], "drop_pp": first.drop_pp}}, True
+
+        if not MODES[plan.mode].supports_fallback or calib is None:
+            self.warnings.append(f"float fallback is available for mode int8 with calibration data, not for "
+                                 f"{plan.mode}; the drop is only measured")
+            return blob, acc, {"budget_pp": budget, "met": False, "attempts": [], "ranking": [],
+                               "best": {"float_layers": [], "drop_pp": first.drop_pp}}, False
 
         def measure(b):
             r = self._measure(b, eval_ds, reference)

@@ -57,3 +57,11 @@ def test_budget_that_cannot_be_met_reports_best_and_fails(sensitive_model, digit
     assert (tmp_path / "out" / "sensitive.tflite").exists()  # the best model is kept for inspection
     assert not list((tmp_path / "out").glob("*.ekb"))  # but not signed
     assert "no bundle written: the accuracy budget was not met" in card["warnings"]
+
+
+def test_budget_in_a_mode_without_fallback_is_measured_only(sensitive_model, digits):
+    with pytest.raises(AccuracyBudgetError, match="exceeds --max-accuracy-drop 0.0"):
+        run_convert(model=sensitive_model, mode="int16x8", calibration=digits["calibration"], eval=digits["eval"],
+                    max_accuracy_drop=0.0, runs=0)
+    res = run_convert(model=sensitive_model, mode="fp16", eval=digits["eval"], max_accuracy_drop=0.5, runs=0)
+    assert res.report["fallback"]["met"] is True and res.report["accuracy"]["top1_drop_pp"] <= 0.5
