@@ -280,7 +280,8 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
         return actions
     if numbers["inferences"] < p.min_inferences:
         return actions  # soaked, but the gates have not seen enough inferences of the new model yet
-    passed = (f"stage {rollout.stage + 1} ({p.stages[rollout.stage].describe()}) passed: {numbers['committed']}/{numbers['evaluable']} committed "
+    passed = (f"stage {rollout.stage + 1} ({p.stages[rollout.stage].describe()}) passed: "
+              f"{numbers['committed']}/{numbers['evaluable']} committed "
               f"({format_pct(success)} >= {format_pct(p.success_threshold)})")
     if numbers["p95_regression"] is not None:
         passed += f", p95 {format_pct(numbers['p95_regression'])} vs previous"

@@ -251,7 +251,8 @@ class RolloutStore:
                     self._state_change(s, row, act.event, "planner", act.reason, dict(act.numbers), now)
             if assigned:
                 self._audit(s, rollout.id, now, "planner", "assign", row.state, row.state, rollout.stage,
-                            f"stage {rollout.stage + 1} ({rollout.policy.stages[rollout.stage].describe()}): assigned {len(assigned)} "
+                            f"stage {rollout.stage + 1} ({rollout.policy.stages[rollout.stage].describe()}): "
+                            f"assigned {len(assigned)} "
                             f"device(s): {', '.join(assigned)}", {"devices": assigned})
             row.updated_at = now
         return self.get(rollout.id)
@@ -327,7 +328,8 @@ def rollout_view(r: Rollout) -> dict[str, Any]:
         "id": r.id, "kind": r.kind, "state": r.state, "target": r.target,
         "bundle": {"name": r.bundle.name, "version": r.bundle.version, "sha256": r.bundle.sha256,
                    "url": r.bundle.url},
-        "stage": r.stage, "stage_label": r.policy.stages[r.stage].label(), "stages": [s.label() for s in r.policy.stages],
+        "stage": r.stage, "stage_label": r.policy.stages[r.stage].label(),
+        "stages": [s.label() for s in r.policy.stages],
         "stage_sizes": sizes, "devices": len(r.devices), "created_at": r.created_at,
         "soak_started_at": r.soak_started_at, "counts": summarize(r), "policy": r.policy.to_dict(),
         "assignments": [{"device_id": a.device_id, "stage": a.stage, "status": a.status, "assigned_at": a.assigned_at,

@@ -71,8 +71,8 @@ class Fleet:
     def inference(self, d, version, p95, count=100, errors=0):
         self.seq += 1
         with self.reg.Session.begin() as s:
-            s.add(InferenceSample(device_id=d, seq=self.seq, ts=self.now, model_version=f"digits@{version}", count=count,
-                                  errors=errors, p50_ms=p95 / 2, p95_ms=p95, p99_ms=p95 * 1.2))
+            s.add(InferenceSample(device_id=d, seq=self.seq, ts=self.now, model_version=f"digits@{version}",
+                                  count=count, errors=errors, p50_ms=p95 / 2, p95_ms=p95, p99_ms=p95 * 1.2))
 
     def commit(self, d, bundle, rid, p95=2.0):
         model = {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256}
