@@ -196,3 +196,18 @@ def test_two_input_model_with_named_arrays(tmp_path, session_key):
     np.savez(tmp_path / "cal2.npz", a=rng.random((40, 6), dtype=np.float32))
     r = invoke(tmp_path / "two.keras", "--mode", "int8", "--calibration", tmp_path / "cal2.npz")
     assert r.exit_code == 1 and "cannot tell which feeds model input(s) ['zeta', 'alpha']" in r.output
+
+
+def test_failure_while_writing_leaves_nothing(digits, tmp_path, session_key):
+    """The bundle step fails after the model was converted and staged: no output directory, no staging left."""
+    out = tmp_path / "out"
+    r = invoke(digits["model"], "--mode", "dynamic", "-o", out, "--key", session_key[0], "--labels",
+               tmp_path / "missing-labels.txt", "--runs", "0")
+    assert r.exit_code == 2 and "cannot read labels file" in r.output
+    assert not out.exists() and leftovers(tmp_path) == []
+    out.mkdir()
+    (out / "digits.tflite").write_bytes(b"old")
+    r = invoke(digits["model"], "--mode", "dynamic", "-o", out, "--key", session_key[0], "--labels",
+               tmp_path / "missing-labels.txt", "--runs", "0", "--force")
+    assert r.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["digits.tflite"] and (out / "digits.tflite").read_bytes() == b"old"
