@@ -111,7 +111,8 @@ def test_image_directory_calibration_warns_on_raw_pixels(digits, tmp_path):
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
     for i, im in enumerate(x):
-        Image.fromarray((im[..., 0] * 255).astype(np.uint8), mode="L").save(img_dir / f"{i:03d}.png")
+        big = Image.fromarray((im[..., 0] * 255).astype(np.uint8), mode="L").resize((16, 16), Image.NEAREST)
+        big.convert("RGB").save(img_dir / f"{i:03d}.png")  # 16x16 RGB files feed an 8x8x1 input
     r = invoke(digits["model"], "--mode", "int8", "--calibration", img_dir, "--json", "--runs", "0")
     assert r.exit_code == 0, r.output
     card = json.loads(r.output)
