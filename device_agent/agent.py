@@ -108,8 +108,12 @@ class Agent:
     # --- inference ---------------------------------------------------------------------------------------------
 
     def infer(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], StoreEntry, float]:
-        with self.slot.acquire() as (runner, entry):
-            return self._run(runner, entry, inputs)
+        """Run one inference on the serving model: (outputs, entry that served it, seconds)."""
+        loaded = self.slot.enter()
+        try:
+            return self._run(loaded.runner, loaded.entry, inputs)
+        finally:
+            self.slot.leave(loaded)
 
     def _run(self, runner: Runner, entry: StoreEntry, inputs: Sequence[np.ndarray]):
         t0 = time.perf_counter()

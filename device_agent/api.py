@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -24,6 +26,29 @@ from . import codec
 from .errors import InvalidInputError, NoModelError
 
 log = logging.getLogger("edgekit.agent.api")
+
+
+MAX_LINE = 8192
+MAX_HEADERS = 64
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_date_cache: list = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return _date_cache[1]
+
+
+class Headers(dict):
+    """Request headers by lower-cased name; ``get`` ignores case like the stdlib's message class."""
+
+    def get(self, key: str, default=None):  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
 
 
 class HttpError(Exception):
@@ -52,14 +77,58 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
 
+    # The stdlib parses headers with the email package and writes a response in several system calls; requests
+    # here are small and frequent, so both are done directly (same behaviour for the HTTP/1.0 and 1.1 subset used).
+
+    def parse_request(self) -> bool:
+        self.command = None
+        self.request_version = "HTTP/0.9"
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        parts = line.split()
+        if len(parts) != 3:
+            self.request_version = "HTTP/1.0"
+            self._fail(400, f"bad request line {line[:80]!r}")
+            return False
+        self.command, self.path, version = parts
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            self.request_version = "HTTP/1.0"
+            self._fail(505, f"unsupported HTTP version {version[:20]!r}")
+            return False
+        self.request_version = version
+        headers = Headers()
+        for _ in range(MAX_HEADERS + 1):
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                self._fail(431, "header line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = raw.decode("iso-8859-1").partition(":")
+            if not sep or not name.strip():
+                self._fail(400, "malformed header line")
+                return False
+            headers[name.strip().lower()] = value.strip()
+        else:
+            self._fail(431, "too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        conn = headers.get("connection", "").lower()
+        self.close_connection = conn == "close" or (version == "HTTP/1.0" and conn != "keep-alive")
+        if version == "HTTP/1.1" and headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
+
     def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        phrase = _PHRASES.get(status, "")
+        lines = [f"HTTP/1.1 {status} {phrase}", "Server: edgekit-agent", f"Date: {_http_date()}",
+                 f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+        lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        log.debug("%s %s %d", self.command, self.path, status)
 
     def _json(self, status: int, doc: Any) -> None:
         self._send(status, codec.JSON, json.dumps(doc, separators=(",", ":")).encode())

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import socket
@@ -22,6 +21,46 @@ from . import codec
 from .errors import ApiError
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request is one ``sendall``, the answer is read by Content-Length."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def request(self, method: str, path: str, body: bytes, content_type: str | None) -> tuple[int, dict, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        self.sock.sendall((head + "\r\n").encode("latin-1") + body)
+        line = self.rfile.readline(65537)
+        if not line:
+            raise ConnectionResetError("the server closed the connection")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise ApiError(f"not an HTTP answer: {line[:80]!r}", status=0)
+        headers: dict[str, str] = {}
+        for _ in range(100):
+            raw = self.rfile.readline(65537)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = raw.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        n = int(headers.get("content-length", "0"))
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise ConnectionResetError("the answer was cut short")
+        return int(parts[1]), headers, data
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+        finally:
+            self.sock.close()
+
+
 class AgentClient:
     def __init__(self, url: str = "http://127.0.0.1:8765", timeout: float = 30.0):
         parts = urlsplit(url)
@@ -32,13 +71,10 @@ class AgentClient:
         self.timeout = timeout
         self._local = threading.local()
 
-    def _conn(self) -> http.client.HTTPConnection:
+    def _conn(self) -> _Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._local.conn = conn
+            conn = self._local.conn = _Connection(self.host, self.port, self.timeout)
         return conn
 
     def close(self) -> None:
@@ -49,26 +85,24 @@ class AgentClient:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str | None = None) -> tuple[int, str, bytes]:
-        headers = {"Content-Type": content_type} if content_type else {}
+        """One request on this thread's keep-alive connection (reopened once if the server had closed it)."""
         for attempt in (0, 1):
+            fresh = getattr(self._local, "conn", None) is None
             try:
-                conn = self._conn()
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.getheader("Connection", "").lower() == "close":
-                    self.close()
-                return resp.status, resp.getheader("Content-Type", ""), data
-            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest,
-                    http.client.BadStatusLine) as exc:
+                status, headers, data = self._conn().request(method, path, body or b"", content_type)
+            except (ConnectionError, socket.timeout) as exc:
                 self.close()
-                if attempt:
-                    raise ApiError(f"the local API at {self.host}:{self.port} closed the connection ({exc})",
-                                   status=0, hint="check that the agent runs: edgekit agent status") from exc
+                if attempt or fresh or isinstance(exc, socket.timeout):
+                    raise ApiError(f"the local API at {self.host}:{self.port} did not answer ({exc})", status=0,
+                                   hint="check that the agent runs: edgekit agent status") from exc
+                continue
             except OSError as exc:
                 self.close()
                 raise ApiError(f"cannot reach the local API at {self.host}:{self.port} ({exc})", status=0,
                                hint="check that the agent runs: edgekit agent status") from exc
+            if headers.get("connection", "").lower() == "close":
+                self.close()
+            return status, headers.get("content-type", ""), data
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _json(self, method: str, path: str) -> dict[str, Any]:
@@ -108,6 +142,9 @@ class AgentClient:
         rtype = codec.media_type(rtype)
         if rtype == codec.JSON:
             return codec.decode_json_outputs(json.loads(data))
+        fast = codec.read_npy(data) if rtype == codec.NPY else None
+        if fast is not None:
+            return [fast]
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return [loaded]

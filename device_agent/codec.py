@@ -87,10 +87,65 @@ def _looks_like_single(raw: list, spec: Any) -> bool:
 
 
 def _load(body: bytes, what: str) -> Any:
+    if what == ".npy":
+        fast = read_npy(body)
+        if fast is not None:
+            return fast
     try:
         return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInputError(f"the request body is not a valid {what} file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, EOFError, tokenize.TokenError, SyntaxError…
+        raise InvalidInputError(f"the request body is not a valid {what} file ({type(exc).__name__}: {exc})") from None
+
+
+# --- fast .npy: the header of a given dtype/shape is parsed (or written) once, then cached -------------------------
+
+_NPY_MAGIC = b"\x93NUMPY"
+_HEADER_CACHE_MAX = 64
+_read_cache: dict[bytes, tuple[np.dtype, tuple[int, ...]] | None] = {}
+_write_cache: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def _header_span(body: bytes) -> tuple[int, int] | None:
+    if len(body) < 10 or body[:6] != _NPY_MAGIC:
+        return None
+    major = body[6]
+    if major == 1:
+        start, hlen = 10, int.from_bytes(body[8:10], "little")
+    elif major in (2, 3) and len(body) >= 12:
+        start, hlen = 12, int.from_bytes(body[8:12], "little")
+    else:
+        return None
+    return start, start + hlen
+
+
+def read_npy(body: bytes) -> np.ndarray | None:
+    """Decode a C-ordered, non-object .npy without re-parsing a header seen before; None → use np.load."""
+    span = _header_span(body)
+    if span is None or span[1] > len(body):
+        return None
+    header = bytes(body[:span[1]])
+    meta = _read_cache.get(header, False)
+    if meta is False:
+        try:
+            with io.BytesIO(body) as f:
+                major, _ = np.lib.format.read_magic(f)
+                reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = reader(f)
+        except Exception:  # noqa: BLE001 - malformed header: np.load reports it
+            return None
+        meta = None if (fortran or dtype.hasobject) else (dtype, tuple(shape))
+        if len(_read_cache) >= _HEADER_CACHE_MAX:
+            _read_cache.clear()
+        _read_cache[header] = meta
+    if meta is None:
+        return None
+    dtype, shape = meta
+    count = 1
+    for d in shape:
+        count *= d
+    if len(body) - span[1] != count * dtype.itemsize:
+        return None  # truncated or trailing bytes: let np.load produce the error
+    return np.frombuffer(body, dtype=dtype, count=count, offset=span[1]).reshape(shape)
 
 
 def _check_dtype(arr: np.ndarray, spec: Any) -> np.ndarray:
@@ -140,9 +195,22 @@ class Encoded:
 
 
 def encode_npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
+    """``np.save`` bytes; the header of each (dtype, shape) is built once."""
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)  # (never for 0-d arrays, which it would turn into 1-d)
+    if arr.dtype.hasobject:
+        raise InvalidInputError("object arrays cannot be sent")
+    key = (arr.dtype.str, arr.shape)
+    header = _write_cache.get(key)
+    if header is None:
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        full = buf.getvalue()
+        header = full[:len(full) - arr.nbytes]
+        if len(_write_cache) >= _HEADER_CACHE_MAX:
+            _write_cache.clear()
+        _write_cache[key] = header
+    return header + arr.tobytes()
 
 
 def encode_outputs(outputs: Sequence[np.ndarray], specs: Sequence[Any], request_type: str,

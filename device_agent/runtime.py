@@ -12,6 +12,7 @@ of the local API; it copies outputs so callers never see a buffer the next call 
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import os
@@ -219,7 +220,7 @@ class Runner:
             for (index, _, _), arr in zip(ins, inputs):
                 interp.set_tensor(index, arr)
             interp.invoke()
-            return [interp.get_tensor(i).copy() for i in self._out]
+            return [interp.get_tensor(i) for i in self._out]  # get_tensor returns a copy
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "target": self.target, "threads": self.threads,
@@ -230,6 +231,24 @@ class Runner:
         with self._lock:
             self.closed = True
             self.interpreter = None
+
+
+def _load_delegate(backend: Backend, library: str, into: list[Any]) -> str | None:
+    """Load a delegate into ``into``; return why it failed, or None.
+
+    The library is probed with ctypes first: when it is missing, the runtimes' ``load_delegate`` leaves a half-built
+    Delegate whose ``__del__`` raises later, during some unrelated garbage collection (in CPython 3.11 that can even
+    break a concurrent ``ast.parse``). No traceback is kept, so nothing holds such an object alive.
+    """
+    try:
+        ctypes.CDLL(library)
+    except OSError as exc:
+        return str(exc).strip() or "not found"
+    try:
+        into.append(backend.load_delegate(library))
+    except (ValueError, OSError, RuntimeError) as exc:
+        return str(exc).strip() or type(exc).__name__
+    return None
 
 
 def load_runner(model: bytes | str | os.PathLike, *, backend: str = "auto", threads: int = 1, target: str = "cpu",
@@ -252,13 +271,12 @@ def load_runner(model: bytes | str | os.PathLike, *, backend: str = "auto", thre
     fallback = False
     if tgt.delegate_library is not None:
         lib = tgt.delegate_library()
-        try:
-            delegates.append(be.load_delegate(lib))
+        problem = _load_delegate(be, lib, delegates)
+        if problem is None:
             delegate_names.append(lib)
-        except (ValueError, OSError, RuntimeError) as exc:
-            if not allow_cpu_fallback:
-                raise DelegateError(f"the bundle targets {target} but the delegate {lib} cannot be loaded "
-                                    f"({str(exc).strip() or type(exc).__name__})") from exc
+        elif not allow_cpu_fallback:
+            raise DelegateError(f"the bundle targets {target} but the delegate {lib} cannot be loaded ({problem})")
+        else:
             fallback = True
     kwargs: dict[str, Any] = {"num_threads": threads}
     if delegates:

@@ -39,19 +39,27 @@ class ModelSlot:
     @contextmanager
     def acquire(self) -> Iterator[tuple[Any, Any]]:
         """A consistent (runner, entry) for one request; raises NoModelError when nothing is loaded."""
+        loaded = self.enter()
+        try:
+            yield loaded.runner, loaded.entry
+        finally:
+            self.leave(loaded)
+
+    def enter(self) -> Loaded:
+        """The low-level half of :meth:`acquire` (for hot paths): pair every ``enter`` with one ``leave``."""
         with self._lock:
             loaded = self._current
             if loaded is None:
                 raise NoModelError("no model is loaded")
             loaded.users += 1
-        try:
-            yield loaded.runner, loaded.entry
-        finally:
-            with self._lock:
-                loaded.users -= 1
-                close = loaded.retired and loaded.users == 0
-            if close:
-                _close(loaded)
+        return loaded
+
+    def leave(self, loaded: Loaded) -> None:
+        with self._lock:
+            loaded.users -= 1
+            close = loaded.retired and loaded.users == 0
+        if close:
+            _close(loaded)
 
     @property
     def current(self) -> tuple[Any, Any] | None:

@@ -149,11 +149,22 @@ class _VersionStats:
         self.slot_seconds = slot_seconds
 
     def add(self, seconds: float, ok: bool, now: float) -> None:
-        self.total.add(seconds, ok)
         slot = int(now // self.slot_seconds)
         if not self.slots or self.slots[-1][0] != slot:
             self.slots.append((slot, Histogram()))
-        self.slots[-1][1].add(seconds, ok)
+        current = self.slots[-1][1]
+        total = self.total
+        total.count += 1
+        current.count += 1
+        if not ok:
+            total.errors += 1
+            current.errors += 1
+            return
+        b = bisect.bisect_left(BOUNDS, seconds)
+        total.counts[b] = total.counts.get(b, 0) + 1
+        current.counts[b] = current.counts.get(b, 0) + 1
+        total.total_seconds += seconds
+        current.total_seconds += seconds
 
 
 class InferenceStats:
@@ -163,7 +174,7 @@ class InferenceStats:
     """
 
     def __init__(self, slot_seconds: float = 5.0, max_window: float = 3600.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
         self._versions: dict[str, _VersionStats] = {}
         self.slot_seconds = slot_seconds

@@ -10,6 +10,7 @@ atomic (temporary directory, then rename).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -64,7 +65,7 @@ class StoreEntry:
     def model_path(self) -> Path:
         return self.dir / self.manifest["model_file"]
 
-    @property
+    @functools.cached_property
     def stats_key(self) -> str:
         """The key of this model in :class:`~device_agent.stats.InferenceStats` and telemetry: ``name@version``."""
         return f"{self.name}@{self.version}"

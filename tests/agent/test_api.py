@@ -80,6 +80,8 @@ def _npy(a):
     ("POST", "/v1/infer", b"{not json", "application/json", 400, "not valid JSON"),
     ("POST", "/v1/infer", b'{"inputs": [[1, 2]]}', "application/json", 400, "shape"),
     ("POST", "/v1/infer", b"\x93NUMPY\x01\x00garbage", "application/x-npy", 400, "not a valid"),
+    ("POST", "/v1/infer", b"\x93NUMPY\x01\x00\x28\x00" + b"{" * 40, "application/x-npy", 400, "not a valid"),
+    ("POST", "/v1/infer", _npy(np.zeros((1, 8, 8, 1), np.int8))[:-3], "application/x-npy", 400, "not a valid"),
     ("POST", "/v1/infer", b"a,b", "text/csv", 415, "unsupported content type"),
     ("POST", "/v1/infer", b"x" * 100_001, "application/x-npy", 413, "limit"),
     ("GET", "/v1/infer", b"", None, 405, "not allowed"),

@@ -32,7 +32,9 @@ def test_birth_message_is_retained_and_offline_on_stop_and_on_kill(tmp_path, bun
     assert isinstance(birth, StateMessage) and birth.device_id == "dev1"
     assert birth.model == {"name": "digits", "version": "1.0.0", "sha256": sha}
     assert birth.runtime["backend"] == "ai-edge-litert" and birth.agent_version
-    assert any(retained for t, _, retained in sub.messages)  # it was retained: delivered on subscribe
+    late = subscriber_factory(mosquitto, TOPIC + "state", client_id="late-watch")  # retained: a late subscriber
+    late.wait_for(lambda s: [r for _, _, r in s.messages if r], what="retained birth")  # gets it on subscribe
+    assert late.of("state")[-1]["status"] == "online"
     agent.stop()  # SIGTERM: a clean shutdown publishes offline itself
     sub.wait_for(lambda s: s.of("state")[-1]["status"] == "offline", what="offline on stop")
     agent.start()

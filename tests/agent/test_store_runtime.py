@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import tarfile
@@ -93,13 +94,12 @@ def test_backend_registry_and_choice():
         runtime.choose_backend("onnx")
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # LiteRT Delegate.__del__ after a failed load
 def test_edgetpu_target_without_libedgetpu(bundles):
     bundle = read_bundle(bundles["int8"], bundles["pub"])
     try:
-        runtime.choose_backend().load_delegate(runtime.edgetpu_library())
+        ctypes.CDLL(runtime.edgetpu_library())
         pytest.skip("libedgetpu is installed here; the missing-delegate path cannot be shown")
-    except (ValueError, OSError, RuntimeError):
+    except OSError:
         pass
     with pytest.raises(DelegateError, match="libedgetpu") as err:
         runtime.load_runner(bundle.model_bytes, target="edgetpu")

@@ -1,0 +1,219 @@
+"""Agent benchmark on MobileNetV2 int8 (alpha 0.35, 96x96): every figure is a ratio/difference against bare LiteRT
+measured in the same run. No process measured here imports TensorFlow (the model is built by build_model.py).
+
+    .venv/bin/python benchmarks/agent/build_model.py      # once (TensorFlow, cached under .cache/bench-agent)
+    .venv/bin/python benchmarks/agent/bench.py [--rounds 15] [--n 100] [--json out.json]
+
+1. in-process: ``Agent.infer`` (slot acquire + runner + stats) vs bare ``set_tensor/invoke/get_tensor``, same
+   thread count, rounds interleaved; ratio of medians of per-round means. Goal ≤ 1.03×.
+2. local API: ``AgentClient.infer`` (HTTP keep-alive, .npy body) against a real ``python -m device_agent run`` process
+   (with its MQTT link to a local Mosquitto and telemetry on) vs bare invoke in this process. Goal ≤ bare + 0.5 ms.
+3. RSS of that agent process after the API rounds vs a bare LiteRT script that loaded the model and ran it. ≤ 1.4×.
+4. cold start: process start → first successful inference through the local API (store already holds the model,
+   i.e. a service restart), median of 5; and the first boot that installs the bundle. Goal ≤ 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+CACHE = REPO / ".cache" / "bench-agent"
+MODEL = CACHE / "mobilenetv2-int8.tflite"
+BUNDLE = CACHE / "mobilenetv2-int8.ekb"
+PUB = CACHE / "bench.key.pub"
+
+INPROC = r"""
+import json, sys, time, statistics
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from device_agent.config import from_dict
+from device_agent.agent import Agent
+model, bundle, pub, data, rounds, n = sys.argv[1:7]
+rounds, n = int(rounds), int(n)
+bare = Interpreter(model_path=model, num_threads=1)
+bare.allocate_tensors()
+i_idx = bare.get_input_details()[0]["index"]; o_idx = bare.get_output_details()[0]["index"]
+shape = bare.get_input_details()[0]["shape"]
+x = np.random.default_rng(0).integers(-128, 128, size=shape).astype(np.int8)
+cfg = from_dict({"device_id": "bench", "fleet_public_key": pub, "data_dir": data, "model": {"bundle": bundle},
+                 "api": {"enabled": False}, "mqtt": {"enabled": False}, "telemetry": {"enabled": False}},
+                environ={})
+agent = Agent(cfg, with_updater=False)
+agent.load_initial_model()
+def run_bare():
+    bare.set_tensor(i_idx, x); bare.invoke(); return bare.get_tensor(o_idx)
+def run_agent():
+    return agent.infer([x])[0][0]
+assert np.array_equal(run_bare(), run_agent())
+for _ in range(20):
+    run_bare(); run_agent()
+res = {"bare": [], "agent": []}
+for r in range(rounds):
+    order = [("bare", run_bare), ("agent", run_agent)] if r % 2 == 0 else [("agent", run_agent), ("bare", run_bare)]
+    for name, fn in order:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        res[name].append((time.perf_counter() - t0) / n)
+heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras")]
+print(json.dumps({"bare": res["bare"], "agent": res["agent"], "heavy": heavy}))
+"""
+
+BARE_RSS = r"""
+import sys, resource, psutil
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1], num_threads=1)
+it.allocate_tensors()
+d = it.get_input_details()[0]
+x = np.zeros(d["shape"], np.int8)
+for _ in range(int(sys.argv[2])):
+    it.set_tensor(d["index"], x); it.invoke(); it.get_tensor(it.get_output_details()[0]["index"])
+print(psutil.Process().memory_info().rss)
+"""
+
+
+def _py() -> str:
+    return sys.executable
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def write_config(path: Path, data: Path, port: int, broker) -> Path:
+    import tomli_w
+
+    cfg = {"device_id": "bench", "fleet": "bench", "fleet_public_key": str(PUB), "data_dir": str(data),
+           "log_level": "warning", "model": {"bundle": str(BUNDLE)}, "api": {"port": port},
+           "telemetry": {"interval": 1.0},
+           "mqtt": ({"host": broker.host, "port": broker.port} if broker else {"enabled": False})}
+    path.write_text(tomli_w.dumps(cfg))
+    return path
+
+
+def start_agent(config: Path, url: str, x: np.ndarray, timeout: float = 30.0):
+    """Start ``python -m device_agent run``; return (process, seconds until the first inference succeeded)."""
+    from device_agent.client import AgentClient
+    from device_agent.errors import ApiError
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([_py(), "-m", "device_agent", "run", "--config", str(config)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+    client = AgentClient(url, timeout=5)
+    while True:
+        try:
+            client.infer(x)
+            return proc, time.perf_counter() - t0
+        except ApiError:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                raise RuntimeError("agent did not serve")
+            time.sleep(0.005)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--cold", type=int, default=5)
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+    if not BUNDLE.exists():
+        sys.exit("run benchmarks/agent/build_model.py first")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from device_agent.client import AgentClient
+    from tests.support.procs import Mosquitto, free_port, stop_pid
+
+    out: dict = {"model": "MobileNetV2 alpha=0.35 96x96 int8", "threads": 1, "cpus": os.cpu_count()}
+    tmp = Path(tempfile.mkdtemp(prefix="edgekit-bench-agent-"))
+
+    # 1. in-process
+    res = subprocess.run([_py(), "-c", INPROC, str(MODEL), str(BUNDLE), str(PUB), str(tmp / "inproc"),
+                          str(args.rounds), str(args.n)], capture_output=True, text=True, env=_env(), check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    bare_ms, agent_ms = statistics.median(r["bare"]) * 1e3, statistics.median(r["agent"]) * 1e3
+    out["inprocess"] = {"bare_ms": round(bare_ms, 4), "agent_ms": round(agent_ms, 4),
+                        "ratio": round(agent_ms / bare_ms, 4), "tensorflow_imported": r["heavy"]}
+
+    # 2. local API round trip (real agent process, MQTT link to a real broker)
+    broker = None
+    try:
+        broker = Mosquitto(tmp / "broker", extra_conf="user root\n" if os.geteuid() == 0 else "").start()
+    except RuntimeError:
+        broker = None
+    bare = Interpreter(model_path=str(MODEL), num_threads=1)
+    bare.allocate_tensors()
+    d_in, d_out = bare.get_input_details()[0], bare.get_output_details()[0]
+    x = np.random.default_rng(1).integers(-128, 128, size=d_in["shape"]).astype(np.int8)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = write_config(tmp / "agent.toml", tmp / "data", port, broker)
+    proc, first_boot = start_agent(cfg, url, x)
+    try:
+        client = AgentClient(url)
+        want = None
+        for _ in range(20):
+            bare.set_tensor(d_in["index"], x)
+            bare.invoke()
+            want = bare.get_tensor(d_out["index"])
+            got = client.infer(x)[0]
+        assert np.array_equal(want, got), "API output differs from bare LiteRT"
+        times = {"bare": [], "api": []}
+        for rnd in range(args.rounds):
+            for name in (("bare", "api") if rnd % 2 == 0 else ("api", "bare")):
+                t0 = time.perf_counter()
+                for _ in range(args.n):
+                    if name == "bare":
+                        bare.set_tensor(d_in["index"], x)
+                        bare.invoke()
+                        bare.get_tensor(d_out["index"])
+                    else:
+                        client.infer(x)
+                times[name].append((time.perf_counter() - t0) / args.n)
+        b, a = statistics.median(times["bare"]) * 1e3, statistics.median(times["api"]) * 1e3
+        out["api"] = {"bare_ms": round(b, 4), "api_ms": round(a, 4), "overhead_ms": round(a - b, 4),
+                      "mqtt_link": broker is not None}
+        import psutil
+
+        agent_rss = psutil.Process(proc.pid).memory_info().rss
+    finally:
+        stop_pid(proc.pid)
+    res = subprocess.run([_py(), "-c", BARE_RSS, str(MODEL), str(args.rounds * args.n // 5)], capture_output=True,
+                         text=True, env=_env(), check=True)
+    bare_rss = int(res.stdout.strip().splitlines()[-1])
+    out["rss"] = {"bare_mb": round(bare_rss / 2**20, 1), "agent_mb": round(agent_rss / 2**20, 1),
+                  "ratio": round(agent_rss / bare_rss, 3)}
+
+    # 4. cold start (restart: the store already holds the verified model)
+    colds = []
+    for _ in range(args.cold):
+        proc, secs = start_agent(cfg, url, x)
+        stop_pid(proc.pid)
+        colds.append(secs)
+    out["cold_start"] = {"restart_median_s": round(statistics.median(colds), 3),
+                         "restart_max_s": round(max(colds), 3), "first_boot_s": round(first_boot, 3)}
+    if broker is not None:
+        broker.stop()
+
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
