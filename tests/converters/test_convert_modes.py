@@ -62,6 +62,9 @@ def test_int8_is_full_integer_with_int8_io(converted):
     assert [t["dtype"] for t in card["model"]["inputs"]] == ["int8"]
     assert [t["dtype"] for t in card["model"]["outputs"]] == ["int8"]
     assert "DEQUANTIZE" not in card["model"]["ops"]
+    # batch fixed to 1: Keras 3's Flatten becomes one RESHAPE, not SHAPE/STRIDED_SLICE/PACK
+    assert set(card["model"]["ops"]) == {"CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
+    assert card["placement"]["edgetpu"]["all_mapped"] is True
 
 
 def test_bundles_verify_and_carry_the_report_summary(converted, session_key):
