@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, func, select, update
+import json
+
+from sqlalchemy import JSON, and_, case, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
@@ -17,14 +19,29 @@ from .models import Device, DeviceEvent, InferenceRollup, InferenceSample, Telem
 from .rows import METRICS
 
 
+_INSERT_SQL: dict[tuple[str, str], tuple[str, list[str], frozenset[str]]] = {}
+
+
+def _insert_sql(conn: Connection, table) -> tuple[str, list[str], frozenset[str]]:
+    key = (conn.dialect.name, table.name)
+    if key not in _INSERT_SQL:
+        cols = [c.name for c in table.columns if not c.primary_key]
+        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))}) "
+               "ON CONFLICT DO NOTHING")
+        _INSERT_SQL[key] = (sql, cols, frozenset(c.name for c in table.columns if isinstance(c.type, JSON)))
+    return _INSERT_SQL[key]
+
+
 def _insert(conn: Connection, table, rows: list[dict]) -> None:
+    """executemany straight on the driver (the hot path of ingest); duplicates of a natural key are skipped."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).on_conflict_do_nothing(), rows)
+    sql, cols, json_cols = _insert_sql(conn, table)
+    dumps = json.dumps
+    data = [tuple((dumps(r.get(c), allow_nan=False) if r.get(c) is not None else None) if c in json_cols
+                  else r.get(c) for c in cols) for r in rows]
+    conn.exec_driver_sql(sql, data)
 
 
 def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list[dict] = (), events: list[dict] = (),
