@@ -180,9 +180,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         if fmt.kind == "savedmodel":
             loaded = _load_savedmodel(p, fmt, sha, size)
         elif fmt.flavor == "tf_keras":
-            import tf_keras
-
-            model = tf_keras.models.load_model(p, compile=False)
+            model, fmt = _load_legacy(p, fmt)
             loaded = LoadedModel(p, fmt, _keras_inputs(model), keras_model=model, sha256=sha, size=size)
         else:
             import keras
@@ -197,6 +195,23 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if not loaded.inputs:
         raise ModelLoadError(f"{p} has no inputs")
     return loaded
+
+
+def _load_legacy(p: Path, fmt: SourceFormat):
+    """tf_keras first (it wrote most .h5 files); an .h5 written by Keras 3 loads with Keras 3."""
+    import tf_keras
+
+    try:
+        return tf_keras.models.load_model(p, compile=False), fmt
+    except Exception as first:  # noqa: BLE001
+        if fmt.kind != "h5":
+            raise
+        import keras
+
+        try:
+            return keras.saving.load_model(p, compile=False), SourceFormat("h5", "keras3")
+        except Exception:  # noqa: BLE001
+            raise first from None
 
 
 def _load_savedmodel(p: Path, fmt: SourceFormat, sha: str, size: int) -> LoadedModel:

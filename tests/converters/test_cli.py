@@ -212,3 +212,13 @@ def test_failure_while_writing_leaves_nothing(digits, tmp_path, session_key):
                tmp_path / "missing-labels.txt", "--runs", "0", "--force")
     assert r.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["digits.tflite"] and (out / "digits.tflite").read_bytes() == b"old"
+
+
+def test_h5_written_by_keras3(tmp_path, digits):
+    import keras
+
+    keras.saving.load_model(digits["model"]).save(tmp_path / "k3.h5")
+    r = invoke(tmp_path / "k3.h5", "--mode", "dynamic", "--eval", digits["eval"], "--json", "--runs", "0")
+    assert r.exit_code == 0, r.output
+    card = json.loads(r.output)
+    assert card["source"]["format"] == "h5" and card["accuracy"]["top1_drop_pp"] <= 0.5
