@@ -16,19 +16,22 @@ Interfaces other parts rely on (the updater in ``device_agent/update``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit import __version__, keys as keys_mod
+from edgekit import __version__
 from edgekit.fsutil import atomic_write
 from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, StateMessage
 
+from . import verifier
 from .config import AgentConfig
 from .errors import NoModelError
 from .runtime import Runner, available_backends, choose_backend, load_runner
@@ -59,7 +62,6 @@ class Agent:
         self.config = config
         self.data_dir = config.data_path
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.pubkey = keys_mod.load_public_key(config.fleet_public_key)
         self.store = ModelStore(self.data_dir / "store")
         self.slot = ModelSlot()
         self.stats = InferenceStats()
@@ -77,9 +79,25 @@ class Agent:
 
     # --- models ------------------------------------------------------------------------------------------------
 
-    def load_entry(self, entry: StoreEntry, *, threads: int | None = None) -> Runner:
+    @functools.cached_property
+    def pubkey(self):
+        """The fleet's Ed25519 public key (loading it imports the signature code into this process)."""
+        from edgekit import keys as keys_mod
+
+        return keys_mod.load_public_key(self.config.fleet_public_key)
+
+    def verify_entry(self, entry: StoreEntry) -> None:
+        """Check a stored bundle's signature and hashes: in this process when the signature code is already
+        loaded, otherwise in a short-lived child (see :mod:`device_agent.verifier`)."""
+        if "cryptography" in sys.modules:
+            entry.verify(self.pubkey)
+        else:
+            verifier.verify(entry.dir, self.config.fleet_public_key)
+
+    def load_entry(self, entry: StoreEntry, *, threads: int | None = None, verified: bool = False) -> Runner:
         """Verify a stored bundle again (signature, hashes) and load it into a new interpreter."""
-        entry.verify(self.pubkey)
+        if not verified:
+            self.verify_entry(entry)
         rt = self.config.runtime
         return load_runner(entry.model_path, backend=self.backend.name, threads=threads or rt.threads,
                            target=entry.target, allow_cpu_fallback=rt.allow_cpu_fallback)
@@ -102,7 +120,21 @@ class Agent:
         if entry is None:
             log.warning("no model installed yet; waiting for one from the fleet")
             return
-        self.slot.swap(self.load_entry(entry), entry)
+        if "cryptography" in sys.modules:
+            entry.verify(self.pubkey)
+        else:  # the child verifies while this process loads the interpreter; nothing serves before it agrees
+            pending = verifier.start(entry.dir, self.config.fleet_public_key)
+            try:
+                runner = self.load_entry(entry, verified=True)
+            except BaseException:
+                pending.proc.kill()
+                pending.proc.wait()
+                raise
+            pending.result()
+            self.slot.swap(runner, entry)
+            log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
+            return
+        self.slot.swap(self.load_entry(entry, verified=True), entry)
         log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
 
     # --- inference ---------------------------------------------------------------------------------------------

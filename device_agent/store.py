@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import os
 import re
@@ -21,10 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from edgekit import keys as keys_mod
-from edgekit.bundle import extract_bundle, file_sha256, read_bundle, sha256_hex
 from edgekit.errors import EdgekitError, SignatureError
 from edgekit.fsutil import fsync_dir
 from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
@@ -33,6 +30,30 @@ from .errors import StoreError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 POINTERS = ("current", "previous")
+
+# The signature code (edgekit.keys, edgekit.bundle → cryptography, ~9 MB resident) is imported only when a bundle
+# is installed or verified in this process; see device_agent.verifier for verifying in a short-lived child instead.
+PublicKey = Any  # an Ed25519PublicKey, or the path of a PEM public key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _public_key(pubkey: PublicKey):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgekit import keys as keys_mod
+
+    return pubkey if isinstance(pubkey, Ed25519PublicKey) else keys_mod.load_public_key(pubkey)
 
 
 def check_sha(sha: str) -> str:
@@ -83,10 +104,11 @@ class StoreEntry:
         ins, outs = golden_mod.unpack((self.dir / g["file"]).read_bytes())
         return ins, outs, float(g["atol"]), float(g["rtol"])
 
-    def verify(self, pubkey: Ed25519PublicKey | str | os.PathLike) -> None:
+    def verify(self, pubkey: PublicKey) -> None:
         """Check again, on disk, the manifest signature and every payload hash (before loading it)."""
-        if not isinstance(pubkey, Ed25519PublicKey):
-            pubkey = keys_mod.load_public_key(pubkey)
+        from edgekit import keys as keys_mod
+
+        pubkey = _public_key(pubkey)
         try:
             raw = (self.dir / MANIFEST_NAME).read_bytes()
             sig = json.loads((self.dir / SIGNATURE_NAME).read_bytes())
@@ -143,7 +165,7 @@ class ModelStore:
                     continue
         return out
 
-    def install(self, bundle_path: str | os.PathLike, pubkey: Ed25519PublicKey | str | os.PathLike) -> StoreEntry:
+    def install(self, bundle_path: str | os.PathLike, pubkey: PublicKey) -> StoreEntry:
         """Verify a bundle (signature, hashes, TFLite payload) and extract it under its sha256.
 
         Idempotent: a bundle whose sha256 is already stored is not copied again.
@@ -155,7 +177,9 @@ class ModelStore:
         with self._lock:
             if sha is not None and self.has(sha):
                 return self.get(sha)
-            bundle = read_bundle(bundle_path, pubkey)
+            from edgekit.bundle import extract_bundle, read_bundle
+
+            bundle = read_bundle(bundle_path, _public_key(pubkey))
             if not bundle.signature_verified:  # pragma: no cover - read_bundle verifies when given a key
                 raise SignatureError("bundle signature was not verified")
             if self.has(bundle.sha256):
@@ -163,7 +187,7 @@ class ModelStore:
             extract_bundle(bundle, self.root / bundle.sha256)
             return self.get(bundle.sha256)
 
-    def install_bytes(self, data: bytes, pubkey: Ed25519PublicKey | str | os.PathLike) -> StoreEntry:
+    def install_bytes(self, data: bytes, pubkey: PublicKey) -> StoreEntry:
         sha = sha256_hex(data)
         if self.has(sha):
             return self.get(sha)

@@ -105,14 +105,24 @@ def write_config(path: Path, data: Path, port: int, broker) -> Path:
     return path
 
 
-def start_agent(config: Path, url: str, x: np.ndarray, timeout: float = 30.0):
-    """Start ``python -m device_agent run``; return (process, seconds until the first inference succeeded)."""
+CORE = r"""
+import sys
+from device_agent.config import load_config
+from device_agent.agent import Agent
+Agent(load_config(sys.argv[1]), with_updater=False).run_forever()
+"""
+
+
+def start_agent(config: Path, url: str, x: np.ndarray, timeout: float = 30.0, core: bool = False):
+    """Start ``python -m device_agent run`` (or, with ``core``, the agent without the update package); return
+    (process, seconds until the first inference succeeded)."""
     from device_agent.client import AgentClient
     from device_agent.errors import ApiError
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen([_py(), "-m", "device_agent", "run", "--config", str(config)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
+    argv = ([_py(), "-c", CORE, str(config)] if core
+            else [_py(), "-m", "device_agent", "run", "--config", str(config)])
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
     client = AgentClient(url, timeout=5)
     while True:
         try:
@@ -162,7 +172,12 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cfg = write_config(tmp / "agent.toml", tmp / "data", port, broker)
-    proc, first_boot = start_agent(cfg, url, x)
+    proc, first_boot = start_agent(cfg, url, x)  # first boot: installs (verifies, extracts) the bundle
+    import psutil
+
+    first_boot_rss = psutil.Process(proc.pid).memory_info().rss
+    stop_pid(proc.pid)
+    proc, _ = start_agent(cfg, url, x)  # what a device runs after a restart: the store holds the model
     try:
         client = AgentClient(url)
         want = None
@@ -187,16 +202,29 @@ def main() -> None:
         b, a = statistics.median(times["bare"]) * 1e3, statistics.median(times["api"]) * 1e3
         out["api"] = {"bare_ms": round(b, 4), "api_ms": round(a, 4), "overhead_ms": round(a - b, 4),
                       "mqtt_link": broker is not None}
-        import psutil
-
         agent_rss = psutil.Process(proc.pid).memory_info().rss
+        agent_crypto = "cryptography" in open(f"/proc/{proc.pid}/maps").read()
+    finally:
+        stop_pid(proc.pid)
+    # the same without the update package (which imports the signature code at start)
+    proc, _ = start_agent(cfg, url, x, core=True)
+    try:
+        client = AgentClient(url)
+        for _ in range(args.rounds * args.n // 5):
+            client.infer(x)
+        core_rss = psutil.Process(proc.pid).memory_info().rss
+        core_crypto = "cryptography" in open(f"/proc/{proc.pid}/maps").read()
     finally:
         stop_pid(proc.pid)
     res = subprocess.run([_py(), "-c", BARE_RSS, str(MODEL), str(args.rounds * args.n // 5)], capture_output=True,
                          text=True, env=_env(), check=True)
     bare_rss = int(res.stdout.strip().splitlines()[-1])
     out["rss"] = {"bare_mb": round(bare_rss / 2**20, 1), "agent_mb": round(agent_rss / 2**20, 1),
-                  "ratio": round(agent_rss / bare_rss, 3)}
+                  "ratio": round(agent_rss / bare_rss, 3),
+                  "signature_code_resident": agent_crypto,
+                  "agent_first_boot_mb": round(first_boot_rss / 2**20, 1),
+                  "core_agent_mb": round(core_rss / 2**20, 1), "core_ratio": round(core_rss / bare_rss, 3),
+                  "core_signature_code_resident": core_crypto}
 
     # 4. cold start (restart: the store already holds the verified model)
     colds = []

@@ -166,3 +166,18 @@ def test_spool_sequences_cap_and_ack_survive_reopen(tmp_path):
     assert sp.dropped() == 1 and sp.stats()["dropped_total"] == 4
     assert sp.append("telemetry", {}) == 8
     sp.close()
+
+
+def test_verifier_child_process_agrees_with_in_process_checks(tmp_path, bundles):
+    from device_agent import verifier
+
+    store = ModelStore(tmp_path / "store")
+    entry = store.install(bundles["int8"], bundles["pub"])
+    verifier.verify(entry.dir, bundles["pub"])
+    _, other_pub = generate_keypair(tmp_path / "other.key")
+    with pytest.raises(SignatureError, match="does not verify"):
+        verifier.verify(entry.dir, other_pub)
+    with open(entry.dir / "golden.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(StoreError, match="was modified"):
+        verifier.verify(entry.dir, bundles["pub"])
