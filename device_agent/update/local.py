@@ -8,18 +8,15 @@ of it when the agent next connects.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from edgekit.fsutil import atomic_write
-
+from . import control
 from .errors import RollbackError
+from .journal import Journal, new_update_id
 from .machine import Event, Reason, State
-from .persist import StateFile, Transition, advance, read_history
-from .updater import LOCK_FILE, ROLLBACK_REQUEST, _new_id
+from .persist import read_history
 
 OUTCOMES = {"rolled_back", "failed", "rollback_refused"}
 
@@ -33,30 +30,17 @@ def history(config: Any, limit: int | None = None) -> list[dict[str, Any]]:
     return items[-limit:] if limit else items
 
 
-def _agent_running(directory: Path) -> tuple[bool, int | None]:
-    """(running, fd): when no agent holds the lock we take it and return its fd (the caller closes it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return True, None
-    return False, fd
-
-
 def rollback(config: Any, timeout: float = 60.0) -> dict[str, Any]:
     """Return to the previous model; a dict describing the outcome (``mode``: ``agent`` or ``offline``)."""
     directory = update_dir(config)
-    running, fd = _agent_running(directory)
-    if not running:
+    fd = control.try_lock(directory)
+    if fd is not None:  # no agent runs: roll back here
         try:
             return _offline_rollback(config)
         finally:
-            os.close(fd)
-    since = time.time()
+            control.release(fd)
     seen = len(list(read_history(directory / "history.jsonl")))
-    atomic_write(directory / ROLLBACK_REQUEST, f"{since}\n".encode())
+    control.post_rollback_request(directory)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for item in list(read_history(directory / "history.jsonl"))[seen:]:
@@ -68,7 +52,7 @@ def rollback(config: Any, timeout: float = 60.0) -> dict[str, Any]:
                 return {"mode": "agent", "restored": item.get("detail", {}).get("restored"),
                         "from": item.get("target"), "reason": item.get("reason")}
         time.sleep(0.1)
-    (directory / ROLLBACK_REQUEST).unlink(missing_ok=True)
+    control.withdraw_rollback_request(directory)
     raise RollbackError(f"the running agent did not roll back within {timeout:.0f} s",
                         hint="check 'edgekit agent history' and the agent's log")
 
@@ -77,38 +61,24 @@ def _offline_rollback(config: Any) -> dict[str, Any]:
     from ..spool import Spool
     from ..store import ModelStore
 
-    files = StateFile(update_dir(config))
-    rec = files.load()
-    if rec.state_enum is not State.IDLE:
-        raise RollbackError(f"an update is in {rec.state} and the agent is not running",
-                            hint="start the agent: it resumes the update or rolls it back by itself")
     store = ModelStore(Path(config.data_dir) / "store")
-    cur, prev = store.current(), store.previous()
-    if cur is None or prev is None:
-        raise RollbackError("there is no previous model to roll back to")
     spool = Spool(Path(config.data_dir) / "spool.sqlite", max_items=config.spool.max_items)
     try:
-        def step(rec, event, reason=None, **changes):
-            new, t = advance(rec, event, reason=reason, **changes)
-            files.save(new)
-            files.append_history(t)
-            _spool_event(spool, t)
-            return new
-
-        rec = step(rec, Event.ROLLBACK, Reason.MANUAL, update_id=_new_id(cur.sha256), target=cur.model_ref(),
-                   previous=prev.model_ref())
+        journal = Journal(update_dir(config), lambda **fields: spool.append(
+            "events", dict(fields, detail=dict(fields["detail"], offline=True))))
+        if journal.rec.state_enum is not State.IDLE:
+            raise RollbackError(f"an update is in {journal.rec.state} and the agent is not running",
+                                hint="start the agent: it resumes the update or rolls it back by itself")
+        cur, prev = store.current(), store.previous()
+        if cur is None or prev is None:
+            raise RollbackError("there is no previous model to roll back to")
+        journal.transition(Event.ROLLBACK, Reason.MANUAL, update_id=new_update_id(cur.sha256),
+                           target=cur.model_ref(), previous=prev.model_ref())
         store.set_current(prev.sha256)
         store.set_previous(None)  # the model rolled away from is not a rollback target
-        rec = step(rec, Event.ROLLED_BACK, detail={"restored": prev.model_ref(), "how": "offline"})
+        journal.transition(Event.ROLLED_BACK, detail={"restored": prev.model_ref(), "how": "offline"})
         store.gc()
-        step(rec, Event.DONE)
+        journal.transition(Event.DONE)
     finally:
         spool.close()
     return {"mode": "offline", "restored": prev.model_ref(), "from": cur.model_ref(), "reason": Reason.MANUAL.value}
-
-
-def _spool_event(spool: Any, t: Transition) -> None:
-    model = {k: str(t.target.get(k, "")) for k in ("name", "version", "sha256")} if t.target else None
-    detail = dict(t.detail, update_id=t.update_id, seq=t.seq, offline=True)
-    spool.append("events", {"event": t.name, "ts": t.ts, "from_state": t.src, "to_state": t.dst,
-                            "reason": t.reason, "rollout_id": t.rollout_id, "model": model, "detail": detail})

@@ -11,44 +11,27 @@ what they want and wake the worker; the worker alone changes the record, the sto
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import signal
 import ssl
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
 
+from . import control
 from . import selftest as selftest_mod
 from .download import check_free_space, fetch, verify_artifact
 from .errors import RollbackError, Superseded, UpdateFailed
 from .machine import POST_SWITCH, PRE_SWITCH, Action, Event, Reason, State, plan_resume, reconcile
-from .persist import Record, StateFile, Transition, advance
+from .journal import Journal, crash_point, new_update_id
+from .persist import Record
 from .policy import Policy, latency_verdict, probation_verdict
 
 log = logging.getLogger("edgekit.agent.update")
 
-#: Test instrumentation: ``EDGEKIT_TEST_CRASH_AT=<point>[,<point>…]`` makes the agent SIGKILL itself at that point —
-#: a state name (right after the state is persisted and its event spooled, and before its action runs, also when a
-#: restart resumes it) or one of the points below. The kill is real; only its timing is chosen.
-CRASH_ENV = "EDGEKIT_TEST_CRASH_AT"
-CRASH_POINTS = ("DOWNLOAD_MID", "AFTER_SET_CURRENT", "AFTER_ROLLBACK_POINTER")
-ROLLBACK_REQUEST = "rollback.request"
-LOCK_FILE = "lock"
 _TICK = 0.5
-
-
-def crash_point(name: str) -> None:
-    points = os.environ.get(CRASH_ENV, "")
-    if points and name in points.split(","):
-        log.warning("test crash point %s reached: killing the agent", name)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Updater:
@@ -59,9 +42,8 @@ class Updater:
         self.store = agent.store
         self.dir = Path(agent.config.data_dir) / "update"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.files = StateFile(self.dir)
+        self.journal = Journal(self.dir, agent.publish_event, getattr(agent, "publish_state", None))
         self.downloads = self.store.root / ".downloads"
-        self.rec: Record = self.files.load()
         self._cond = threading.Condition()
         self._desired: Any = None
         self._rollback_wanted: str | None = None
@@ -70,8 +52,6 @@ class Updater:
         self._lock_fd: int | None = None
         self._announced_reject: tuple | None = None
         self._probation: dict[str, Any] = {}
-        self._previous_pair: tuple[Any, Any] | None = None
-        self.last_error: str | None = None
 
     # --- the agent's interface -------------------------------------------------------------------------------
 
@@ -123,7 +103,10 @@ class Updater:
     def start(self) -> None:
         """Called at agent start: take the update lock, resume (or roll back) what a crash interrupted, and start
         the worker."""
-        self._take_lock()
+        self._lock_fd = control.try_lock(self.dir)
+        if self._lock_fd is None:
+            raise RollbackError(f"another agent holds {self.dir / control.LOCK_FILE}",
+                                hint="run one agent per data directory")
         self._resume()
         self._thread = threading.Thread(target=self._run, name="updater", daemon=True)
         self._thread.start()
@@ -139,70 +122,22 @@ class Updater:
         alive = self._thread is not None and self._thread.is_alive()
         if not alive and self.rec.state_enum is not State.IDLE:
             # a clean stop: the next start resumes this state instead of counting a crash
-            self.rec = Record(**{**self.rec.to_dict(), "clean_stop": True})
-            self.files.save(self.rec)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.rec.state_enum is State.IDLE:
-                return True
-            time.sleep(0.05)
-        return False
+            self.journal.update(clean_stop=True)
+        control.release(self._lock_fd)
+        self._lock_fd = None
 
     # --- persistence + events --------------------------------------------------------------------------------
 
-    def _take_lock(self) -> None:
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RollbackError(f"another agent holds {self.dir / LOCK_FILE}",
-                                hint="run one agent per data directory") from None
-        self._lock_fd = fd
+    @property
+    def rec(self) -> Record:
+        return self.journal.rec
 
     def _transition(self, event: Event, reason: Reason | str | None = None, detail: dict | None = None,
                     **changes: Any) -> Record:
-        new, t = advance(self.rec, event, reason=reason, detail=detail, **changes)
-        self.files.save(new)
-        self.files.append_history(t)
-        self._publish(t)
-        self.rec = new
-        log.info("update %s: %s -> %s%s", t.update_id or "-", t.src, t.dst, f" ({t.reason})" if t.reason else "")
-        crash_point(new.state)
-        return new
-
-    def _publish(self, t: Transition, name: str | None = None, **extra: Any) -> None:
-        model = None
-        if t.target:
-            model = {k: str(t.target.get(k, "")) for k in ("name", "version", "sha256")}
-        detail = dict(t.detail)
-        detail.update({"update_id": t.update_id, "seq": t.seq})
-        if t.previous:
-            detail["previous"] = {k: t.previous.get(k) for k in ("name", "version", "sha256")}
-        detail.update(extra)
-        try:
-            self.agent.publish_event(event=name or t.name, ts=t.ts, from_state=t.src, to_state=t.dst,
-                                     reason=t.reason, rollout_id=t.rollout_id, model=model, detail=detail)
-        except Exception:  # noqa: BLE001 - the history is the record of truth; the event is a report of it
-            log.exception("cannot spool the %s event", name or t.name)
-        if t.dst in (State.IDLE.value, State.FAILED.value, State.PROBATION.value, State.DOWNLOADING.value):
-            publish_state = getattr(self.agent, "publish_state", None)
-            if publish_state is not None:
-                publish_state()
+        return self.journal.transition(event, reason, detail, **changes)
 
     def _note(self, name: str, **detail: Any) -> None:
-        """An event that is not a transition (resumed, rejected): history + events, no state change."""
-        t = Transition(seq=self.rec.seq, ts=time.time(), update_id=self.rec.update_id, src=self.rec.state,
-                       event=name, dst=self.rec.state, name=name, reason=detail.pop("reason", None),
-                       target=detail.pop("target", None) or self.rec.target, previous=self.rec.previous,
-                       rollout_id=detail.pop("rollout_id", None) or self.rec.rollout_id, detail=detail)
-        self.files.append_history(t)
-        self._publish(t)
+        self.journal.note(name, **detail)
 
     # --- restart ---------------------------------------------------------------------------------------------
 
@@ -216,9 +151,7 @@ class Updater:
         until = rec.probation_until
         if rec.clean_stop and rec.state_enum is State.PROBATION:
             until = time.time() + self.policy.probation_s  # the figures before the stop are gone: watch again
-        self.rec = rec = Record(**{**rec.to_dict(), "crashes": plan.crashes, "clean_stop": False,
-                                   "probation_until": until})
-        self.files.save(rec)
+        rec = self.journal.update(crashes=plan.crashes, clean_stop=False, probation_until=until)
         self._note("resumed", crashes=plan.crashes, clean=plan.clean,
                    action=plan.reason.value if plan.event else "continue")
         if plan.event is not None:
@@ -234,7 +167,6 @@ class Updater:
                         self._cond.wait(_TICK)
             except Exception as exc:  # noqa: BLE001 - the worker must survive its own bugs
                 log.exception("updater step failed in %s", self.rec.state)
-                self.last_error = f"{type(exc).__name__}: {exc}"
                 self._fail_unexpected(exc)
                 self._stop.wait(_TICK)
 
@@ -282,12 +214,7 @@ class Updater:
         return prev.sha256 if prev else None
 
     def _check_rollback_file(self) -> None:
-        path = self.dir / ROLLBACK_REQUEST
-        if path.exists():
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return
+        if control.take_rollback_request(self.dir):
             try:
                 self.request_rollback(Reason.MANUAL.value)
             except RollbackError as exc:
@@ -305,7 +232,7 @@ class Updater:
                 return True
             rollout = getattr(desired, "rollout_id", None) if desired is not None and \
                 desired.model.get("sha256") == cur.sha256 else None
-            self._transition(Event.ROLLBACK, wanted, update_id=_new_id(cur.sha256), target=cur.model_ref(),
+            self._transition(Event.ROLLBACK, wanted, update_id=new_update_id(cur.sha256), target=cur.model_ref(),
                              previous=prev.model_ref(), rollout_id=rollout)
             return True
         if desired is None:
@@ -315,7 +242,7 @@ class Updater:
         if action is Action.START:
             cur = self.store.current()
             self._announced_reject = None
-            self._transition(Event.START, update_id=_new_id(model["sha256"]), rollout_id=rollout,
+            self._transition(Event.START, update_id=new_update_id(model["sha256"]), rollout_id=rollout,
                              target={k: model.get(k) for k in ("name", "version", "sha256", "url", "size")},
                              previous=cur.model_ref() if cur else None, reason=None, detail={})
             return True
@@ -472,8 +399,7 @@ class Updater:
         start_new = stats.snapshot(entry.stats_key)
         self.store.set_current(entry.sha256)
         crash_point("AFTER_SET_CURRENT")
-        old = self.agent.slot.swap(runner, entry)
-        self._previous_pair = old
+        self.agent.slot.swap(runner, entry)
         if not self.policy.keep_previous_loaded:
             self.agent.slot.drop_previous()
         self._probation = {"baseline": baseline, "start": start_new, "key": entry.stats_key}
@@ -495,6 +421,10 @@ class Updater:
             if wanted:
                 self._transition(Event.ROLLBACK, wanted)
                 return
+            if self._desired_is_previous():  # the fleet went back (an aborted rollout): no need to wait
+                self._transition(Event.ROLLBACK, Reason.SUPERSEDED,
+                                 detail={"message": "the desired model is the previous one again"})
+                return
             figures = self._probation_figures()
             verdict = probation_verdict(figures, self._probation.get("baseline"), self.policy)
             if verdict is not None:
@@ -507,6 +437,12 @@ class Updater:
                 self._cond.wait(min(self.policy.check_interval_s, max(deadline - time.time(), 0.01)))
         raise _Stopped()
 
+    def _desired_is_previous(self) -> bool:
+        with self._cond:
+            desired = self._desired
+        prev = self.rec.previous
+        return bool(desired is not None and prev and desired.model.get("sha256") == prev["sha256"])
+
     def _probation_figures(self) -> dict[str, Any]:
         p = self._probation
         snap = self.agent.stats.snapshot(p["key"])
@@ -514,7 +450,6 @@ class Updater:
 
     def _committed(self) -> None:
         self.agent.slot.drop_previous()  # still loadable from the store (GC keeps current + previous)
-        self._previous_pair = None
         self._probation = {}
         removed = self._gc()
         self._transition(Event.DONE, detail={"gc_removed": removed})
@@ -568,7 +503,6 @@ class Updater:
         if failed_sha and failed_sha != prev.sha256 and stale is not None and stale.sha256 == failed_sha:
             self.store.set_previous(None)
         slot.drop_previous()
-        self._previous_pair = None
         self._probation = {}
         self.agent.publish_state()
         self._transition(Event.ROLLED_BACK, detail={"restored": prev.model_ref(), "how": how})
@@ -581,6 +515,5 @@ class Updater:
 class _Stopped(Superseded):
     """The agent is stopping: leave the state as persisted (the next start resumes it)."""
 
-
-def _new_id(sha: str) -> str:
-    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{sha[:8]}-{uuid.uuid4().hex[:4]}"
+    def __init__(self, message: str = "the agent is stopping"):
+        super().__init__(message)

@@ -86,7 +86,6 @@ def _flip(data: bytes, needle: bytes, replacement: bytes) -> bytes:
 def update_bundles(session_key, digits_int8_tflite, digits_fp32_tflite, tmp_path_factory):
     """Signed bundles, all named ``digits``: v1 (int8), v2 (int8 retrained, same signature), and bad ones."""
     from edgekit.bundle import create_bundle, read_bundle
-    from edgekit.golden import run_model
     from edgekit.keys import generate_keypair
     from tests.support.models import digits_tflite
 

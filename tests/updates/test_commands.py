@@ -86,3 +86,33 @@ def test_rollback_during_probation(rig_factory):
     req = next(h for h in rig.agent.history() if h["name"] == "rollback_requested")
     assert req["src"] == "PROBATION" and req["reason"] == "manual"
     assert rig.agent.record()["state"] == "IDLE"
+
+
+def test_rollback_command_over_mqtt(rig_factory):
+    from edgekit.protocol import CommandMessage
+
+    rig = rig_factory({"probation_s": 0.5})
+    _update_to_v2(rig)
+    cmd = CommandMessage(id="c1", name="rollback").encode()
+    rig.events.client.publish(rig.events.base + "cmd", cmd, qos=1).wait_for_publish(10)
+    ev = rig.events.wait(lambda ev: [e for e in ev if e["event"] == "rolled_back"], what="rolled_back")
+    assert ev[0]["reason"] == "manual"
+    rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
+    assert serving_check(rig, {rig.sha("v1"): "v1"}) == "v1"
+
+
+def test_clean_stop_in_probation_is_not_a_crash(rig_factory):
+    rig = rig_factory({"probation_s": 4.0})
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("v2"))
+    rig.events.wait(lambda ev: [e for e in ev if e["event"] == "switched"], timeout=60, what="switched")
+    rig.agent.stop()  # SIGTERM: the agent stops its updater, which records a clean stop
+    assert rig.agent.record()["state"] == "PROBATION" and rig.agent.record()["clean_stop"] is True
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.wait(lambda ev: [e for e in ev if e["event"] == "committed"], timeout=60, what="committed")
+    resumed = [h for h in rig.agent.history() if h["name"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["detail"]["clean"] is True and resumed[0]["detail"]["crashes"] == 0
+    assert "rolling_back" not in [h["name"] for h in rig.agent.history()]
+    assert serving_check(rig, {rig.sha("v2"): "v2"}) == "v2"

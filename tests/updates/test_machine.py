@@ -144,3 +144,9 @@ RECONCILE = [
                          ids=[r[0] for r in RECONCILE])
 def test_reconcile(name, desired, current, state, target, rejected, rollout, action):
     assert reconcile(desired, current, state, target, rejected, rollout) is action
+
+
+@pytest.mark.parametrize("state", [s for s in State if s is not S.IDLE])
+def test_a_clean_stop_resumes_without_counting_a_crash(state):
+    plan = plan_resume(state, 2, 3, clean=True)
+    assert (plan.event, plan.crashes, plan.run, plan.clean) == (None, 2, True, True)

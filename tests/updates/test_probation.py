@@ -123,3 +123,22 @@ def test_desired_published_while_offline_converges_on_start(rig_factory):
     assert rig.agent.wait_ready()
     time.sleep(1.0)
     assert [h["name"] for h in rig.agent.history()].count("downloading") == 1
+
+
+def test_fleet_going_back_during_probation_rolls_back_at_once(rig_factory):
+    rig = rig_factory({"probation_s": 60.0})
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("v2"), rollout_id="r2")
+    rig.events.wait(lambda ev: [e for e in ev if e["event"] == "switched"], timeout=60, what="switched")
+    t0 = time.monotonic()
+    rig.events.publish_desired(rig.desired("v1"), rollout_id="r2-abort")  # what an aborted rollout publishes
+    rb = rig.events.wait(lambda ev: [e for e in ev if e["event"] == "rolled_back"], timeout=20, what="rolled_back")
+    assert time.monotonic() - t0 < 10, "no waiting for the 60 s window"
+    assert rb[0]["reason"] == "superseded"
+    rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
+    assert serving_check(rig, {rig.sha("v1"): "v1"}) == "v1"
+    time.sleep(0.5)
+    names = [h["name"] for h in rig.agent.history()]
+    assert names.count("downloading") == 1, "converged on v1 without another update"
+    assert not rig.agent.record()["rejected"], "a superseded model may come back in a later rollout"
