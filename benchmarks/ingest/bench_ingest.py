@@ -1,0 +1,246 @@
+"""Ingest throughput of `edgekit fleet serve` into SQLite and PostgreSQL vs a raw paho subscriber, in one run.
+
+Each consumer drains the same backlog on the same broker (Mosquitto running the fleet's GENERATED config, mTLS):
+the consumer first connects with a persistent session and subscribes, disconnects, the backlog of N telemetry
+messages (agent-shaped: one sample of system + inference figures each) is published, and the consumer reconnects.
+The rate is N / (time of the last message counted — for ingest: committed to the store — minus the first received).
+
+  - raw:    a paho MQTT 5 client (same TLS identity) that only counts messages (auto PUBACK);
+  - sqlite: FleetService (the code `edgekit fleet serve` runs: decode, validate, batch, commit, then PUBACK);
+  - pg:     the same with a PostgreSQL store (server started with pg_ctl on a free port).
+
+Each consumer runs in its own process; phases run one after another; the whole sequence repeats --rounds times and
+the report gives the median. Usage:
+
+    .venv/bin/python benchmarks/ingest/bench_ingest.py --messages 20000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def payload(dev: str, seq: int) -> bytes:
+    from edgekit.protocol import TelemetryMessage
+
+    s = {"seq": seq, "ts": time.time(), "interval_s": 10.0,
+         "system": {"cpu_percent": 12.5, "mem_total": 8_000_000_000, "mem_available": 5_000_000_000,
+                    "mem_percent": 37.5, "uptime_s": 1234.5, "agent_uptime_s": 100.0, "agent_rss": 52_000_000,
+                    "agent_cpu_percent": 3.1, "load": [0.5, 0.4, 0.3], "disk_percent": 40.0,
+                    "temperature_c": {"cpu-thermal": 48.2}},
+         "inference": {"digits@1.0.0": {"count": 120, "errors": 0, "error_rate": 0.0, "p50_ms": 0.9,
+                                        "p95_ms": 1.4, "p99_ms": 2.0, "mean_ms": 1.0}}}
+    return TelemetryMessage(dev, [s]).encode()
+
+
+# --- consumer processes ----------------------------------------------------------------------------------------------
+
+
+def end_session(ctx, client_id: str) -> None:
+    """Discard a persistent session (clean start), so the next phase's backlog is not split with or queued for it."""
+    from fleet.link import FleetLink
+
+    FleetLink.from_context(ctx, client_id=client_id, clean_start=True).connect().close()
+
+
+def consume_raw(ctx, n: int, phase: str) -> dict:
+    import threading
+
+    from edgekit.protocol import fleet_filter
+    from fleet.link import FleetLink
+
+    state = {"n": 0, "t0": None, "t1": None}
+    done = threading.Event()
+
+    def on_message(topic, p):
+        if state["t0"] is None:
+            state["t0"] = time.perf_counter()
+        state["n"] += 1
+        if state["n"] >= n:
+            state["t1"] = time.perf_counter()
+            done.set()
+
+    subs = [(fleet_filter(ctx.fleet_id, "telemetry"), 1)]
+    link = FleetLink.from_context(ctx, client_id="bench-raw", clean_start=False, session_expiry=3600,
+                                  subscriptions=subs, on_message=on_message)
+    link.connect()
+    if phase == "prepare":
+        time.sleep(0.3)
+        link.close()
+        return {}
+    ok = done.wait(600)
+    link.close()
+    end_session(ctx, "bench-raw")
+    return {"count": state["n"], "seconds": (state["t1"] or time.perf_counter()) - state["t0"], "complete": ok}
+
+
+def consume_ingest(ctx, n: int, phase: str) -> dict:
+    from fleet.service import FleetService, ServiceOptions
+
+    svc = FleetService(ctx, ServiceOptions(replica="bench", http=False, stats_interval=3600))
+    svc.start(wait_connected=10)
+    if phase == "prepare":
+        time.sleep(0.5)
+        svc.stop()
+        return {}
+    t0 = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        st = svc.ingest.stats
+        if t0 is None and st.received:
+            t0 = time.perf_counter()
+        if svc.acked >= n:  # acked == committed (a message is acknowledged only after its batch commits)
+            break
+        time.sleep(0.002)
+    t1 = time.perf_counter()
+    svc.stop()
+    end_session(ctx, svc.link.client_id)
+    st = svc.ingest.stats
+    from fleet.store import counts
+
+    stored = counts(ctx.engine())
+    return {"count": st.samples, "seconds": t1 - t0, "complete": svc.acked >= n, "batches": st.batches,
+            "stored_telemetry": stored["telemetry"], "stored_inference": stored["inference"]}
+
+
+def child_main(argv) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind")
+    ap.add_argument("phase")
+    ap.add_argument("data_dir")
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--messages", type=int)
+    a = ap.parse_args(argv)
+    from fleet.config import FleetContext
+
+    ctx = FleetContext.load(a.data_dir, a.db)
+    fn = consume_raw if a.kind == "raw" else consume_ingest
+    print(json.dumps(fn(ctx, a.messages, a.phase)))
+    return 0
+
+
+# --- orchestration ---------------------------------------------------------------------------------------------------
+
+
+def run_child(kind, phase, ctx, db, n):
+    argv = [sys.executable, __file__, "--child", kind, phase, str(ctx.data_dir), "--messages", str(n)]
+    if db:
+        argv += ["--db", db]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def publish_backlog(ctx, devices, n):
+    from edgekit.protocol import Topic
+    from fleet.link import FleetLink
+
+    link = FleetLink.from_context(ctx, client_id="bench-pub").connect()
+    infos = []
+    for i in range(n):
+        dev = devices[i % len(devices)]
+        infos.append(link.client.publish(str(Topic(ctx.fleet_id, dev, "telemetry")), payload(dev, i), qos=1))
+        if len(infos) >= 500:
+            for info in infos:
+                info.wait_for_publish(60)
+            infos = []
+    for info in infos:
+        info.wait_for_publish(60)
+    link.close()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child_main(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--devices", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from fleet import broker
+    from fleet.db import upgrade
+    from fleet.provision import provision
+    from fleet.setup import init_fleet
+    from tests.support.procs import Postgres, free_port
+
+    import shutil
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so the broker and PostgreSQL are stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    work = Path(tempfile.mkdtemp(prefix="edgekit-bench-ingest-"))
+    pg = Postgres(work / "pg").start()
+    results: dict[str, list[dict]] = {"raw": [], "sqlite": [], "pg": []}
+    try:
+        import psycopg
+
+        ctx = init_fleet(work / "fleet", fleet_id="bench", tls_port=free_port(), artifacts_port=free_port())
+        devices = [f"dev-{i:03d}" for i in range(args.devices)]
+        for d in devices:
+            provision(ctx, d)
+        broker.start(ctx)
+        for r in range(args.rounds):
+            for kind in ("raw", "sqlite", "pg"):
+                db = None
+                if kind == "sqlite":
+                    db = f"sqlite:///{work / f'r{r}.db'}"
+                elif kind == "pg":
+                    name = f"bench_r{r}"
+                    with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+                        c.execute(f"CREATE DATABASE {name}")
+                    db = pg.url(name)
+                if db:  # a fresh store holding the same provisioned devices
+                    upgrade(db)
+                    from fleet.db import make_engine
+                    from fleet.registry import Registry
+
+                    eng = make_engine(db)
+                    reg = Registry(eng, ctx.fleet_id)
+                    for d in devices:
+                        reg.add(d)
+                    eng.dispose()
+                prep = run_child(kind, "prepare", ctx, db, args.messages)
+                prep.communicate(timeout=60)
+                publish_backlog(ctx, devices, args.messages)
+                proc = run_child(kind, "drain", ctx, db, args.messages)
+                out, _ = proc.communicate(timeout=900)
+                res = json.loads(out.strip().splitlines()[-1])
+                res["rate"] = res["count"] / res["seconds"] if res["seconds"] else 0.0
+                results[kind].append(res)
+                stored = f", stored {res['stored_telemetry']}+{res['stored_inference']} rows" if kind != "raw" else ""
+                print(f"round {r + 1} {kind:>6}: {res['count']} msgs in {res['seconds']:.2f}s = {res['rate']:,.0f}/s"
+                      f"{stored}{'' if res['complete'] else ' (INCOMPLETE)'}", file=sys.stderr)
+    finally:
+        try:
+            broker.stop(ctx)
+        finally:
+            pg.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
+    report = {"messages": args.messages, "rounds": args.rounds, "median_rate": med,
+              "ratio_sqlite_vs_raw": med["sqlite"] / med["raw"], "ratio_pg_vs_raw": med["pg"] / med["raw"],
+              "all": results}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"raw subscriber   {med['raw']:>9,.0f} msg/s")
+        print(f"ingest SQLite    {med['sqlite']:>9,.0f} msg/s   {report['ratio_sqlite_vs_raw']:.2f}x raw")
+        print(f"ingest Postgres  {med['pg']:>9,.0f} msg/s   {report['ratio_pg_vs_raw']:.2f}x raw")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
