@@ -24,6 +24,7 @@ class Fault:
     times: int = 1                # how many requests the truncation applies to (-1: always)
     delay: float = 0.0            # pause between chunks
     status: int | None = None     # answer every request with this status instead
+    ignore_range: bool = False    # behave like a server without Range support (always 200, whole file)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, name, rng)
         data = path.read_bytes()
         start, end, status = 0, len(data) - 1, 200
-        if rng:
+        if rng and not (fault and fault.ignore_range):
             m = _RANGE.match(rng)
             if not m:
                 return self._error(416, name, rng)
