@@ -254,17 +254,18 @@ class LoadGenerator:
         self._thread: threading.Thread | None = None
 
     def _body(self, a: LocalAgent) -> bytes | None:
+        """Zeros in the model's input shapes, as a JSON list (not by tensor name) of integers: valid for a float
+        and an int8 model of the same shapes alike, so a model switch does not turn the load into bad requests."""
         info = _get_json(a.api + "/v1/model")
         if not info or not info.get("inputs"):
             return None
-        inputs = {}
+        inputs = []
         for spec in info["inputs"]:
             shape = [int(x) for x in spec["shape"]]
             n = 1
             for x in shape:
                 n *= x
-            flat = [0] * n
-            inputs[spec["name"]] = _reshape(flat, shape)
+            inputs.append(_reshape([0] * n, shape))
         return json.dumps({"inputs": inputs}).encode()
 
     def _one(self, a: LocalAgent) -> None:

@@ -18,9 +18,32 @@ def fleet_ctx(tmp_path):
     return init_fleet(tmp_path / "fleet", fleet_id="test", tls_port=free_port(), artifacts_port=free_port())
 
 
-def make_bundles(ctx, out: Path, fp32: Path, int8: Path) -> dict[str, Path]:
-    """v1 (fp32 digits), v2 (int8 digits) and v3: int8 digits whose golden outputs are wrong (a properly signed
-    bundle that fails the on-device self-test)."""
+@pytest.fixture(scope="session")
+def wide_tflite(tmp_path_factory):
+    """The digits CNN 16x wider (untrained: only its speed matters), converted with the plain TFLiteConverter:
+    a model that passes its self-test but runs tens of times slower than the digits models."""
+    import sys
+
+    import keras
+
+    from tests.support.models import REPO, to_tflite
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import train_digits
+    finally:
+        sys.path.pop(0)
+    d = tmp_path_factory.mktemp("wide")
+    keras.utils.set_random_seed(0)
+    train_digits.build_model(keras, width=256).save(d / "wide.keras")
+    path = d / "wide.tflite"
+    path.write_bytes(to_tflite(d / "wide.keras", "fp32"))
+    return path
+
+
+def make_bundles(ctx, out: Path, fp32: Path, int8: Path, wide: Path | None = None) -> dict[str, Path]:
+    """v1 (fp32 digits), v2 (int8 digits), v3: int8 digits whose golden outputs are wrong (a properly signed
+    bundle that fails the on-device self-test) and, given ``wide``, v3-slow: a correct but much slower model."""
     from edgekit.bundle import create_bundle, read_bundle
 
     out.mkdir(parents=True, exist_ok=True)
@@ -31,7 +54,10 @@ def make_bundles(ctx, out: Path, fp32: Path, int8: Path) -> dict[str, Path]:
     wrong = [np.roll(o, 1, axis=-1) for o in outs]  # every golden answer shifted to another class
     v3 = create_bundle(int8, out / "digits-3.0.0.ekb", name="digits", version="3.0.0", key=key,
                        golden_inputs=ins, golden_outputs=wrong, tolerance=(0.0, 0.0))
-    return {"v1": v1, "v2": v2, "v3": v3}
+    out_ = {"v1": v1, "v2": v2, "v3": v3}
+    if wide is not None:
+        out_["v3-slow"] = create_bundle(wide, out / "digits-3.0.1.ekb", name="digits", version="3.0.1", key=key)
+    return out_
 
 
 @pytest.fixture

@@ -34,11 +34,12 @@ AGENT_POLICY = {  # short probation and a small self-test so a stage takes secon
 
 
 @pytest.fixture
-def local_fleet(tmp_path, digits_fp32_tflite, digits_int8_tflite):
+def local_fleet(tmp_path, digits_fp32_tflite, digits_int8_tflite, wide_tflite):
     lf = LocalFleet(tmp_path / "lf", fleet_id="e2e", telemetry_interval=1.0, agent_env=dict(AGENT_POLICY))
     try:
         lf.init()
-        lf.bundles = make_bundles(lf.ctx, tmp_path / "bundles", digits_fp32_tflite, digits_int8_tflite)
+        lf.bundles = make_bundles(lf.ctx, tmp_path / "bundles", digits_fp32_tflite, digits_int8_tflite,
+                                  wide_tflite)
         lf.start_broker()
         lf.start_service()
         yield lf
@@ -170,16 +171,21 @@ class DesiredMonitor:
         self.link.close()
 
 
-def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet):
+@pytest.mark.parametrize("faulty", ["v3", "v3-slow"])
+def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet, faulty):
+    """v3 fails the golden self-test on the device; v3-slow passes it and commits, then the fleet's p95 gate sees
+    it far slower than v2 on the same device. Either way: abort at the canary, nobody else ever told of v3."""
     lf = local_fleet
     ids = [f"pi{i}" for i in range(4)]
     start_agents(lf, ids, lf.bundles["v2"])
     store = open_store(lf.ctx)
+    load = LoadGenerator(lambda: list(lf.agents.values()), rate=4).start()
     baseline(lf, store, "v2")
-    v2, v3 = (read_bundle(lf.bundles[k]).sha256 for k in ("v2", "v3"))
+    time.sleep(2)  # v2's latency baseline in telemetry
+    v2, v3 = (read_bundle(lf.bundles[k]).sha256 for k in ("v2", faulty))
     monitor = DesiredMonitor(lf)
     try:
-        r = create_rollout(lf.ctx, store, lf.bundles["v3"], "all", stages="1,50%,100%", soak="2s",
+        r = create_rollout(lf.ctx, store, lf.bundles[faulty], "all", stages="1,50%,100%", soak="5s",
                            device_timeout="60s", on_failure="abort")
         final = wait_state(store, r.id, ("aborted", "completed", "paused"), 90)
         assert final.state == "aborted", "\n".join(f"{e['event']}: {e['message']}" for e in store.audit(r.id))
@@ -188,17 +194,26 @@ def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet):
         assert canary == ["pi0"]
         wait_for(lambda: monitor.seen[-1] == ("pi0", v2), 20, "the canary's desired state to go back to v2", 0.2)
         time.sleep(2)  # anything wrongly sent to the others would have arrived by now
+        wait_for(lambda: all(lf.devices()[d].model_sha256 == v2 for d in ids), 60, "every device on v2")
     finally:
         monitor.close()
+        load.stop()
 
     assert monitor.devices_told(v3) == ["pi0"]  # no device outside the canary ever received v3
     first_v3 = monitor.seen.index(("pi0", v3))
     assert monitor.seen[first_v3:] == [("pi0", v3), ("pi0", v2)]  # then only the canary's revert
     assert set(events(lf, "downloading", v3)) <= {"pi0"}
     abort = next(e for e in store.audit(r.id) if e["event"] == "fail_abort")
-    assert abort["numbers"]["self_test_failed"] == 1 and abort["numbers"]["failure_rate"] == 1.0
-    failed = [e["message"] for e in store.audit(r.id) if e["event"] == "device_failed"]
-    assert failed == ["pi0: failed (failed: golden_mismatch)"]
+    n = abort["numbers"]
+    if faulty == "v3":
+        assert n["self_test_failed"] == 1 and n["failure_rate"] == 1.0
+        failed = [e["message"] for e in store.audit(r.id) if e["event"] == "device_failed"]
+        assert failed == ["pi0: failed (failed: golden_mismatch)"]
+    else:
+        assert n["committed"] == 1 and n["failed"] == 0  # installed fine: only telemetry shows the problem
+        assert n["p95_regression"] > 2.0 and n["p95_increase_ms"] > n["p95_slack_ms"], n
+        assert "p95 regression" in abort["message"]
+        assert events(lf, "committed", v3) == {"pi0": 1}
+        wait_for(lambda: events(lf, "committed", v2) == {"pi0": 1}, 30, "the canary to commit v2 again")
     devices = lf.devices()
-    wait_for(lambda: all(lf.devices()[d].model_sha256 == v2 for d in ids), 20, "every device on v2")
     assert {d: devices[d].model_sha256 for d in ids} == {d: v2 for d in ids}
