@@ -178,6 +178,8 @@ class Updater:
                 self._transition(Event.FAIL, Reason.INTERNAL, detail=detail)
             elif state is State.ROLLING_BACK:
                 self._transition(Event.FAIL, Reason.ROLLBACK_FAILED, detail=detail)
+            elif state in (State.COMMITTED, State.FAILED):  # bookkeeping failed: do not retry it forever
+                self._transition(Event.DONE, detail=detail)
         except Exception:  # noqa: BLE001
             log.exception("cannot record the failure")
 
@@ -455,6 +457,7 @@ class Updater:
         self._transition(Event.DONE, detail={"gc_removed": removed})
 
     def _gc(self) -> list[str]:
+        """Store down to current + previous; partial downloads of the finished update go too."""
         try:
             removed = self.store.gc()
         except EdgekitError as exc:
@@ -462,9 +465,7 @@ class Updater:
             removed = []
         if self.downloads.exists():
             for p in self.downloads.iterdir():
-                target = self.rec.target or {}
-                if p.name != f"{target.get('sha256')}.part" or self.rec.state_enum in (State.FAILED, State.COMMITTED):
-                    p.unlink(missing_ok=True)
+                p.unlink(missing_ok=True)
         return removed
 
     # --- ROLLING_BACK / FAILED -------------------------------------------------------------------------------

@@ -96,3 +96,22 @@ def test_update_commits_and_a_live_swap_fails_no_request(rig_factory):
     assert {e.sha256 for e in rig.agent.store().entries()} == {v1, v2}
     assert rig.agent.store().previous().sha256 == v1
     assert names
+
+
+def test_a_model_already_in_the_store_is_not_downloaded_again(rig_factory):
+    rig = rig_factory({"probation_s": 0.5})
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("v2"), rollout_id="r1")
+    rig.agent.wait_history(lambda h: [i for i in h if i["name"] == "committed"], what="commit of v2")
+    # back to v1 in a new rollout: v1 is still in the store (previous), so no byte is fetched
+    rig.events.publish_desired(rig.desired("v1"), rollout_id="r2")
+    rig.agent.wait_history(lambda h: [i for i in h if i["name"] == "committed" and i["rollout_id"] == "r2"],
+                           what="commit of v1")
+    assert rig.server.requests_for("v1.ekb") == []
+    skipped = [i for i in rig.agent.history() if i["name"] == "downloaded" and i["rollout_id"] == "r2"]
+    assert skipped[0]["detail"] == {"skipped": "already in the store"}
+    verified = [i for i in rig.agent.history() if i["name"] == "verified" and i["rollout_id"] == "r2"]
+    assert verified[0]["detail"] == {"from": "store"}  # the stored copy was checked again on disk
+    assert serving_check(rig, {rig.sha("v1"): "v1"}) == "v1"
+    assert rig.agent.store().previous().sha256 == rig.sha("v2")
