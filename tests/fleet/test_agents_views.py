@@ -15,7 +15,7 @@ import tomli_w
 import tomllib
 from click.testing import CliRunner
 
-from tests.support.procs import free_port, stop_pid
+from tests.support.procs import stop_pid
 
 from .conftest import REPO, Fleet, edgekit, wait_for
 
@@ -24,15 +24,14 @@ N_AGENTS = 20
 
 def _agent_config(pkg, bundle, interval=1.0) -> tuple:
     cfg = tomllib.loads((pkg / "agent.toml").read_text())
-    port = free_port()
     cfg.update(data_dir=str(pkg / "data"), log_level="warning")
-    cfg["api"] = {"port": port}
+    cfg["api"] = {"port": 0}  # the agent picks a free port and writes it to <data_dir>/api.port
     cfg["telemetry"] = {"interval": interval}
     cfg["model"] = {"bundle": str(bundle)}
     cfg["mqtt"].update(backoff_initial=0.2, backoff_max=1.0)
     path = pkg / "agent-run.toml"  # beside agent.toml: its relative credential paths resolve the same way
     path.write_text(tomli_w.dumps(cfg))
-    return path, port
+    return path, pkg / "data" / "api.port"
 
 
 def _cli(ctx, *args):
@@ -82,7 +81,7 @@ def test_twenty_agents_report_and_the_views_show_them(tmp_path, digits_int8_tfli
         # real inferences on one device, so its p95 latency shows in the views
         from device_agent.client import AgentClient
 
-        client = AgentClient(f"http://127.0.0.1:{ports['pi-03']}")
+        client = AgentClient(f"http://127.0.0.1:{int(ports['pi-03'].read_text().strip())}")
         meta = client.model()
         inp = meta["inputs"][0]
         x = np.zeros([d if d > 0 else 1 for d in inp["shape"]], dtype=np.dtype(inp["dtype"]))
