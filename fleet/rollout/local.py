@@ -81,7 +81,8 @@ class LocalAgent:
 class LocalFleet:
     workdir: Path
     fleet_id: str = "demo"
-    python: str = sys.executable
+    python: str = sys.executable             # runs the fleet service and the edgekit CLI
+    agent_python: str | None = None          # runs the agents (e.g. a venv with only edgekit[agent]); default python
     telemetry_interval: float = 1.0
     agent_env: dict[str, str] = field(default_factory=dict)  # extra EDGEKIT_AGENT__* overrides (update policy, ...)
     service_interval: float = 0.5
@@ -107,8 +108,8 @@ class LocalFleet:
         env.update(extra or {})
         return env
 
-    def _edgekit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([self.python, "-m", "edgekit.cli", *args], capture_output=True, text=True,
+    def _edgekit(self, *args: str, check: bool = True, python: str | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run([python or self.python, "-m", "edgekit.cli", *args], capture_output=True, text=True,
                              env=self._env(), timeout=120)
         if check and res.returncode != 0:
             raise LocalFleetError(f"edgekit {' '.join(args[:3])} failed: {res.stderr.strip()[-500:]}")
@@ -162,15 +163,15 @@ class LocalFleet:
             port = free_port()
             extra = ["--bundle", str(bundle)] if bundle is not None else []
             out = self._edgekit("agent", "install", "--root", str(root), "--from", str(res.package), *extra,
-                                "--api-port", str(port), "--json")
+                                "--api-port", str(port), "--json", python=self.agent_python)
             cfg = Path(json.loads(out.stdout)["config"])
             self.agents[d] = LocalAgent(d, root, cfg, port)
 
     def start_agent(self, device_id: str) -> None:
         a = self.agents[device_id]
         env = {"EDGEKIT_AGENT__TELEMETRY__INTERVAL": str(self.telemetry_interval), **self.agent_env}
-        a.proc = self._spawn(f"agent-{device_id}", [self.python, "-m", "device_agent", "run", "--config",
-                                                    str(a.config)], env)
+        argv = [self.agent_python or self.python, "-m", "device_agent", "run", "--config", str(a.config)]
+        a.proc = self._spawn(f"agent-{device_id}", argv, env)
 
     def stop_agent(self, device_id: str, sig: int = signal.SIGTERM) -> None:
         a = self.agents[device_id]

@@ -34,8 +34,10 @@ AGENT_POLICY = {  # short probation and a small self-test so a stage takes secon
 
 
 @pytest.fixture
-def local_fleet(tmp_path, digits_fp32_tflite, digits_int8_tflite, wide_tflite):
-    lf = LocalFleet(tmp_path / "lf", fleet_id="e2e", telemetry_interval=1.0, agent_env=dict(AGENT_POLICY))
+def local_fleet(tmp_path, digits_fp32_tflite, digits_int8_tflite, wide_tflite, agent_python):
+    """Agents run from the agent-only venv (no TensorFlow), the fleet service from the project's."""
+    lf = LocalFleet(tmp_path / "lf", fleet_id="e2e", telemetry_interval=1.0, agent_env=dict(AGENT_POLICY),
+                    agent_python=agent_python)
     try:
         lf.init()
         lf.bundles = make_bundles(lf.ctx, tmp_path / "bundles", digits_fp32_tflite, digits_int8_tflite,
@@ -53,6 +55,7 @@ def start_agents(lf, ids, bundle):
         lf.start_agent(d)
     lf.wait_api(ids, timeout=90)
     lf.wait_online(ids, timeout=60)
+    assert all(lf.agents[d].proc.args[0] == lf.agent_python for d in ids)  # the venv without TensorFlow
 
 
 def wait_state(store, rid, states, timeout):
