@@ -161,7 +161,7 @@ def rig_factory(tmp_path, mosquitto, update_bundles):
     """Builds a Rig: an artifact server, an event subscriber and an agent (not started) serving v1 from its config."""
     made: list[Rig] = []
 
-    def make(update: dict | None = None) -> Rig:
+    def make(update: dict | None = None, python: str | None = None) -> Rig:
         work = tmp_path / f"rig{len(made)}"
         work.mkdir()
         server = ArtifactServer(work / "artifacts").start()
@@ -169,7 +169,8 @@ def rig_factory(tmp_path, mosquitto, update_bundles):
         data = work / "data"
         cfg = write_config(work / "agent.toml", pub=update_bundles["pub"], data_dir=data,
                            bundle=update_bundles["v1"], broker=mosquitto, update=update)
-        rig = Rig(AgentProc(work, cfg, data), events, server, update_bundles, mosquitto, work)
+        agent = AgentProc(work, cfg, data, python=python) if python else AgentProc(work, cfg, data)
+        rig = Rig(agent, events, server, update_bundles, mosquitto, work)
         made.append(rig)
         return rig
 

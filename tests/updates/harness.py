@@ -44,8 +44,9 @@ def write_config(path: Path, *, pub: Path, data_dir: Path, bundle: Path, broker,
 class AgentProc:
     """``python -m device_agent run`` as a real subprocess; killed or stopped by PID."""
 
-    def __init__(self, workdir: Path, config: Path, data_dir: Path):
+    def __init__(self, workdir: Path, config: Path, data_dir: Path, python: str = sys.executable):
         self.workdir, self.config, self.data_dir = Path(workdir), Path(config), Path(data_dir)
+        self.python = python
         self.log = self.workdir / "agent.log"
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -62,7 +63,7 @@ class AgentProc:
         self.launches += 1
         with open(self.log, "ab") as logf:
             logf.write(f"\n=== launch {self.launches} crash_at={crash_at}\n".encode())
-            self.proc = subprocess.Popen([sys.executable, "-m", "device_agent", "run", "--config", str(self.config)],
+            self.proc = subprocess.Popen([self.python, "-m", "device_agent", "run", "--config", str(self.config)],
                                          stdout=logf, stderr=subprocess.STDOUT, env=e, cwd=str(REPO))
         self.port = None
         return self

@@ -115,3 +115,20 @@ def test_a_model_already_in_the_store_is_not_downloaded_again(rig_factory):
     assert verified[0]["detail"] == {"from": "store"}  # the stored copy was checked again on disk
     assert serving_check(rig, {rig.sha("v1"): "v1"}) == "v1"
     assert rig.agent.store().previous().sha256 == rig.sha("v2")
+
+
+def test_update_in_an_agent_only_venv(rig_factory, agent_python):
+    """The updater and its self-test child need nothing beyond ``edgekit[agent]`` (no TensorFlow)."""
+    import subprocess
+
+    probe = subprocess.run([agent_python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow'))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None"
+    rig = rig_factory({"probation_s": 0.5}, python=agent_python)
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("v2"))
+    rig.agent.wait_history(lambda h: [i for i in h if i["name"] == "committed"], what="commit")
+    passed = next(i for i in rig.agent.history() if i["name"] == "self_test_passed")
+    assert passed["detail"]["self_test"]["runtime"]["backend"] == "ai-edge-litert"
+    assert serving_check(rig, {rig.sha("v2"): "v2"}) == "v2"
