@@ -88,3 +88,23 @@ def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, m
     health = agent.client().health()
     assert health["link"]["malformed"] == 5 and health["status"] == "ok"
     assert agent.client().infer(np.zeros((1, 8, 8, 1), np.int8))[0].shape == (1, 10)
+
+
+def test_ping_command_is_answered_on_cmd_reply(tmp_path, bundles, mosquitto, agent_factory, subscriber_factory):
+    agent = _start(tmp_path, bundles, mosquitto, agent_factory)
+    sub = subscriber_factory(mosquitto, TOPIC + "cmd/reply", client_id="reply-watch")
+    deadline = time.monotonic() + 10
+    while not agent.client().health()["mqtt_connected"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-cmd", protocol=mqtt.MQTTv5)
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    pub.publish(TOPIC + "cmd", json.dumps({"v": 1, "id": "c-1", "name": "ping"}), qos=1).wait_for_publish(5)
+    pub.publish(TOPIC + "cmd", json.dumps({"v": 1, "id": "c-2", "name": "self-destruct"}), qos=1).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    replies = sub.wait_for(lambda s: len(s.of("cmd/reply")) >= 2 and s.of("cmd/reply"), what="two replies")
+    by_id = {r["id"]: r for r in replies}
+    assert by_id["c-1"]["ok"] is True and by_id["c-1"]["result"]["health"]["status"] == "ok"
+    assert by_id["c-2"]["ok"] is False and "self-destruct" in by_id["c-2"]["error"]

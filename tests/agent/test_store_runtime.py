@@ -181,3 +181,32 @@ def test_verifier_child_process_agrees_with_in_process_checks(tmp_path, bundles)
         f.write(b"x")
     with pytest.raises(StoreError, match="was modified"):
         verifier.verify(entry.dir, bundles["pub"])
+
+
+def test_tf_lite_backend_is_imported_only_when_chosen_and_agrees(bundles, tmp_path):
+    """The last-resort backend, on a machine that has TensorFlow (this one): same outputs as LiteRT."""
+    import importlib.util
+    import json
+    import subprocess
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is not installed here; the tf.lite backend cannot run")
+    bundle = read_bundle(bundles["int8"], bundles["pub"])
+    model = tmp_path / "m.tflite"
+    model.write_bytes(bundle.model_bytes)
+    x = np.random.default_rng(5).integers(-128, 128, size=[1] + bundle.manifest["inputs"][0]["shape"]).astype(np.int8)
+    np.save(tmp_path / "x.npy", x[0])
+    script = (
+        "import sys, json, numpy as np\n"
+        "from device_agent import runtime\n"
+        "before = 'tensorflow' in sys.modules\n"
+        f"r = runtime.load_runner({str(model)!r}, backend='tf.lite')\n"
+        f"out = r.invoke([np.load({str(tmp_path / 'x.npy')!r})])[0]\n"
+        "print(json.dumps({'before': before, 'after': 'tensorflow' in sys.modules, 'backend': r.backend,"
+        " 'out': out.tolist()}))\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["before"] is False and doc["after"] is True and doc["backend"] == "tf.lite"
+    assert np.array_equal(np.asarray(doc["out"], np.int8), run_model(bundle.model_bytes, [x])[0][0])
