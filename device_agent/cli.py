@@ -114,8 +114,23 @@ def _api_url(config_path: str, url: str | None) -> str:
 def status(config_path, url, as_json) -> None:
     """Show whether the agent runs, which model it serves, and its spool and link state."""
     from .client import AgentClient
+    from .errors import ApiError
 
-    health = AgentClient(_api_url(config_path, url), timeout=5).health()
+    try:
+        health = AgentClient(_api_url(config_path, url), timeout=5).health()
+    except ApiError as exc:
+        if url:
+            raise
+        offline = offline_status(config_path)
+        offline["error"] = exc.message
+        if as_json:
+            emit_json(offline)
+        else:
+            model = offline.get("model") or {}
+            click.echo(f"agent not running ({exc.message})")
+            click.echo(f"model    {model.get('name', '-')} {model.get('version', '')} {model.get('sha256', '')[:12]}")
+            click.echo(f"spool    {offline['spool'].get('items', 0)} queued")
+        raise SystemExit(3)
     if as_json:
         emit_json(health)
         return
@@ -128,6 +143,29 @@ def status(config_path, url, as_json) -> None:
             ("spool", f"{health['spool']['items']} queued, {health['spool']['dropped_total']} dropped"),
             ("uptime", f"{health.get('uptime_s', 0):.0f} s")]
     console().print(table(None, ["field", "value"], rows))
+
+
+def offline_status(config_path: str) -> dict[str, Any]:
+    """What the data directory says when the agent does not answer: current model and queued items."""
+    import sqlite3
+
+    from .config import load_config
+    from .store import ModelStore
+
+    cfg = load_config(config_path)
+    doc: dict[str, Any] = {"status": "not_running", "device_id": cfg.device_id, "model": None, "spool": {}}
+    store_dir = cfg.data_path / "store"
+    if store_dir.is_dir():
+        entry = ModelStore(store_dir).current()
+        doc["model"] = entry.model_ref() if entry else None
+    spool = cfg.data_path / "spool.sqlite"
+    if spool.is_file():
+        try:
+            with sqlite3.connect(f"file:{spool}?mode=ro", uri=True, timeout=2) as db:
+                doc["spool"] = {"items": db.execute("SELECT COUNT(*) FROM items").fetchone()[0]}
+        except sqlite3.Error as exc:
+            doc["spool"] = {"error": str(exc)}
+    return doc
 
 
 @agent.command()

@@ -154,3 +154,16 @@ def test_unsigned_and_wrong_key_bundles_are_refused_at_start(tmp_path, bundles):
     cfg = write_config(tmp_path / "agent2.toml", pub=bundles["pub"], data_dir=tmp_path / "data2", bundle=tampered)
     res = _edgekit("agent", "run", "--config", cfg, timeout=30)
     assert res.returncode != 0 and "tampered" in res.stderr, res.stderr
+
+
+def test_status_of_a_stopped_agent_reads_the_data_directory(tmp_path, bundles):
+    cfg = write_config(tmp_path / "agent.toml", pub=bundles["pub"], data_dir=tmp_path / "data", bundle=bundles["int8"])
+    agent = AgentProcess(cfg)
+    try:
+        agent.start()
+    finally:
+        agent.stop()
+    res = _edgekit("agent", "status", "--config", cfg, "--json")
+    assert res.returncode == 3
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "not_running" and doc["model"]["name"] == "digits" and "items" in doc["spool"]
