@@ -10,6 +10,7 @@ the two only repeats an identical retained message, which an agent already on (o
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Protocol
@@ -43,6 +44,8 @@ class RolloutEngine:
     def tick(self) -> list[Decide]:
         """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
         decisions: list[Decide] = []
+        if self.ticks == 0:
+            self._announce()
         for rid in self.store.needing_ticks():
             try:
                 decisions += self.step(self.store.get(rid))
@@ -52,6 +55,17 @@ class RolloutEngine:
         self.publish_pending()
         self.ticks += 1
         return decisions
+
+    def _announce(self) -> None:
+        """Record in each rollout in progress that an engine (re)started on it, and where it picks up."""
+        pending = self.store.unpublished()
+        for r in self.store.list(active_only=True):
+            self.store.note(r.id, "engine_start",
+                            f"engine started (pid {os.getpid()}): continuing at stage {r.stage + 1} "
+                            f"({r.policy.stages[r.stage].describe()}), {r.state}, {len(r.assignments)} device(s) "
+                            f"assigned, {len(pending)} desired state(s) to publish",
+                            {"pid": os.getpid(), "stage": r.stage, "assigned": len(r.assignments),
+                             "unpublished": len(pending)})
 
     def step(self, rollout: Rollout) -> list[Decide]:
         devices = self.store.device_states(rollout)

@@ -289,6 +289,15 @@ class RolloutStore:
         s.add(AuditRow(rollout_id=rollout_id, ts=now, actor=actor, event=event, from_state=from_state,
                        to_state=to_state, stage=stage, message=message, numbers=numbers))
 
+    def note(self, rollout_id: str, event: str, message: str, numbers: dict[str, Any] | None = None) -> None:
+        """An audit entry that changes nothing (e.g. the engine starting on a rollout in progress)."""
+        now = self.clock()
+        with self.Session.begin() as s:
+            row = s.get(RolloutRow, rollout_id)
+            if row is not None:
+                self._audit(s, rollout_id, now, "engine", event, row.state, row.state, row.stage, message,
+                            numbers or {})
+
     # --- operator commands ---------------------------------------------------------------------------------------
 
     def command(self, rollout_id: str, event: str, message: str = "") -> Rollout:

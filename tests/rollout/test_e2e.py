@@ -125,6 +125,8 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
     assert killed_at.state == "running" and killed_at.stage >= 2
 
     audit = store.audit(r.id)
+    restarts = [e for e in audit if e["event"] == "engine_start"]
+    assert len(restarts) == 1 and restarts[0]["numbers"]["stage"] >= 2  # the restarted service picked it up
     decisions = [e for e in audit if e["event"] in ("advance", "complete")]
     assert [e["event"] for e in decisions] == ["advance", "advance", "advance", "complete"]
     assert [e["numbers"]["stage_size"] for e in decisions] == [1, 1, 5, 10]

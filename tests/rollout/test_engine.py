@@ -171,6 +171,8 @@ def test_restart_mid_rollout_resumes_without_reassigning(fleet_ctx, sim):
     second = RolloutEngine(store2, Recorder(), clock=sim.clock)
     final = run(second, sim, r.id, lambda d, m, rid: sim.commit(d, V2, rid))
     assert final.state == "completed"
+    starts = [e for e in store2.audit(r.id) if e["event"] == "engine_start"]
+    assert len(starts) == 2 and starts[1]["numbers"]["assigned"] == len(before.assignments)
     told_twice = set(d for d, *_ in first.publisher.sent) & set(d for d, *_ in second.publisher.sent)
     assert not told_twice
 
@@ -249,7 +251,7 @@ def test_the_rollout_tables_work_on_postgresql(postgres):
     r = store.create(V2, "all", ["a", "b"], build_policy(stages="1,100%"))
     eng.tick()
     assert [d for d, *_ in eng.publisher.sent] == ["a"] and not store.unpublished()
-    assert [e["event"] for e in store.audit(r.id)] == ["create", "assign"]
+    assert [e["event"] for e in store.audit(r.id)] == ["create", "engine_start", "assign"]
     store.command(r.id, "abort")
     eng.tick()
     assert eng.publisher.sent[-1] == ("a", None, None)  # no previous desired with a URL: cleared
