@@ -29,7 +29,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.fsutil import atomic_write
-from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, StateMessage
+from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, EventMessage, StateMessage
 
 from . import verifier
 from .config import AgentConfig
@@ -217,6 +217,8 @@ class Agent:
         """Queue an event (EventMessage fields except device_id/seq) durably; returns its sequence number."""
         kwargs.pop("device_id", None)
         kwargs.pop("seq", None)
+        # a malformed event is the caller's bug: say so now, not when the link finds it unpublishable
+        EventMessage.from_dict({"device_id": self.config.device_id, "seq": 0, **kwargs})
         return self.spool.append("events", kwargs)
 
     def publish_state(self) -> None:

@@ -69,11 +69,16 @@ def install(root, package, device_id, fleet, fleet_key, mqtt_host, mqtt_port, ap
 @agent.command()
 @click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True)
 @click.option("--purge", is_flag=True, help="also delete the data directory (model store, spool)")
-def uninstall(root, purge) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the removed paths as JSON")
+def uninstall(root, purge, as_json) -> None:
     """Remove the unit and the config (the data too with --purge)."""
     from . import install as inst
 
-    for path in inst.uninstall(root, purge=purge):
+    removed = inst.uninstall(root, purge=purge)
+    if as_json:
+        emit_json({"removed": removed})
+        return
+    for path in removed:
         click.echo(f"removed {path}")
 
 

@@ -187,3 +187,23 @@ def test_decode_npy_is_strict_about_dtype_and_shape():
         codec.decode_npy(b"\x93NUMPY garbage", SPEC)
     with pytest.raises(InvalidInputError, match="not a valid"):
         codec.decode_npy(_npy(np.array([{"a": 1}], dtype=object)), SPEC)
+
+
+def test_publish_event_is_durable_and_checked_at_once(tmp_path, bundles):
+    from edgekit.errors import ProtocolError
+    from device_agent.agent import Agent
+
+    (tmp_path / "fleet.pub").write_bytes(open(bundles["pub"], "rb").read())
+    cfg = config_mod.from_dict({"device_id": "dev1", "fleet_public_key": str(tmp_path / "fleet.pub"),
+                                "data_dir": str(tmp_path / "data"), "mqtt": {"enabled": False}}, environ={})
+    agent = Agent(cfg, with_updater=False)
+    assert agent.publish_event(event="downloading", from_state="IDLE", to_state="DOWNLOADING") == 0
+    assert agent.publish_event(event="failed", reason="hash_mismatch", detail={"got": "x"}) == 1
+    with pytest.raises(ProtocolError):
+        agent.publish_event(event="", reason="empty event name")
+    with pytest.raises(ProtocolError):
+        agent.publish_event(event="switched", model={"name": "m"})
+    items = agent.spool.pending(10)
+    assert [(i.channel, i.seq, i.body["event"]) for i in items] == [("events", 0, "downloading"),
+                                                                    ("events", 1, "failed")]
+    agent.stop()
