@@ -70,6 +70,7 @@ class Agent:
         self.started_at = time.time()
         self.link = None
         self.api = None
+        self.unix_api = None
         self.sampler = None
         self.updater = None
         self.last_desired: DesiredMessage | None = None
@@ -274,6 +275,11 @@ class Agent:
             self.api = ApiServer(self, cfg.api.host, cfg.api.port).start()
             atomic_write(self.data_dir / "api.port", f"{self.api.port}\n".encode())
             log.info("local API on http://%s:%d", cfg.api.host, self.api.port)
+            if cfg.api.unix_socket:
+                from .api import UnixApiServer
+
+                self.unix_api = UnixApiServer(self, cfg.api.unix_socket).start()
+                log.info("local API on unix://%s", cfg.api.unix_socket)
         if cfg.mqtt.enabled:
             from .link import MqttLink
 
@@ -298,8 +304,9 @@ class Agent:
                 log.exception("updater.stop failed")
         if self.sampler is not None:
             self.sampler.stop()
-        if self.api is not None:
-            self.api.stop()
+        for server in (self.api, self.unix_api):
+            if server is not None:
+                server.stop()
         if self.link is not None:
             self.link.stop()
         self.slot.clear()

@@ -2,6 +2,8 @@
 
 Routes (a table, :data:`ROUTES`):
 
+Optionally the same API listens on a Unix socket too (``api.unix_socket``).
+
 * ``GET /v1/health`` — ``{"status": "ok" | "no_model", "model", "backend", "mqtt_connected", ...}``
 * ``GET /v1/model`` — the serving model: name, version, sha256, inputs, outputs, labels, preprocessing
 * ``POST /v1/infer`` — body ``application/json`` (``{"inputs": ...}``), ``application/x-npy`` or
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import socketserver
 import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.errors import EdgekitError
@@ -231,22 +237,14 @@ ROUTES: dict[str, dict[str, Callable[[Handler], None]]] = {
 }
 
 
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Serving:
+    """Start/stop of a server in its own thread (mixed into the TCP and the Unix-socket server)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
-        self.app = app
-        super().__init__((host, port), Handler)
-        self._thread: threading.Thread | None = None
+    _thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def start(self) -> "ApiServer":
+    def start(self):
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="local-api", daemon=True)
+                                        name=f"local-api-{type(self).__name__}", daemon=True)
         self._thread.start()
         return self
 
@@ -255,3 +253,45 @@ class ApiServer(ThreadingHTTPServer):
         self.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class ApiServer(_Serving, ThreadingHTTPServer):
+    """The API on a loopback TCP port (``::1`` selects IPv6)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class UnixHandler(Handler):
+    disable_nagle_algorithm = False  # not a TCP socket
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+class UnixApiServer(_Serving, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The same API on a Unix socket (file mode 0660: the agent's user and group)."""
+
+    daemon_threads = True
+
+    def __init__(self, app: Any, path: str | os.PathLike):
+        self.app = app
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_socket():
+            self.path.unlink()  # left by a previous run that was killed
+        super().__init__(str(self.path), UnixHandler)
+        os.chmod(self.path, 0o660)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.path.unlink(missing_ok=True)

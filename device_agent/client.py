@@ -1,7 +1,7 @@
 """A small Python client of the local inference API (stdlib ``http.client``, one keep-alive connection per thread).
 
     from device_agent.client import AgentClient
-    client = AgentClient("http://127.0.0.1:8765")
+    client = AgentClient("http://127.0.0.1:8765")   # or AgentClient("unix:///run/edgekit/api.sock")
     outputs = client.infer(x)            # x: np.ndarray (one input) or a list of arrays; returns a list of arrays
     client.model()["inputs"]; client.health()["status"]
 """
@@ -24,10 +24,19 @@ from .errors import ApiError
 class _Connection:
     """One keep-alive HTTP/1.1 connection: a request is one ``sendall``, the answer is read by Content-Length."""
 
-    def __init__(self, host: str, port: int, timeout: float):
+    def __init__(self, host: str, port: int, timeout: float, unix_path: str | None = None):
         self.host, self.port = host, port
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(unix_path)
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb")
 
     def request(self, method: str, path: str, body: bytes, content_type: str | None) -> tuple[int, dict, bytes]:
@@ -64,17 +73,26 @@ class _Connection:
 class AgentClient:
     def __init__(self, url: str = "http://127.0.0.1:8765", timeout: float = 30.0):
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ApiError(f"local API URL {url!r} must look like http://127.0.0.1:PORT", status=0)
-        self.host = parts.hostname
-        self.port = parts.port or 80
+        self.unix_path: str | None = None
+        if parts.scheme == "unix" and parts.path:
+            self.unix_path, self.host, self.port = parts.path, "localhost", 0
+        elif parts.scheme == "http" and parts.hostname:
+            self.host = parts.hostname
+            self.port = parts.port or 80
+        else:
+            raise ApiError(f"local API URL {url!r} must look like http://127.0.0.1:PORT or unix:///path/api.sock",
+                           status=0)
         self.timeout = timeout
         self._local = threading.local()
+
+    @property
+    def where(self) -> str:
+        return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
 
     def _conn(self) -> _Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _Connection(self.host, self.port, self.timeout)
+            conn = self._local.conn = _Connection(self.host, self.port, self.timeout, self.unix_path)
         return conn
 
     def close(self) -> None:
@@ -93,12 +111,12 @@ class AgentClient:
             except (ConnectionError, socket.timeout) as exc:
                 self.close()
                 if attempt or fresh or isinstance(exc, socket.timeout):
-                    raise ApiError(f"the local API at {self.host}:{self.port} did not answer ({exc})", status=0,
+                    raise ApiError(f"the local API at {self.where} did not answer ({exc})", status=0,
                                    hint="check that the agent runs: edgekit agent status") from exc
                 continue
             except OSError as exc:
                 self.close()
-                raise ApiError(f"cannot reach the local API at {self.host}:{self.port} ({exc})", status=0,
+                raise ApiError(f"cannot reach the local API at {self.where} ({exc})", status=0,
                                hint="check that the agent runs: edgekit agent status") from exc
             if headers.get("connection", "").lower() == "close":
                 self.close()

@@ -93,6 +93,7 @@ class ApiConfig:
     host: str = opt("127.0.0.1", _loopback)
     port: int = opt(8765, _port, doc="0 picks a free port (written to <data_dir>/api.port)")
     max_body_bytes: int = opt(64 << 20, _positive)
+    unix_socket: str = opt("", path=True, doc="also serve the API on this Unix socket (mode 0660)")
 
 
 @dataclass

@@ -77,7 +77,8 @@ def device_cmd(device_id, as_json):
         return emit_json(d)
     con = console()
     con.print(f"[bold]{d['id']}[/bold]  {'online' if d['online'] else 'offline'}  last seen {ago(d['last_seen'], now)}")
-    con.print(f"model      {d['model_name'] or '-'} {d['model_version'] or ''}  sha256 {(d['model_sha256'] or '-')[:16]}")
+    sha = (d["model_sha256"] or "-")[:16]
+    con.print(f"model      {d['model_name'] or '-'} {d['model_version'] or ''}  sha256 {sha}")
     con.print(f"agent      {d['agent_version'] or '-'}   update state {d['update_state'] or '-'}")
     con.print(f"tags       {d['tags']}   groups {d['groups']}   auth {d['auth']}")
     con.print(f"runtime    {d['capabilities'].get('runtime', {})}")
@@ -87,7 +88,8 @@ def device_cmd(device_id, as_json):
         con.print(f"system     cpu {_fmt(l['cpu'])}%  mem {_fmt(l['mem'])}%  temp {_fmt(l['temp'])}°C  "
                   f"disk {_fmt(l['disk'])}%  ({ago(l['ts'], now)})")
     for ver, s in sorted(d["inference_5m"].items()):
-        con.print(f"inference  v{ver}: {s['count']} runs, {s['errors']} errors, p95 {_fmt(s['p95_ms'], '.2f')} ms (5 min)")
+        con.print(f"inference  {ver}: {s['count']} runs, {s['errors']} errors, "
+                  f"p95 {_fmt(s['p95_ms'], '.2f')} ms (5 min)")
     for e in d["recent_events"]:
         con.print(f"event      {ago(e['ts'], now):>8}  {e['event']}  {e['reason'] or ''}")
 

@@ -127,8 +127,9 @@ class FleetConfig:
             check_id(self.fleet.id, "fleet id")
         except ProtocolError as exc:
             raise FleetConfigError(exc.message, key="fleet.id", hint=exc.hint) from None
-        for key, port in (("broker.tls_port", self.broker.tls_port), ("broker.password_port", self.broker.password_port),
-                          ("artifacts.port", self.artifacts.port)):
+        ports = (("broker.tls_port", self.broker.tls_port), ("broker.password_port", self.broker.password_port),
+                 ("artifacts.port", self.artifacts.port))
+        for key, port in ports:
             if not 0 <= port <= 65535:
                 raise FleetConfigError(f"{key} must be a port number 0-65535, got {port}", key=key)
         if self.broker.tls_port == 0:

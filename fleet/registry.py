@@ -60,7 +60,8 @@ class Registry:
             dev.online = False
         return self.get(device_id)
 
-    def set_tags(self, device_id: str, tags: dict[str, Any] | None = None, groups: Iterable[str] | None = None) -> Device:
+    def set_tags(self, device_id: str, tags: dict[str, Any] | None = None,
+                 groups: Iterable[str] | None = None) -> Device:
         with self.Session.begin() as s:
             dev = s.get(Device, device_id)
             if dev is None:

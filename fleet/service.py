@@ -1,8 +1,8 @@
 """``edgekit fleet serve``: the ingest service and artifact server of one fleet replica.
 
 - MQTT 5 via :class:`~fleet.link.FleetLink` as the fleet service; ``telemetry`` and ``events`` through the shared
-  subscription ``$share/edgekit-fleet/…`` (replicas split the load), ``state`` as a normal subscription (retained birth
-  messages are not delivered to shared subscriptions; applying a state twice is harmless).
+  subscription ``$share/edgekit-fleet/…`` (replicas split the load), ``state`` as a normal subscription
+  (retained birth messages are not delivered to shared subscriptions; applying a state twice is harmless).
 - Persistent session (``clean_start=False`` + session expiry): messages queued while the service or the broker was
   down are delivered on reconnect; paho reconnects by itself after a broker restart.
 - Manual acknowledgement: a message is PUBACKed only after the batch holding it is committed, so a crash of the
@@ -143,7 +143,9 @@ class FleetService:
     def _run(self) -> None:
         to_ack: list[tuple[int, int, int]] = []
         first_pending = None
-        last_stats = last_retention = time.monotonic()
+        last_stats = time.monotonic()
+        # the first retention pass runs a minute after start, then every retention_interval
+        last_retention = last_stats - self.opts.retention_interval + min(60.0, self.opts.retention_interval)
         backoff = 0.1
         while True:
             stopping = self._stop.is_set()

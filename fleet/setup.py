@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import replace
-from pathlib import Path
 
 from edgekit.errors import FileExistsRefusal
 from edgekit.fsutil import atomic_write
@@ -26,11 +25,12 @@ def init_fleet(data_dir: str | os.PathLike, *, fleet_id: str = "default", broker
     if paths.config.exists():
         raise FileExistsRefusal(f"a fleet already exists at {paths.root}",
                                 hint="use another --data-dir, or remove that directory to start over")
+    art_host = broker_host if broker_host != "0.0.0.0" else "127.0.0.1"
     cfg = FleetConfig(fleet=FleetSection(id=fleet_id),
                       broker=replace(BrokerConfig(), host=broker_host, tls_port=tls_port, password_port=password_port),
                       store=StoreConfig(url=db_url),
-                      artifacts=replace(ArtifactsConfig(), host=broker_host if broker_host != "0.0.0.0" else "127.0.0.1",
-                                        port=artifacts_port, public_url=public_url))
+                      artifacts=replace(ArtifactsConfig(), host=art_host, port=artifacts_port,
+                                        public_url=public_url))
     cfg.validate()
     paths.root.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.root, 0o700)

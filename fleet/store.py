@@ -55,7 +55,8 @@ def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list
         from sqlalchemy import bindparam
 
         stmt = (update(t).where(t.c.id == bindparam("dev"))
-                .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen"))).values(last_seen=bindparam("seen")))
+                .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen")))
+                .values(last_seen=bindparam("seen")))
         conn.execute(stmt, [{"dev": d, "seen": s} for d, s in last_seen.items()])
 
 

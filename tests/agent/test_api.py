@@ -24,7 +24,7 @@ def served(bundles, tmp_path_factory):
         for kind in ("int8", "fp32"):
             d = tmp_path_factory.mktemp(f"api-{kind}")
             cfg = write_config(d / "agent.toml", pub=bundles["pub"], data_dir=d / "data", bundle=bundles[kind],
-                               api={"max_body_bytes": 100_000})
+                               api={"max_body_bytes": 100_000, "unix_socket": str(d / "api.sock")})
             procs[kind] = AgentProcess(cfg).start()
         yield procs
     finally:
@@ -101,3 +101,17 @@ def test_client_raises_api_errors_and_agent_keeps_serving(served):
     assert err.value.status == 400 and "float64" in err.value.message
     out = client.infer(np.zeros((1, 8, 8, 1), np.int8))
     assert out[0].shape == (1, 10)
+
+
+def test_unix_socket_serves_the_same_api(served):
+    from device_agent.client import AgentClient
+
+    sock = served["int8"].config.parent / "api.sock"
+    assert sock.is_socket() and oct(sock.stat().st_mode & 0o777) == "0o660"
+    client = AgentClient(f"unix://{sock}")
+    x = np.random.default_rng(2).integers(-128, 128, size=(1, 8, 8, 1)).astype(np.int8)
+    assert client.infer(x)[0].tobytes() == served["int8"].client().infer(x)[0].tobytes()
+    assert client.health()["status"] == "ok"
+    with pytest.raises(ApiError) as err:
+        client.infer(np.zeros((1, 8, 8, 1), np.float32))
+    assert err.value.status == 400

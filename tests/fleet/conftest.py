@@ -124,8 +124,7 @@ def spawn(argv: list[str], **kw):
 
 
 def edgekit(ctx, *args: str):
-    import os
-
+    """``edgekit fleet --data-dir <ctx> ARGS`` as a child process."""
     return spawn(["-m", "edgekit.cli", "fleet", "--data-dir", str(ctx.data_dir), *args])
 
 

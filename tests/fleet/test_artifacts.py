@@ -78,3 +78,31 @@ def test_parse_range(header, size, want):
     from fleet.artifacts import parse_range
 
     assert parse_range(header, size) == want
+
+
+def test_fleet_service_serves_published_bundles(fleet, bundle):
+    """`fleet serve` (FleetService) serves what FleetContext.publish_bundle put in the artifact store, and its stats."""
+    import json
+
+    from edgekit.bundle import create_bundle, read_bundle
+    from fleet.service import FleetService, ServiceOptions
+
+    path, _ = bundle
+    # re-sign the bundle's model with this fleet's key: publish_bundle verifies against it
+    b = read_bundle(path)
+    model = fleet.ctx.data_dir / "m.tflite"
+    model.write_bytes(b.model_bytes)
+    signed = create_bundle(model, fleet.ctx.data_dir / "m.ekb", name="digits", version="2.0.0",
+                           key=fleet.ctx.signing_key_path)
+    svc = FleetService(fleet.ctx, ServiceOptions(replica="http", http_port=0, rollouts=False)).start(wait_connected=10)
+    try:
+        url = fleet.ctx.publish_bundle(signed)
+        sha = file_sha256(signed)
+        assert url.endswith(f"/artifacts/{sha}.ekb")
+        status, _, body = _get(f"/artifacts/{sha}.ekb", svc.http.port, {"Range": "bytes=0-99"})
+        assert status == 206 and body == signed.read_bytes()[:100]
+        status, _, body = _get("/stats", svc.http.port)
+        stats = json.loads(body)
+        assert status == 200 and stats["replica"] == "http" and stats["mqtt"]["connected"]
+    finally:
+        svc.stop()

@@ -16,7 +16,8 @@ def test_config_round_trip_and_errors():
     assert FleetConfig.from_dict(__import__("tomllib").loads(cfg.to_toml().decode())) == cfg
     for data, key in (({"broker": {"tls_port": "x"}}, "broker.tls_port"), ({"broker": {"nope": 1}}, "broker.nope"),
                       ({"fleet": {"id": "bad id"}}, "fleet.id"), ({"broker": {"tls_port": 70000}}, "broker.tls_port"),
-                      ({"store": {"url": "mysql://x"}}, "store.url"), ({"broker": {"tls_port": True}}, "broker.tls_port"),
+                      ({"store": {"url": "mysql://x"}}, "store.url"),
+                      ({"broker": {"tls_port": True}}, "broker.tls_port"),
                       ({"broker": 3}, "broker")):
         with pytest.raises(FleetConfigError) as exc:
             FleetConfig.from_dict(data)

@@ -4,7 +4,6 @@ mid-ingest comes back and ingest resumes."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import pytest
