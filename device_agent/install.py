@@ -113,6 +113,8 @@ SystemCallArchitectures=native
 CapabilityBoundingSet=
 AmbientCapabilities=
 ReadWritePaths={data_dir}
+RuntimeDirectory=edgekit-agent
+RuntimeDirectoryMode=0750
 
 [Install]
 WantedBy=multi-user.target
