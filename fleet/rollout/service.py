@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekit.bundle import read_bundle
 
-from .errors import RolloutError
+from .errors import NoTargetDevicesError, RolloutError
 from .model import BundleRef, Rollout
 from .policy import build_policy
 from .store import RolloutStore
@@ -45,6 +45,9 @@ def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, tar
     """Validate everything first (policy, target, bundle), then publish the bundle and insert the rollout."""
     policy = build_policy(**{k: v for k, v in options.items() if v is not None})
     devices = target_devices(ctx, target)
+    if not devices:
+        raise NoTargetDevicesError(f"target {target} matches no provisioned device")
+    store.check_free(devices)
     if not Path(bundle).is_file():
         raise RolloutError(f"bundle {bundle} does not exist", hint="pass the path of a .ekb file")
     ref = publish(ctx, bundle)

@@ -69,15 +69,7 @@ class RolloutStore:
         now = self.clock()
         rid = new_rollout_id(now)
         with self.Session.begin() as s:
-            for other in s.scalars(select(RolloutRow).where(RolloutRow.state.in_(ACTIVE_STATES))):
-                overlap = sorted(set(other.devices) & set(device_ids))
-                if not overlap:
-                    continue
-                if not supersede:
-                    raise RolloutStateError(
-                        f"rollout {other.id} ({other.state}) already targets {len(overlap)} of these devices "
-                        f"({', '.join(overlap[:3])}{'…' if len(overlap) > 3 else ''})",
-                        hint=f"wait for it, or end it with 'edgekit fleet rollout abort {other.id}'")
+            for other in self._overlapping(s, device_ids, refuse=not supersede):
                 self._state_change(s, other, "supersede", "engine", f"superseded by {kind} {rid}", {}, now)
             s.add(RolloutRow(id=rid, fleet=self.fleet, kind=kind, bundle_name=bundle.name,
                              bundle_version=bundle.version, bundle_sha256=bundle.sha256, bundle_url=bundle.url,
@@ -90,6 +82,26 @@ class RolloutStore:
                         message or f"{kind} of {bundle.name} {bundle.version} to {target}: {policy.describe()}",
                         {"devices": len(device_ids), "bundle_sha256": bundle.sha256, "policy": policy.to_dict()})
         return self.get(rid)
+
+    def check_free(self, device_ids: Sequence[str]) -> None:
+        """Raise RolloutStateError if an active rollout already targets any of ``device_ids``."""
+        with self.Session() as s:
+            self._overlapping(s, device_ids, refuse=True)
+
+    @staticmethod
+    def _overlapping(s: Session, device_ids: Sequence[str], refuse: bool) -> list[RolloutRow]:
+        found = []
+        for other in s.scalars(select(RolloutRow).where(RolloutRow.state.in_(ACTIVE_STATES))):
+            overlap = sorted(set(other.devices) & set(device_ids))
+            if not overlap:
+                continue
+            if refuse:
+                raise RolloutStateError(
+                    f"rollout {other.id} ({other.state}) already targets {len(overlap)} of these devices "
+                    f"({', '.join(overlap[:3])}{'…' if len(overlap) > 3 else ''})",
+                    hint=f"wait for it, or end it with 'edgekit fleet rollout abort {other.id}'")
+            found.append(other)
+        return found
 
     # --- reading -------------------------------------------------------------------------------------------------
 

@@ -61,6 +61,15 @@ def test_bad_options_give_one_line_and_write_nothing(run, bundles, fleet_ctx, ar
     assert res.exit_code != 0 and message in res.output
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
     assert json.loads(run("list", "--json").output) == []
+    assert list(fleet_ctx.paths.artifacts.iterdir()) == []  # the bundle was not published either
+
+
+def test_overlapping_rollout_is_refused_before_anything_is_published(run, bundles, fleet_ctx):
+    first = json.loads(run("create", str(bundles["v1"]), "--target", "all", "--json").output)["id"]
+    res = run("create", str(bundles["v2"]), "--target", "tag:site=lab", ok=False)
+    assert res.exit_code == 1 and first in res.output and f"rollout abort {first}" in res.output
+    v1_sha = json.loads(run("status", first, "--json").output)["bundle"]["sha256"]
+    assert [p.name for p in fleet_ctx.paths.artifacts.iterdir()] == [f"{v1_sha}.ekb"]
 
 
 def test_unsigned_bundle_is_refused(run, tmp_path, digits_fp32_tflite):
