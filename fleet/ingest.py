@@ -106,11 +106,13 @@ class Ingest:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(Device.id).where(Device.provisioned.is_(True))))
 
-    def is_known(self, device_id: str) -> bool:
+    def is_known(self, device_id: str, force: bool = False) -> bool:
+        """Is the device provisioned? Cached; a miss re-reads the registry at most every ``known_refresh`` seconds,
+        or at once with ``force`` (birth messages: a device provisioned a moment ago must not be refused)."""
         if device_id in self._known:
             return True
         now = time.monotonic()
-        if now - self._known_at >= self._known_refresh:
+        if force or now - self._known_at >= self._known_refresh:
             try:
                 self._known = self._provisioned()
             except SQLAlchemyError as exc:
@@ -155,7 +157,7 @@ class Ingest:
         if getattr(msg, "device_id", t.device_id) != t.device_id:
             self._malformed("device_id", topic, f"payload device_id {msg.device_id!r} does not match the topic")
             return "malformed"
-        if not self.is_known(t.device_id):
+        if not self.is_known(t.device_id, force=isinstance(msg, StateMessage)):
             self.stats.unknown += 1
             self.stats.by_reason["unknown_device"] += 1
             self._log.warn("unknown", "message from device %r which is not provisioned (%s)", t.device_id, t.channel)

@@ -78,3 +78,17 @@ def test_duplicate_delivery_is_stored_once(fleet):
     assert ing.handle(topic, payload) == "queued"
     assert ing.flush() == 1
     assert _count(fleet.engine(), TelemetrySample) == 1
+
+
+def test_birth_message_right_after_provisioning_is_accepted(fleet):
+    """The provisioned-devices cache never refuses the birth message of a device provisioned a moment ago."""
+    from fleet.ingest import Ingest
+    from fleet.registry import Registry
+
+    ing = Ingest(fleet.engine(), fleet.ctx.fleet_id, known_refresh=3600)
+    topic = lambda d, ch: str(Topic(fleet.ctx.fleet_id, d, ch))  # noqa: E731
+    assert ing.handle(topic("late", "state"), StateMessage("late", "online").encode()) == "unknown"
+    fleet.provision("late")
+    assert ing.handle(topic("late", "state"), StateMessage("late", "online").encode()) == "queued"
+    ing.flush()
+    assert Registry(fleet.engine(), fleet.ctx.fleet_id).get("late").online
