@@ -59,9 +59,11 @@ def test_init_broker_provision_revoke_from_the_command_line(tmp_path):
         assert [r["id"] for r in json.loads(run("--data-dir", d, "devices", "--json").stdout)] == ["cam-1"]
         res = run("--data-dir", d, "revoke", "cam-2", check=False)
         assert res.returncode != 0 and "not provisioned" in res.stderr
+        assert json.loads(run("--data-dir", d, "retention", "--json").stdout) == {"telemetry": 0, "inference": 0}
     finally:
-        run("--data-dir", d, "broker", "stop")
+        assert "broker stopped" in run("--data-dir", d, "broker", "stop").stdout
     assert run("--data-dir", d, "broker", "status", check=False).returncode != 0
+    assert "not running" in run("--data-dir", d, "broker", "stop").stdout
 
 
 @pytest.mark.parametrize("args, words", [
