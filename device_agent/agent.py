@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit import __version__
+from edgekit.errors import EdgekitError
 from edgekit.fsutil import atomic_write
 from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, EventMessage, StateMessage
 
@@ -113,7 +114,11 @@ class Agent:
         return runner
 
     def load_initial_model(self) -> None:
-        """At start: serve the store's current model; or install ``model.bundle`` from the config."""
+        """At start: serve the store's current model (or install ``model.bundle`` from the config).
+
+        When the current model no longer verifies or loads, the previous one is served instead: the pointers are
+        swapped back and a ``load_failed`` event says why; only when both fail does the agent stop.
+        """
         entry = self.store.current()
         if entry is None and self.config.model.bundle:
             entry = self.store.install(self.config.model.bundle, self.pubkey)
@@ -121,22 +126,40 @@ class Agent:
         if entry is None:
             log.warning("no model installed yet; waiting for one from the fleet")
             return
+        try:
+            runner = self._verified_runner(entry)
+        except EdgekitError as exc:
+            prev = self.store.previous()
+            if prev is None or prev.sha256 == entry.sha256:
+                raise
+            log.error("current model %s cannot be served (%s); falling back to %s", entry.sha256[:12],
+                      exc.one_line(), prev.sha256[:12])
+            runner = self._verified_runner(prev)
+            self.store.rollback()
+            self.publish_event(event="load_failed", reason=exc.code, model=entry.model_ref(),
+                               detail={"error": exc.one_line(), "serving": prev.model_ref()})
+            entry = prev
+        self.slot.swap(runner, entry)
+        log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
+
+    def _verified_runner(self, entry: StoreEntry) -> Runner:
         if "cryptography" in sys.modules:
             entry.verify(self.pubkey)
-        else:  # the child verifies while this process loads the interpreter; nothing serves before it agrees
-            pending = verifier.start(entry.dir, self.config.fleet_public_key)
-            try:
-                runner = self.load_entry(entry, verified=True)
-            except BaseException:
-                pending.proc.kill()
-                pending.proc.wait()
-                raise
+            return self.load_entry(entry, verified=True)
+        # the child verifies while this process loads the interpreter; nothing serves before it agrees
+        pending = verifier.start(entry.dir, self.config.fleet_public_key)
+        try:
+            runner = self.load_entry(entry, verified=True)
+        except BaseException:
+            pending.proc.kill()
+            pending.proc.wait()
+            raise
+        try:
             pending.result()
-            self.slot.swap(runner, entry)
-            log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
-            return
-        self.slot.swap(self.load_entry(entry, verified=True), entry)
-        log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
+        except BaseException:
+            runner.close()
+            raise
+        return runner
 
     # --- inference ---------------------------------------------------------------------------------------------
 

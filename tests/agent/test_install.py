@@ -167,3 +167,34 @@ def test_status_of_a_stopped_agent_reads_the_data_directory(tmp_path, bundles):
     assert res.returncode == 3
     doc = json.loads(res.stdout)
     assert doc["status"] == "not_running" and doc["model"]["name"] == "digits" and "items" in doc["spool"]
+
+
+def test_a_current_model_that_no_longer_verifies_falls_back_to_the_previous(tmp_path, bundles):
+    from edgekit.bundle import read_bundle
+    from device_agent.spool import Spool
+    from device_agent.store import ModelStore
+
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "agent.toml", pub=bundles["pub"], data_dir=data, bundle=bundles["int8"])
+    agent = AgentProcess(cfg)
+    try:
+        agent.start()
+    finally:
+        agent.stop()
+    store = ModelStore(data / "store")
+    new = store.install(bundles["fp32"], bundles["pub"])
+    store.set_current(new.sha256)
+    with open(new.model_path, "r+b") as f:  # bit rot / tampering after install
+        f.seek(64)
+        f.write(b"\xff\xfe\xfd")
+    try:
+        health = agent.start().client().health()
+    finally:
+        agent.stop()
+    int8 = read_bundle(bundles["int8"]).sha256
+    assert health["model"]["sha256"] == int8 and store.current().sha256 == int8
+    spool = Spool(data / "spool.sqlite")
+    events = [i.body for i in spool.pending(100) if i.channel == "events"]
+    spool.close()
+    assert [e["event"] for e in events] == ["load_failed"]
+    assert events[0]["model"]["sha256"] == new.sha256 and events[0]["detail"]["serving"]["sha256"] == int8
