@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 
 import numpy as np
@@ -207,3 +208,41 @@ def test_publish_event_is_durable_and_checked_at_once(tmp_path, bundles):
     assert [(i.channel, i.seq, i.body["event"]) for i in items] == [("events", 0, "downloading"),
                                                                     ("events", 1, "failed")]
     agent.stop()
+
+
+# --- telemetry probes ------------------------------------------------------------------------------------------------
+
+
+def test_thermal_and_throttle_parsing():
+    from device_agent.telemetry import parse_thermal, parse_throttled
+
+    assert parse_thermal({"thermal_zone0": ("cpu-thermal\n", "48312\n"), "thermal_zone1": ("gpu\n", "oops")}) == \
+        {"cpu-thermal": 48.31}
+    assert parse_throttled("throttled=0x0\n") == {"raw": "0x0", "flags": []}
+    got = parse_throttled("throttled=0x50005")
+    assert got["raw"] == "0x50005" and got["flags"] == ["under_voltage", "throttled", "under_voltage_occurred",
+                                                         "throttling_occurred"]
+    assert parse_throttled("error=1") is None and parse_throttled("throttled=zz") is None
+
+
+def test_system_probe_reads_sysfs_and_vcgencmd_when_present(tmp_path, monkeypatch):
+    from device_agent.telemetry import SystemProbe
+
+    zone = tmp_path / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("51234\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "vcgencmd"  # stands in for the Raspberry Pi firmware tool
+    tool.write_text("#!/bin/sh\n[ \"$1\" = get_throttled ] && echo throttled=0x20002\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    sample = SystemProbe(tmp_path, thermal_root=tmp_path / "thermal").sample()
+    assert sample["temperature_c"] == {"cpu-thermal": 51.23}
+    assert sample["throttled"] == {"raw": "0x20002", "flags": ["arm_frequency_capped",
+                                                               "arm_frequency_capping_occurred"]}
+    assert 0 <= sample["cpu_percent"] <= 100 and sample["disk_total"] > 0 and sample["agent_rss"] > 0
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    plain = SystemProbe(tmp_path, thermal_root=tmp_path / "none").sample()
+    assert "throttled" not in plain and "temperature_c" not in plain
