@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         show_devices(lf, load)
         from fleet.rollout.cli import render_status
 
-        render_status(store.get(r2.id), [e for e in store.audit(r2.id)], console)
+        render_status(store.get(r2.id), None, console)  # the decisions were printed as they happened
+        console.print(f"the whole audit log: edgekit fleet --data-dir {lf.ctx.data_dir} rollout status {r2.id}")
         console.print(f"[bold green]done in {time.monotonic() - started:.0f}s[/bold green]; everything is in {work}")
         return 0 if end == "completed" else 1
     except KeyboardInterrupt:

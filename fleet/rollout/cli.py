@@ -142,8 +142,7 @@ def _numbers(n: dict[str, Any]) -> str:
     if n.get("inferences"):
         parts.append(f"{n['errors']} errors in {n['inferences']} inferences")
     if n.get("p95_regression") is not None:
-        parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms "
-                     f"({format_pct(n['p95_regression'])})")
+        parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms")
     return " — " + "; ".join(parts)
 
 

@@ -284,7 +284,9 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
               f"{numbers['committed']}/{numbers['evaluable']} committed "
               f"({format_pct(success)} >= {format_pct(p.success_threshold)})")
     if numbers["p95_regression"] is not None:
-        passed += f", p95 {format_pct(numbers['p95_regression'])} vs previous"
+        passed += f", p95 {format_pct(numbers['p95_regression'])} ({numbers['p95_increase_ms']:+.3g} ms) vs previous"
+        if numbers["p95_regression"] > p.max_p95_regression:
+            passed += f", within the {p.p95_slack_ms:g} ms slack"
     if rollout.stage + 1 >= len(p.stages):
         actions.append(_decide(rollout, "complete", passed, numbers))
     elif p.require_approval:
