@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.devices <= 50:
         ap.error("--devices must be between 1 and 50")
+    from edgekit.errors import EdgekitError
+    from fleet.rollout.policy import parse_duration
+
+    try:
+        parse_duration(args.soak, "--soak")
+    except EdgekitError as exc:
+        ap.error(exc.one_line())
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="edgekit-demo-"))).absolute()
     if (work / "lf" / "fleet" / "fleet.toml").exists():
         ap.error(f"{work} already holds a demo fleet; pass another --workdir or remove it")
@@ -218,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130
+    except EdgekitError as exc:
+        console.print(f"[red]demo: {exc.one_line()}[/red] (logs: {lf.workdir / 'logs'})")
+        return 1
     finally:
         if load is not None:
             load.stop()
