@@ -257,3 +257,21 @@ def test_the_rollout_tables_work_on_postgresql(postgres):
     assert eng.publisher.sent[-1] == ("a", None, None)  # no previous desired with a URL: cleared
     assert store.get(r.id).reverted
     engine.dispose()
+
+
+def test_manual_approval_between_stages(fleet_ctx, sim):
+    store = RolloutStore(sim.engine, fleet_ctx.fleet_id, clock=sim.clock)
+    engine = RolloutEngine(store, Recorder(), clock=sim.clock)
+    r = store.create(V2, "all", sim.ids, build_policy(stages="1,100%", soak="1s", require_approval=True))
+    final = run(engine, sim, r.id, lambda d, m, rid: sim.commit(d, V2, rid))
+    assert final.state == "awaiting_approval" and len(final.assignments) == 1
+    for _ in range(3):  # waiting: nothing more is assigned
+        sim.now += 5
+        engine.tick()
+    assert len(engine.publisher.sent) == 1
+    store.command(r.id, "approve", "canary looks good")
+    final = run(engine, sim, r.id, lambda d, m, rid: sim.commit(d, V2, rid))
+    assert final.state == "completed" and len(engine.publisher.sent) == 10
+    events = [e["event"] for e in store.audit(r.id) if e["actor"] != "planner" or e["event"] in
+              ("await_approval", "complete")]
+    assert events == ["create", "engine_start", "await_approval", "approve", "complete"]
