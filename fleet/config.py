@@ -221,9 +221,10 @@ class FleetContext:
         return (a.public_url or f"http://{a.host}:{a.port}").rstrip("/")
 
     def engine(self):
-        from .db import make_engine
+        """The process-wide engine of this fleet's store (one connection pool per url)."""
+        from .db import shared_engine
 
-        return make_engine(self.db_url)
+        return shared_engine(self.db_url)
 
     def publish_bundle(self, path: str | os.PathLike) -> str:
         """Copy a bundle (verified against the fleet key) into the artifact store; returns its download URL."""

@@ -9,6 +9,7 @@ Current head revision of the fleet-manager tables: ``0001_fleet_core``
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from edgekit.extras import require
@@ -37,6 +38,23 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_SHARED: dict[str, Engine] = {}
+
+
+def shared_engine(url: str) -> Engine:
+    """One engine (and connection pool) per url for the whole process."""
+    if url not in _SHARED:
+        _SHARED[url] = make_engine(url)
+    return _SHARED[url]
+
+
+def dispose_all() -> None:
+    """Close the pooled connections of every engine this process made (they reconnect on next use)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -54,13 +72,16 @@ def make_engine(url: str, **kw) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)
+        _ENGINES.add(engine)
         return engine
     if url.startswith("postgresql"):
         if not url.startswith("postgresql+psycopg"):
             raise StoreError(f"unsupported PostgreSQL driver in {url!r}",
                              hint="use a postgresql+psycopg://USER@HOST:PORT/DB url (psycopg 3)")
         require("psycopg", "fleet")
-        return create_engine(url, pool_pre_ping=True, **kw)
+        engine = create_engine(url, pool_pre_ping=True, **kw)
+        _ENGINES.add(engine)
+        return engine
     raise StoreError(f"unsupported database url {url!r}",
                      hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
 

@@ -92,6 +92,15 @@ def close(client) -> None:
         client.loop_stop()
 
 
+@pytest.fixture(autouse=True)
+def _close_pooled_connections():
+    """Pooled database connections would keep PostgreSQL's smart shutdown waiting at the end of the session."""
+    yield
+    from fleet.db import dispose_all
+
+    dispose_all()
+
+
 @pytest.fixture
 def fleet(tmp_path):
     f = Fleet(tmp_path).start_broker()

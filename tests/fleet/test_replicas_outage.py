@@ -48,6 +48,10 @@ def test_two_replicas_store_each_message_exactly_once(tmp_path, pg_url):
         replicas = [_serve(f.ctx, name) for name in ("a", "b")]
         wait_for(lambda: all((_stats(f.ctx, n) or {}).get("mqtt", {}).get("connected") for n in ("a", "b")),
                  what="both replicas connected")
+        # a second process under a replica name that already runs is refused (it would steal the session)
+        dup = _serve(f.ctx, "a")
+        _, err = dup.communicate(timeout=60)
+        assert dup.returncode != 0 and "already runs" in err, err
         sims = [spawn(["-m", "tests.fleet.devsim", str(p), "--messages", "250", "--samples", "2"]) for p in devices]
         for s in sims:
             out, err = s.communicate(timeout=120)
