@@ -28,6 +28,8 @@ from .spool import Item, Spool
 
 log = logging.getLogger("edgekit.agent.link")
 
+STABLE_AFTER = 10.0  # seconds a connection must hold before the reconnect backoff starts from its minimum again
+
 
 @dataclass
 class Backoff:
@@ -90,6 +92,8 @@ class MqttLink:
         self._inflight: dict[int, tuple[list[int], int]] = {}  # mid -> (spool ids, dropped count reported)
         self._reporting_dropped = False
         self._socket_open = False
+        self._next_attempt = 0.0
+        self._connected_at = 0.0
         self._connected = threading.Event()
         self._client = self._make_client()
 
@@ -147,7 +151,7 @@ class MqttLink:
             self.counters.connect_failures += 1
             return
         self.counters.connects += 1
-        self.backoff.reset()
+        self._connected_at = time.monotonic()  # the backoff resets once the connection has held for a while
         self._connected.set()
         log.info("connected to %s:%s (session present: %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
                  getattr(flags, "session_present", None))
@@ -159,6 +163,9 @@ class MqttLink:
             self.counters.disconnects += 1
         self._connected.clear()
         self._socket_open = False
+        # also when the broker ends the session cleanly (e.g. another client took over this client id):
+        # never reconnect without a delay
+        self._next_attempt = time.monotonic() + self.backoff.next()
 
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         entry = self._inflight.pop(mid, None)
@@ -270,25 +277,28 @@ class MqttLink:
 
     def _run(self) -> None:
         first = True
-        next_attempt = 0.0
         while not self._stop.is_set():
             if not self._socket_open:
                 now = time.monotonic()
-                if now < next_attempt:
-                    self._stop.wait(min(0.2, next_attempt - now))
+                if now < self._next_attempt:
+                    self._stop.wait(min(0.2, self._next_attempt - now))
                     continue
                 if self._try_connect(first):
                     first = False
                 else:
-                    next_attempt = time.monotonic() + self.backoff.next()
+                    self._next_attempt = time.monotonic() + self.backoff.next()
                     continue
             rc = self._client.loop(timeout=0.05)
             if rc != self._mqtt.MQTT_ERR_SUCCESS:
+                if self._socket_open:  # (on_disconnect already scheduled the next attempt otherwise)
+                    self._next_attempt = time.monotonic() + self.backoff.next()
                 self._connected.clear()
                 self._socket_open = False
-                next_attempt = time.monotonic() + self.backoff.next()
                 continue
             if self._connected.is_set():
+                if self._connected_at and time.monotonic() - self._connected_at > STABLE_AFTER:
+                    self.backoff.reset()
+                    self._connected_at = 0.0
                 if self._state_wanted.is_set():
                     self._publish_state()
                 self.pump()

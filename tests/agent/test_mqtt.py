@@ -108,3 +108,15 @@ def test_ping_command_is_answered_on_cmd_reply(tmp_path, bundles, mosquitto, age
     by_id = {r["id"]: r for r in replies}
     assert by_id["c-1"]["ok"] is True and by_id["c-1"]["result"]["health"]["status"] == "ok"
     assert by_id["c-2"]["ok"] is False and "self-destruct" in by_id["c-2"]["error"]
+
+
+def test_client_id_takeover_does_not_turn_into_a_reconnect_storm(tmp_path, bundles, mosquitto, agent_factory):
+    """Two agents with the same device id kick each other off the broker; both must back off between tries."""
+    agents = []
+    for name in ("a", "b"):
+        cfg = write_config(tmp_path / f"{name}.toml", pub=bundles["pub"], data_dir=tmp_path / name,
+                           bundle=bundles["int8"], broker=mosquitto)
+        agents.append(agent_factory(cfg).start())
+    time.sleep(5)
+    connects = [a.client().health()["link"]["connects"] for a in agents]
+    assert all(1 <= c <= 15 for c in connects), connects  # at most ~1 per backoff_max (1 s) each
