@@ -80,7 +80,8 @@ class FinishRevert:
 
 Action = AssignDevice | SetDeviceStatus | StartSoak | Decide | RevertDevice | FinishRevert
 
-SELF_TEST_MARKERS = ("self_test", "selftest", "self-test", "golden")
+# failure reasons that come from the on-device self-test (the agent's reason codes, or any naming the self-test)
+SELF_TEST_MARKERS = ("self_test", "selftest", "self-test", "golden", "incompatible_model")
 
 
 def is_self_test_failure(reason: str | None) -> bool:
