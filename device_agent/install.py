@@ -229,7 +229,8 @@ def install(root: str | os.PathLike = "/", *, settings: dict[str, Any] | None = 
         data_dir = Path(cfg.data_dir)
         # write: credentials, key, data dirs, config, unit
         for key, src in (pkg.credentials.items() if pkg else []):
-            atomic_write(layout.credentials / src.name, src.read_bytes(), mode=0o640 if key == "ca_file" else 0o600)
+            # owner root, group the agent's user (set by _ensure_user): readable by the service, nobody else
+            atomic_write(layout.credentials / src.name, src.read_bytes(), mode=0o640)
         atomic_write(layout.pubkey, Path(pub_src).read_bytes(), mode=0o644)
         for d in (data_dir, data_dir / "store"):
             d.mkdir(parents=True, exist_ok=True)
@@ -268,6 +269,8 @@ def _ensure_user(user: str, data_dir: Path, layout: Layout) -> bool:
     for p in [layout.config, layout.credentials, *layout.credentials.glob("*")]:
         if p.exists():
             shutil.chown(p, "root", user)
+    if layout.credentials.exists():
+        os.chmod(layout.credentials, 0o750)
     return created
 
 

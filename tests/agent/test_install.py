@@ -104,7 +104,7 @@ def test_install_from_a_device_package(tmp_path, bundles, as_tar):
     assert cfg.device_id == "pi-9" and cfg.fleet == "f2" and cfg.mqtt.tls and cfg.mqtt.port == 8883
     assert cfg.mqtt.ca_file == str(root / "etc/edgekit/credentials/ca.pem")
     assert Path(cfg.mqtt.password_file).read_text() == "s3cret\n"
-    assert oct(Path(cfg.mqtt.password_file).stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(cfg.mqtt.password_file).stat().st_mode & 0o777) == "0o640"  # group: the agent's user
     assert Path(cfg.fleet_public_key).read_bytes() == Path(bundles["pub"]).read_bytes()
     assert cfg.data_dir == str(root / "var/lib/edgekit-agent")
 
