@@ -74,3 +74,47 @@ def test_agent_runs_from_an_agent_only_venv(tmp_path, bundles, mosquitto, agent_
     result = _probe(agent_python, cfg)
     assert result["heavy"] == [] and result["acked"] > 0 and len(result["out"][0]) == 10
     assert time.monotonic() - t0 < 30
+
+
+CORE = r"""
+import json, sys
+import numpy as np
+from device_agent.config import load_config
+from device_agent.agent import Agent
+agent = Agent(load_config(sys.argv[1]), with_updater=False)
+try:
+    agent.start()
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc),
+                      "crypto": "cryptography" in sys.modules}))
+    sys.exit(0)
+try:
+    out = agent.infer([np.zeros(agent.slot.runner.inputs[0].shape, np.int8)])[0][0]
+    print(json.dumps({"model": agent.slot.entry.sha256, "out": out.tolist(),
+                      "crypto": "cryptography" in sys.modules}))
+finally:
+    agent.stop()
+"""
+
+
+def test_restarted_agent_verifies_in_a_child_and_keeps_the_signature_code_out(tmp_path, bundles):
+    from device_agent.store import ModelStore
+
+    cfg = write_config(tmp_path / "agent.toml", pub=bundles["pub"], data_dir=tmp_path / "data")
+    entry = ModelStore(tmp_path / "data" / "store").install(bundles["int8"], bundles["pub"])
+    ModelStore(tmp_path / "data" / "store").set_current(entry.sha256)
+
+    def run() -> dict:
+        res = subprocess.run([sys.executable, "-c", CORE, str(cfg)], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=str(REPO))
+        assert res.returncode == 0, res.stderr[-2000:]
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    ok = run()
+    assert ok["model"] == entry.sha256 and ok["crypto"] is False and len(ok["out"][0]) == 10
+    with open(entry.dir / "manifest.json", "r+b") as f:  # a manifest changed on disk no longer matches its signature
+        raw = f.read().replace(b'"version":"1.0.0"', b'"version":"1.0.1"')
+        f.seek(0)
+        f.write(raw)
+    bad = run()
+    assert bad["error"] == "SignatureError" and "does not verify" in bad["message"] and bad["crypto"] is False
