@@ -18,13 +18,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from edgekit.bundle import Bundle, file_sha256, read_bundle
 from edgekit.errors import BundleError, EdgekitError, HashMismatchError, KeyFileError, SignatureError
 
 from .errors import UpdateFailed
 from .machine import Reason
+
+if TYPE_CHECKING:  # edgekit.bundle brings cryptography: imported only when an artifact is verified
+    from edgekit.bundle import Bundle
 
 CHUNK = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -156,10 +158,12 @@ def fetch(url: str, partial: str | os.PathLike, *, size: int | None, timeout: fl
 
 
 def verify_artifact(path: str | os.PathLike, *, sha256: str, size: int | None, pubkey: Any,
-                    expect: Mapping[str, Any] | None = None) -> Bundle:
+                    expect: Mapping[str, Any] | None = None) -> "Bundle":
     """Check the downloaded file before anything else uses it: size, sha256 against the desired state, then the
     bundle's signature (fleet key), structure and payload hashes. ``expect`` (the desired model) must match the
     signed manifest's name and version."""
+    from edgekit.bundle import file_sha256, read_bundle
+
     path = Path(path)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:

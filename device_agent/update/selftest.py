@@ -10,18 +10,16 @@ policy. The child prints one JSON object; :func:`run_in_subprocess` turns it (or
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import child
 from .machine import Reason
 
 # These environment variables only ever come from tests that check the self-test's crash handling.
@@ -166,47 +164,32 @@ def _time_models(runner: Any, samples: list[list[np.ndarray]], store: Any, basel
 def run_in_subprocess(store_root: str | os.PathLike, sha256: str, baseline_sha256: str | None,
                       settings: dict[str, Any], timeout: float) -> SelfTestResult:
     """Run :func:`run_self_test` in a child interpreter; a child that dies or hangs fails the test."""
-    request = json.dumps({"store": str(store_root), "sha256": sha256, "baseline": baseline_sha256,
-                          "settings": settings})
     t0 = time.perf_counter()
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.Popen([sys.executable, "-m", "device_agent.update.selftest"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=str(Path(store_root)), start_new_session=True)
+    res = child.run("device_agent.update.selftest", {"store": str(store_root), "sha256": sha256,
+                                                      "baseline": baseline_sha256, "settings": settings},
+                    timeout, cwd=store_root)
+    if res.returncode is None:
+        return SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value,
+                              f"the self-test did not finish within {timeout:.0f} s", seconds=time.perf_counter() - t0)
+    if res.signal_name:
+        return SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value,
+                              f"the interpreter crashed on the model ({res.signal_name})",
+                              runtime={"signal": res.signal_name}, seconds=time.perf_counter() - t0)
     try:
-        out, err = proc.communicate(request.encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+        return SelfTestResult(**res.doc)
+    except TypeError:
         return SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value,
-                              f"the self-test did not finish within {timeout:.0f} s",
-                              seconds=time.perf_counter() - t0)
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        return SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value,
-                              f"the interpreter crashed on the model ({name})",
-                              runtime={"signal": name}, seconds=time.perf_counter() - t0)
-    try:
-        data = json.loads(out.decode().strip().splitlines()[-1])
-        return SelfTestResult(**data)
-    except (ValueError, IndexError, TypeError):
-        tail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1][:300]
-        return SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value,
-                              f"the self-test failed (exit {proc.returncode}): {tail}",
+                              f"the self-test failed (exit {res.returncode}): {res.stderr_tail}",
                               seconds=time.perf_counter() - t0)
 
 
-def main() -> int:
-    req = json.loads(sys.stdin.read())
+def _handle(req: dict[str, Any]) -> dict[str, Any]:
     try:
         result = run_self_test(req["store"], req["sha256"], req.get("baseline"), req.get("settings") or {})
     except Exception as exc:  # noqa: BLE001 - the parent needs one line, whatever went wrong
         result = SelfTestResult(False, Reason.INCOMPATIBLE_MODEL.value, f"{type(exc).__name__}: {exc}"[:300])
-    sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-    sys.stdout.flush()
-    return 0
+    return result.to_dict()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(child.serve(_handle))

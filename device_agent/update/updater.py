@@ -22,7 +22,8 @@ from edgekit.errors import EdgekitError
 
 from . import control
 from . import selftest as selftest_mod
-from .download import check_free_space, fetch, verify_artifact
+from .download import check_free_space, fetch
+from .install import verify_and_install
 from .errors import RollbackError, Superseded, UpdateFailed
 from .machine import POST_SWITCH, PRE_SWITCH, Action, Event, Reason, State, plan_resume, reconcile
 from .journal import Journal, crash_point, new_update_id
@@ -326,10 +327,9 @@ class Updater:
     def _verify(self) -> None:
         target = self.rec.target
         sha = target["sha256"]
-        if self.store.has(sha):
-            entry = self.store.get(sha)
+        if self.store.has(sha):  # already installed: check the stored copy again on disk
             try:
-                entry.verify(self.agent.pubkey)
+                self.agent.verify_entry(self.store.get(sha))
             except EdgekitError as exc:
                 raise UpdateFailed(Reason.SIGNATURE_INVALID, exc.message, hint=exc.hint) from exc
             self._transition(Event.VERIFIED, detail={"from": "store"})
@@ -338,18 +338,14 @@ class Updater:
         if not partial.exists():
             raise UpdateFailed(Reason.DOWNLOAD_FAILED, "the downloaded artifact is gone before verification")
         size = target.get("size") if isinstance(target.get("size"), int) else None
-        try:
-            verify_artifact(partial, sha256=sha, size=size, pubkey=self.agent.pubkey, expect=target)
-            self.store.install(partial, self.agent.pubkey)
-        except UpdateFailed:
-            partial.unlink(missing_ok=True)  # a bad artifact is never resumed
+        try:  # in a child: the signature code need not stay resident in the agent
+            verify_and_install(str(partial), str(self.store.root), self.config.fleet_public_key, sha256=sha,
+                               size=size, expect={k: target.get(k) for k in ("name", "version")},
+                               timeout=self.policy.self_test_timeout_s)
+        except UpdateFailed as exc:
+            if exc.reason != Reason.INTERNAL.value:
+                partial.unlink(missing_ok=True)  # a bad artifact is never resumed
             raise
-        except EdgekitError as exc:
-            partial.unlink(missing_ok=True)
-            raise UpdateFailed(Reason.BUNDLE_INVALID, exc.message, hint=exc.hint) from exc
-        except OSError as exc:
-            raise UpdateFailed(Reason.DISK_FULL if getattr(exc, "errno", None) == 28 else Reason.INTERNAL,
-                               f"cannot install the bundle into the store: {exc}") from exc
         partial.unlink(missing_ok=True)
         self._transition(Event.VERIFIED, detail={"from": "download"})
 

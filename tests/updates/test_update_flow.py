@@ -61,8 +61,11 @@ class LoadLoop(threading.Thread):
 def test_update_commits_and_a_live_swap_fails_no_request(rig_factory):
     rig = rig_factory({"probation_s": 2.0})
     v1, v2 = rig.sha("v1"), rig.sha("v2")
+    store = rig.agent.store()  # v1 already installed (as after the first boot), so the agent starts lean
+    store.set_current(store.install(rig.bundles["v1"], rig.bundles["pub"]).sha256)
     rig.agent.start()
     assert rig.agent.wait_ready()
+    assert "cryptography" not in open(f"/proc/{rig.agent.proc.pid}/maps").read()
     assert serving_check(rig, {v1: "v1"}) == "v1"
     loop = LoadLoop(rig.agent, rig.bundles["sample"])
     loop.start()
@@ -96,6 +99,9 @@ def test_update_commits_and_a_live_swap_fails_no_request(rig_factory):
     assert {e.sha256 for e in rig.agent.store().entries()} == {v1, v2}
     assert rig.agent.store().previous().sha256 == v1
     assert names
+    # verification ran in child processes: the signature code never became resident in the agent
+    maps = open(f"/proc/{rig.agent.proc.pid}/maps").read()
+    assert "cryptography" not in maps
 
 
 def test_a_model_already_in_the_store_is_not_downloaded_again(rig_factory):
