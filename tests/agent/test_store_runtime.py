@@ -92,6 +92,10 @@ def test_backend_registry_and_choice():
     assert runtime.choose_backend("auto").name == "ai-edge-litert"
     with pytest.raises(Exception, match="unknown runtime backend"):
         runtime.choose_backend("onnx")
+    if not runtime.BACKENDS["tflite-runtime"].available():  # an override naming a runtime that is not installed
+        with pytest.raises(runtime.BackendError, match="not installed") as err:
+            runtime.load_runner(b"", backend="tflite-runtime")
+        assert "pip install tflite-runtime" in err.value.one_line()
 
 
 def test_edgetpu_target_without_libedgetpu(bundles):
