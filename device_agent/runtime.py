@@ -88,7 +88,7 @@ class Backend:
 class LiteRTBackend(Backend):
     name = "ai-edge-litert"
     module = "ai_edge_litert.interpreter"
-    package_hint = "pip install ai-edge-litert"
+    package_hint = "install it with: pip install ai-edge-litert"
 
     def version(self) -> str:
         try:
@@ -101,7 +101,7 @@ class LiteRTBackend(Backend):
 class TFLiteRuntimeBackend(Backend):
     name = "tflite-runtime"
     module = "tflite_runtime.interpreter"
-    package_hint = "pip install tflite-runtime (needs numpy<2)"
+    package_hint = "install it with: pip install tflite-runtime (needs numpy<2)"
 
 
 class TFLiteBackend(Backend):

@@ -95,7 +95,7 @@ def test_backend_registry_and_choice():
     if not runtime.BACKENDS["tflite-runtime"].available():  # an override naming a runtime that is not installed
         with pytest.raises(runtime.BackendError, match="not installed") as err:
             runtime.load_runner(b"", backend="tflite-runtime")
-        assert "pip install tflite-runtime" in err.value.one_line()
+        assert "pip install tflite-runtime" in err.value.hint
 
 
 def test_edgetpu_target_without_libedgetpu(bundles):
