@@ -9,7 +9,9 @@
    device packages; a load generator sends inferences to their local APIs;
 4. rolls v1 out, then v2 in stages (1 device, 50%, 100%), each stage gated on the devices' self-test results,
    inference errors and p95 latency of v2 against v1 on the same devices, showing progress and each decision;
-5. shows the devices table and their telemetry, then stops every process it started (also on Ctrl-C or errors).
+5. rolls out a faulty v3 (properly signed, wrong golden outputs): the canary's self-test fails and the rollout
+   aborts there; no other device ever hears of v3 (skip with --no-faulty);
+6. shows the devices table and their telemetry, then stops every process it started (also on Ctrl-C or errors).
 """
 
 from __future__ import annotations
@@ -83,6 +85,20 @@ def _accuracy(report: dict) -> str:
     return "converted and evaluated (see report.json)"
 
 
+def faulty_bundle(good: Path, out_dir: Path, key: Path) -> Path:
+    """v3: v2's model, properly signed, with golden outputs that do not match it: every device's self-test fails."""
+    import numpy as np
+
+    from edgekit.bundle import create_bundle, read_bundle
+
+    b = read_bundle(good)
+    ins, outs, _, _ = b.golden()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return create_bundle(b.model_bytes, out_dir / "digits-3.0.0.ekb", name="digits", version="3.0.0", key=key,
+                         golden_inputs=ins, golden_outputs=[np.roll(o, 1, axis=-1) for o in outs],
+                         tolerance=(0.0, 0.0), force=True)
+
+
 def follow(store, rid: str, n_devices: int, timeout: float) -> str:
     """Show a rollout until it ends: a progress bar of committed devices and each decision with its numbers."""
     from fleet.rollout.cli import _numbers
@@ -97,7 +113,7 @@ def follow(store, rid: str, n_devices: int, timeout: float) -> str:
             committed = sum(1 for a in r.assignments.values() if a.status == "committed")
             bar.update(task, completed=committed,
                        description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
-                                   f"{len(r.policy.stages)} ({r.policy.stages[r.stage].label()})")
+                                   f"{len(r.policy.stages)} ({r.policy.stages[r.stage].describe()})")
             for e in store.audit(rid):
                 if e["id"] in shown or e["event"] in ("create", "device_committed"):
                     continue
@@ -155,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=5, help="number of local agents (default 5)")
     ap.add_argument("--workdir", type=Path, default=None, help="where everything goes (default: a new temp dir)")
     ap.add_argument("--soak", default="5s", help="soak time per stage (default 5s)")
+    ap.add_argument("--no-faulty", action="store_true", help="skip the faulty v3 that is stopped at the canary")
     args = ap.parse_args(argv)
     if not 1 <= args.devices <= 50:
         ap.error("--devices must be between 1 and 50")
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{work} already holds a demo fleet; pass another --workdir or remove it")
     work.mkdir(parents=True, exist_ok=True)
 
-    from fleet.rollout.local import LoadGenerator, LocalFleet
+    from fleet.rollout.local import LoadGenerator, LocalFleet, wait_for
     from fleet.rollout.service import create_rollout, open_store
 
     started = time.monotonic()
@@ -213,7 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         end = follow(store, r2.id, len(ids), 300)
         console.print(f"  rollout {r2.id} ended [bold]{end}[/bold]")
 
-        step("6. devices and telemetry")
+        if end == "completed" and not args.no_faulty:
+            step("6. a faulty v3 (its golden outputs are wrong) is stopped at the canary")
+            v3 = faulty_bundle(bundles["2.0.0"], work / "bundles" / "3.0.0", lf.ctx.signing_key_path)
+            r3 = create_rollout(lf.ctx, store, v3, "all", stages="1,50%,100%", soak=args.soak,
+                                device_timeout="2m", on_failure="abort")
+            console.print(f"  {r3.id}: {r3.policy.describe()}")
+            end3 = follow(store, r3.id, len(ids), 180)
+            wait_for(lambda: store.get(r3.id).reverted or end3 != "aborted", 30, "the revert")
+            told = sorted(store.get(r3.id).assignments)
+            v2_sha = store.get(r2.id).bundle.sha256
+            wait_for(lambda: all(d.model_sha256 == v2_sha for d in lf.devices().values()), 30, "devices on v2")
+            console.print(f"  rollout {r3.id} ended [bold]{end3}[/bold]; v3 was assigned only to "
+                          f"{', '.join(told)}, and every device runs v2")
+
+        step("7. devices and telemetry")
         time.sleep(2)
         show_devices(lf, load)
         from fleet.rollout.cli import render_status
