@@ -16,7 +16,7 @@ from . import control
 from .errors import RollbackError
 from .journal import Journal, new_update_id
 from .machine import Event, Reason, State
-from .persist import read_history
+from .persist import StateFile, read_history
 
 OUTCOMES = {"rolled_back", "failed", "rollback_refused"}
 
@@ -39,6 +39,10 @@ def rollback(config: Any, timeout: float = 60.0) -> dict[str, Any]:
             return _offline_rollback(config)
         finally:
             control.release(fd)
+    state = StateFile(directory).load().state_enum
+    if state not in (State.IDLE, State.PROBATION):
+        raise RollbackError(f"cannot roll back while an update is in {state.value}",
+                            hint="wait for it to finish (edgekit agent history shows its progress), then roll back")
     seen = len(list(read_history(directory / "history.jsonl")))
     control.post_rollback_request(directory)
     deadline = time.monotonic() + timeout
@@ -61,17 +65,18 @@ def _offline_rollback(config: Any) -> dict[str, Any]:
     from ..spool import Spool
     from ..store import ModelStore
 
+    state = StateFile(update_dir(config)).load().state_enum
+    if state is not State.IDLE:
+        raise RollbackError(f"an update is in {state.value} and the agent is not running",
+                            hint="start the agent: it resumes the update or rolls it back by itself")
     store = ModelStore(Path(config.data_dir) / "store")
+    cur, prev = store.current(), store.previous()
+    if cur is None or prev is None:
+        raise RollbackError("there is no previous model to roll back to")
     spool = Spool(Path(config.data_dir) / "spool.sqlite", max_items=config.spool.max_items)
     try:
         journal = Journal(update_dir(config), lambda **fields: spool.append(
             "events", dict(fields, detail=dict(fields["detail"], offline=True))))
-        if journal.rec.state_enum is not State.IDLE:
-            raise RollbackError(f"an update is in {journal.rec.state} and the agent is not running",
-                                hint="start the agent: it resumes the update or rolls it back by itself")
-        cur, prev = store.current(), store.previous()
-        if cur is None or prev is None:
-            raise RollbackError("there is no previous model to roll back to")
         journal.transition(Event.ROLLBACK, Reason.MANUAL, update_id=new_update_id(cur.sha256),
                            target=cur.model_ref(), previous=prev.model_ref())
         store.set_current(prev.sha256)

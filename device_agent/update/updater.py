@@ -66,10 +66,10 @@ class Updater:
         """Ask for a rollback to the previous model (IDLE or PROBATION only)."""
         state = self.rec.state_enum
         if state not in (State.IDLE, State.PROBATION):
-            raise RollbackError(f"cannot roll back while an update is in {state.value}",
+            raise RollbackError(f"cannot roll back while an update is in {state.value}", code="busy",
                                 hint="wait for the update to finish or fail, then roll back")
         if state is State.IDLE and self._previous_sha() is None:
-            raise RollbackError("there is no previous model to roll back to")
+            raise RollbackError("there is no previous model to roll back to", code=Reason.NO_PREVIOUS.value)
         with self._cond:
             self._rollback_wanted = reason
             self._cond.notify_all()
@@ -221,7 +221,7 @@ class Updater:
             try:
                 self.request_rollback(Reason.MANUAL.value)
             except RollbackError as exc:
-                self._note("rollback_refused", message=exc.message, reason=Reason.NO_PREVIOUS.value)
+                self._note("rollback_refused", message=exc.message, reason=exc.code)
 
     def _idle(self) -> bool:
         self._check_rollback_file()
