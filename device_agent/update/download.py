@@ -63,7 +63,8 @@ def _open(url: str, offset: int, timeout: float, ssl_context: ssl.SSLContext | N
         if exc.code == 416:
             return exc
         raise UpdateFailed(Reason.DOWNLOAD_FAILED, f"artifact server answered HTTP {exc.code} for {url}",
-                           hint="check the bundle URL in the desired state", retryable=exc.code >= 500 or exc.code == 429,
+                           hint="check the bundle URL in the desired state",
+                           retryable=exc.code >= 500 or exc.code == 429,
                            detail={"status": exc.code}) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -138,7 +138,7 @@ def event_name(src: State, event: Event, dst: State) -> str:
     }[dst]
 
 
-# --- restart -----------------------------------------------------------------------------------------------------------
+# --- restart -------------------------------------------------------------------------------------------------------
 
 
 class Resume(str, enum.Enum):
@@ -199,7 +199,7 @@ def plan_resume(state: State | str, crashes: int, limit: int, clean: bool = Fals
     return ResumePlan(None, None, crashes, run=True)
 
 
-# --- reconciliation ----------------------------------------------------------------------------------------------------
+# --- reconciliation ------------------------------------------------------------------------------------------------
 
 
 class Action(str, enum.Enum):

@@ -69,8 +69,8 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
         if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
-            raise UpdateStateError(f"update record has version {data.get('version') if isinstance(data, dict) else None!r}, "
-                                   f"expected {RECORD_VERSION}")
+            found = data.get("version") if isinstance(data, dict) else None
+            raise UpdateStateError(f"update record has version {found!r}, expected {RECORD_VERSION}")
         names = {f.name for f in fields(cls)}
         rec = cls(**{k: v for k, v in data.items() if k in names})
         try:
@@ -132,8 +132,8 @@ def advance(rec: Record, event: Event, *, reason: Reason | str | None = None, no
     if dst is State.IDLE:
         new = replace(new, update_id=None, target=None, rollout_id=None, previous=None, crashes=0,
                       probation_until=None, self_test=None)
-    t = Transition(seq=new.seq, ts=now, update_id=rec.update_id or new.update_id, src=src.value, event=Event(event).value,
-                   dst=dst.value, name=event_name(src, Event(event), dst), reason=reason_s,
+    t = Transition(seq=new.seq, ts=now, update_id=rec.update_id or new.update_id, src=src.value,
+                   event=Event(event).value, dst=dst.value, name=event_name(src, Event(event), dst), reason=reason_s,
                    target=rec.target or new.target, previous=rec.previous or new.previous,
                    rollout_id=rec.rollout_id or new.rollout_id, detail=dict(detail or {}))
     return new, t

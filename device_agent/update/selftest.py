@@ -68,7 +68,8 @@ def _load(entry: Any, settings: dict[str, Any]):
                        allow_cpu_fallback=bool(settings.get("allow_cpu_fallback", False)))
 
 
-def run_self_test(store_root: str, sha256: str, baseline_sha256: str | None, settings: dict[str, Any]) -> SelfTestResult:
+def run_self_test(store_root: str, sha256: str, baseline_sha256: str | None,
+                  settings: dict[str, Any]) -> SelfTestResult:
     """In-process self-test of store entry ``sha256`` (called in the child). Never raises for a bad model."""
     from edgekit.errors import EdgekitError
     from edgekit.golden import compare

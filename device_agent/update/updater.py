@@ -361,7 +361,8 @@ class Updater:
         rt = self.config.runtime
         baseline = (self.rec.previous or {}).get("sha256")
         backend = getattr(self.agent, "backend", None)
-        settings = {"backend": backend.name if backend is not None else rt.backend, "threads": rt.threads, "allow_cpu_fallback": rt.allow_cpu_fallback,
+        settings = {"backend": backend.name if backend is not None else rt.backend, "threads": rt.threads,
+                    "allow_cpu_fallback": rt.allow_cpu_fallback,
                     "runs": self.policy.self_test_runs if self.policy.self_test_latency else 0}
         result = selftest_mod.run_in_subprocess(self.store.root, target["sha256"], baseline, settings,
                                                 timeout=self.policy.self_test_timeout_s)
