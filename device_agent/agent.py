@@ -34,7 +34,7 @@ from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, Event
 
 from . import verifier
 from .config import AgentConfig
-from .errors import NoModelError
+from .errors import NoModelError, RunnerClosedError
 from .runtime import Runner, available_backends, choose_backend, load_runner
 from .serving import ModelSlot
 from .spool import Spool
@@ -42,6 +42,8 @@ from .stats import InferenceStats
 from .store import ModelStore, StoreEntry
 
 log = logging.getLogger("edgekit.agent")
+
+RETRIES = 5  # a request retries on the current model when the one it picked was unloaded under it
 
 
 def _load_updater(agent: "Agent") -> Any:
@@ -165,29 +167,45 @@ class Agent:
 
     def infer(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], StoreEntry, float]:
         """Run one inference on the serving model: (outputs, entry that served it, seconds)."""
-        loaded = self.slot.enter()
-        try:
-            return self._run(loaded.runner, loaded.entry, inputs)
-        finally:
-            self.slot.leave(loaded)
+        for _ in range(RETRIES):
+            loaded = self.slot.peek()
+            if loaded is None:
+                raise NoModelError("no model is loaded")
+            try:
+                return self._run(loaded.runner, loaded.entry, inputs)
+            except RunnerClosedError:
+                continue  # swapped out twice while this call was on its way: take the current model
+        raise NoModelError("the serving model kept changing under this request")
 
     def _run(self, runner: Runner, entry: StoreEntry, inputs: Sequence[np.ndarray]):
-        t0 = time.perf_counter()
+        clock = time.perf_counter  # also the stats' clock: the end time doubles as the record's timestamp
+        t0 = clock()
         try:
             out = runner.invoke(inputs)
-        except Exception:
-            self.stats.record(entry.stats_key, time.perf_counter() - t0, ok=False)
+        except RunnerClosedError:
             raise
-        dt = time.perf_counter() - t0
-        self.stats.record(entry.stats_key, dt)
-        return out, entry, dt
+        except Exception:
+            t1 = clock()
+            self.stats.record(entry.stats_key, t1 - t0, False, t1)
+            raise
+        t1 = clock()
+        self.stats.record(entry.stats_key, t1 - t0, True, t1)
+        return out, entry, t1 - t0
 
     def infer_body(self, decoder, body: bytes):
         """For the local API: decode against the serving model's inputs and run, on one consistent model."""
-        with self.slot.acquire() as (runner, entry):
+        for _ in range(RETRIES):
+            loaded = self.slot.peek()
+            if loaded is None:
+                raise NoModelError("no model is loaded")
+            runner = loaded.runner
             inputs = decoder(body, runner.inputs)
-            out, entry, dt = self._run(runner, entry, inputs)
+            try:
+                out, entry, dt = self._run(runner, loaded.entry, inputs)
+            except RunnerClosedError:
+                continue
             return out, runner, entry, dt
+        raise NoModelError("the serving model kept changing under this request")
 
     @property
     def max_body(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgekit.errors import ConfigError, EdgekitError
 
 __all__ = ["AgentError", "BackendError", "NoBackendError", "DelegateError", "ModelLoadError", "StoreError",
-           "NoModelError", "InvalidInputError", "ApiError", "AgentConfigError", "InstallError"]
+           "NoModelError", "RunnerClosedError", "InvalidInputError", "ApiError", "AgentConfigError", "InstallError"]
 
 
 class AgentError(EdgekitError):
@@ -33,6 +33,12 @@ class ModelLoadError(AgentError):
     """The interpreter refuses the model (unsupported op, bad flatbuffer, missing custom op)."""
 
     default_hint = "check that the bundle was built for this runtime and target"
+
+
+class RunnerClosedError(ModelLoadError):
+    """The runner was unloaded (pushed out by model swaps) before this call reached it; retry on the current one."""
+
+    default_hint = "retry: a newer model is serving"
 
 
 class StoreError(AgentError):

@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import BackendError, DelegateError, InvalidInputError, ModelLoadError, NoBackendError
+from .errors import (BackendError, DelegateError, InvalidInputError, ModelLoadError, NoBackendError,
+                     RunnerClosedError)
 
 # --- delegates -------------------------------------------------------------------------------------------------------
 
@@ -193,6 +194,8 @@ class Runner:
         self.outputs: list[TensorSpec] = _specs(self.interpreter.get_output_details())
         self._in = [(s.index, s.dtype, s.shape) for s in self.inputs]
         self._out = [s.index for s in self.outputs]
+        self._one = ((self._in[0][0], self._in[0][1], self._in[0][2], self._out[0])
+                     if len(self._in) == 1 and len(self._out) == 1 else None)
         self.closed = False
 
     def check_inputs(self, inputs: Sequence[np.ndarray]) -> None:
@@ -207,6 +210,20 @@ class Runner:
 
     def invoke(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one inference; inputs must match ``self.inputs`` exactly (dtype and shape)."""
+        one = self._one
+        if one is not None and len(inputs) == 1:
+            # the common one-input, one-output model: as little Python as possible around invoke (every
+            # bytecode here runs with caches the model has just evicted)
+            arr = inputs[0]
+            index, dtype, shape, out = one
+            if arr.shape == shape and arr.dtype == dtype:
+                with self._lock:
+                    interp = self.interpreter
+                    if interp is None:
+                        raise RunnerClosedError("this model was unloaded")
+                    interp.set_tensor(index, arr)
+                    interp.invoke()
+                    return [interp.get_tensor(out)]
         ins = self._in
         if len(inputs) != len(ins):
             self.check_inputs(inputs)
@@ -216,7 +233,7 @@ class Runner:
         interp = self.interpreter
         with self._lock:
             if self.closed:
-                raise ModelLoadError("this model was unloaded", hint="retry: a newer model is serving")
+                raise RunnerClosedError("this model was unloaded")
             for (index, _, _), arr in zip(ins, inputs):
                 interp.set_tensor(index, arr)
             interp.invoke()

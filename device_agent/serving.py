@@ -61,6 +61,14 @@ class ModelSlot:
         if close:
             _close(loaded)
 
+    def peek(self) -> Loaded | None:
+        """The serving pair without taking a reference (one attribute read, so runner and entry belong together).
+
+        For hot paths that retry on :class:`~device_agent.errors.RunnerClosedError`: a runner is closed only after
+        two swaps have pushed it out, and then only between calls (``close`` takes the runner's lock).
+        """
+        return self._current
+
     @property
     def current(self) -> tuple[Any, Any] | None:
         cur = self._current

@@ -170,46 +170,69 @@ class _VersionStats:
 class InferenceStats:
     """Thread-safe per-version inference statistics.
 
-    ``window`` covers up to ``max_window`` seconds with a resolution of ``slot_seconds``.
+    ``record`` is on every request's path, so it only appends to a bounded queue (``deque.append`` is atomic); the
+    queue is folded into the histograms under the lock by every reader, and by ``record`` itself every
+    ``FLUSH_AT`` entries, so memory stays bounded. ``window`` covers up to ``max_window`` seconds with a resolution
+    of ``slot_seconds``. The clock is ``time.perf_counter`` unless given (callers may pass the time they already
+    read as ``now``).
     """
 
+    FLUSH_AT = 1024
+
     def __init__(self, slot_seconds: float = 5.0, max_window: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.perf_counter):
         self._lock = threading.Lock()
         self._versions: dict[str, _VersionStats] = {}
+        self._pending: deque[tuple[str, float, bool, float]] = deque()
         self.slot_seconds = slot_seconds
         self._max_slots = max(1, int(math.ceil(max_window / slot_seconds)) + 1)
         self._clock = clock
 
-    def record(self, version: str, seconds: float, ok: bool = True) -> None:
-        now = self._clock()
-        with self._lock:
-            vs = self._versions.get(version)
+    def record(self, version: str, seconds: float, ok: bool = True, now: float | None = None) -> None:
+        pending = self._pending
+        pending.append((version, seconds, ok, self._clock() if now is None else now))
+        if len(pending) >= self.FLUSH_AT:
+            with self._lock:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Move queued records into the histograms (caller holds the lock)."""
+        pending, versions = self._pending, self._versions
+        while pending:
+            try:
+                version, seconds, ok, now = pending.popleft()
+            except IndexError:  # pragma: no cover - emptied by another folder
+                break
+            vs = versions.get(version)
             if vs is None:
-                vs = self._versions[version] = _VersionStats(self.slot_seconds, self._max_slots)
+                vs = versions[version] = _VersionStats(self.slot_seconds, self._max_slots)
             vs.add(seconds, ok, now)
 
     def versions(self) -> list[str]:
         with self._lock:
+            self._fold()
             return list(self._versions)
 
     def snapshot(self, version: str) -> Snapshot:
         """Cumulative figures of ``version`` since the agent started (empty when it never ran)."""
         with self._lock:
+            self._fold()
             vs = self._versions.get(version)
             return Snapshot(version, vs.total.copy() if vs else Histogram(), self._clock())
 
     def snapshots(self) -> dict[str, Snapshot]:
         with self._lock:
+            self._fold()
             now = self._clock()
             return {v: Snapshot(v, vs.total.copy(), now) for v, vs in self._versions.items()}
 
     def window(self, version: str, seconds: float) -> Snapshot:
         """Figures of ``version`` over the last ``seconds`` (whole slots; at most ``max_window``)."""
-        now = self._clock()
-        first = int((now - seconds) // self.slot_seconds)
         hist = Histogram()
         with self._lock:
+            self._fold()
+            now = self._clock()
+            first = int((now - seconds) // self.slot_seconds)
             vs = self._versions.get(version)
             if vs is not None:
                 for slot, h in vs.slots:

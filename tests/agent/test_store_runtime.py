@@ -214,3 +214,43 @@ def test_tf_lite_backend_is_imported_only_when_chosen_and_agrees(bundles, tmp_pa
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["before"] is False and doc["after"] is True and doc["backend"] == "tf.lite"
     assert np.array_equal(np.asarray(doc["out"], np.int8), run_model(bundle.model_bytes, [x])[0][0])
+
+
+def test_agent_infer_never_fails_while_models_swap_fast(tmp_path, bundles):
+    """The request path reads the slot without a reference and retries when its runner was unloaded meanwhile."""
+    from device_agent.agent import Agent
+    from device_agent.config import from_dict
+
+    cfg = from_dict({"device_id": "dev1", "fleet_public_key": str(bundles["pub"]), "data_dir": str(tmp_path / "d"),
+                     "model": {"bundle": str(bundles["int8"])}, "api": {"enabled": False},
+                     "mqtt": {"enabled": False}, "telemetry": {"enabled": False}}, environ={})
+    agent = Agent(cfg, with_updater=False)
+    agent.load_initial_model()
+    entry = agent.slot.entry
+    x = np.zeros(agent.slot.runner.inputs[0].shape, np.int8)
+    want = agent.infer([x])[0][0]
+    errors, calls, done = [], [0] * 4, threading.Event()
+
+    def load(k):
+        while not done.is_set():
+            try:
+                out = agent.infer([x])[0][0]
+                assert np.array_equal(out, want)
+                calls[k] += 1
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    runners = [runtime.load_runner(entry.model_path) for _ in range(60)]
+    for r in runners:
+        agent.slot.swap(r, entry)
+    done.set()
+    for t in threads:
+        t.join()
+    assert errors == [] and sum(calls) > 0
+    assert sum(r.closed for r in runners) == 58  # all but current and previous were unloaded
+    snap = agent.stats.snapshot(entry.stats_key)
+    assert snap.count == sum(calls) + 1 and snap.errors == 0
+    agent.stop()
