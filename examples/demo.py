@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from edgekit.render import table  # noqa: E402
 
@@ -100,30 +99,10 @@ def faulty_bundle(good: Path, out_dir: Path, key: Path) -> Path:
 
 
 def follow(store, rid: str, n_devices: int, timeout: float) -> str:
-    """Show a rollout until it ends: a progress bar of committed devices and each decision with its numbers."""
-    from fleet.rollout.cli import _numbers
+    """Show a rollout until it ends: the same view as 'edgekit fleet rollout watch'."""
+    from fleet.rollout.cli import follow as follow_rollout
 
-    shown: set[int] = set()
-    deadline = time.monotonic() + timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} on it"),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task("starting", total=n_devices)
-        while time.monotonic() < deadline:
-            r = store.get(rid)
-            committed = sum(1 for a in r.assignments.values() if a.status == "committed")
-            bar.update(task, completed=committed,
-                       description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
-                                   f"{len(r.policy.stages)} ({r.policy.stages[r.stage].describe()})")
-            for e in store.audit(rid):
-                if e["id"] in shown or e["event"] in ("create", "device_committed"):
-                    continue
-                shown.add(e["id"])
-                bar.console.print(f"  [cyan]{e['event']:<10}[/cyan] {e['message']}{_numbers(e['numbers'])}")
-            if r.state not in ("running",) and (r.state != "completed" or all(
-                    a.status != "pending" for a in r.assignments.values())):
-                return r.state
-            time.sleep(0.5)
-    return store.get(rid).state
+    return follow_rollout(store, rid, console, timeout)
 
 
 def show_devices(lf, load) -> None:

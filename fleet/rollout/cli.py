@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from edgekit.render import console, emit_json, table
 
@@ -124,13 +125,13 @@ def render_status(r, audit: list[dict[str, Any]] | None, out=None) -> None:
               f"({r.policy.stages[r.stage].label()} = {sizes[r.stage]} of {len(r.devices)} devices)")
     con.print(f"  committed {c['committed']}, pending {c['pending']}, failed {c['failed']}, "
               f"timed out {c['timed_out']}, reverted {c['reverted']}, not yet assigned {c['unassigned']}")
-    rows = [(a.device_id, a.stage + 1, a.status, a.previous_version or "-", _ago(a.assigned_at), a.reason or "")
+    rows = [(a.device_id, a.stage + 1, a.status, a.previous_version or "-", _ago(a.assigned_at), escape(a.reason or ""))
             for a in sorted(r.assignments.values(), key=lambda a: (a.stage, a.device_id))]
     con.print(table(None, ["device", "stage", "status", "previous", "assigned", "reason"], rows))
     if audit is not None:
         con.print(table("audit log", ["time", "actor", "event", "state", "decision and numbers"],
                         [(time.strftime("%H:%M:%S", time.localtime(e["ts"])), e["actor"], e["event"],
-                          e["to_state"] or "", e["message"] + _numbers(e["numbers"])) for e in audit
+                          e["to_state"] or "", escape(e["message"] + _numbers(e["numbers"]))) for e in audit
                          if not e["event"].startswith("device_")]))
 
 
@@ -144,6 +145,54 @@ def _numbers(n: dict[str, Any]) -> str:
     if n.get("p95_regression") is not None:
         parts.append(f"p95 {n['p95_new_ms']:.3g} vs {n['p95_previous_ms']:.3g} ms")
     return " — " + "; ".join(parts)
+
+
+def follow(store, rollout_id: str, con, timeout: float, poll: float = 0.5) -> str:
+    """Print a rollout's decisions as they happen, with a progress bar of devices on the new model, until it stops
+    running (completed with every device reported, paused, waiting for approval, aborted) or ``timeout`` passes.
+    Returns the state it ended in."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    shown: set[int] = set()
+    deadline = time.monotonic() + timeout
+    r = store.get(rollout_id)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} on it"),
+                  TimeElapsedColumn(), console=con, transient=False) as bar:
+        task = bar.add_task("starting", total=len(r.devices))
+        while True:
+            r = store.get(rollout_id)
+            committed = sum(1 for a in r.assignments.values() if a.status == "committed")
+            bar.update(task, completed=committed,
+                       description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
+                                   f"{len(r.policy.stages)} ({r.policy.stages[r.stage].describe()})")
+            for e in store.audit(rollout_id):
+                if e["id"] in shown or e["event"] in ("create", "device_committed"):
+                    continue
+                shown.add(e["id"])
+                bar.console.print(f"  [cyan]{e['event']:<10}[/cyan] {escape(e['message'])}"
+                                  f"{escape(_numbers(e['numbers']))}")
+            settled = r.state != "running" and (r.state != "completed" or all(
+                a.status != "pending" for a in r.assignments.values()))
+            if settled or time.monotonic() >= deadline:
+                return r.state
+            time.sleep(poll)
+
+
+@rollout.command("watch")
+@click.argument("rollout_id")
+@click.option("--timeout", default="1h", show_default=True, help="stop watching after this long")
+def watch(rollout_id: str, timeout: str) -> None:
+    """Follow a rollout live until it completes, pauses, waits for approval or aborts.
+
+    Exits 0 when it completed, 1 otherwise (for scripts)."""
+    from .policy import parse_duration
+
+    limit = parse_duration(timeout, "--timeout")
+    _, store = _store()
+    state = follow(store, rollout_id, console(), limit)
+    click.echo(f"rollout {rollout_id}: {state}")
+    if state != "completed":
+        raise SystemExit(1)
 
 
 def _command(event: str, rollout_id: str, message: str | None, as_json: bool) -> None:

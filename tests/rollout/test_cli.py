@@ -93,3 +93,11 @@ def test_rollback_to_the_previous_bundle_supersedes_the_active_rollout(run, bund
     assert states[r2] == "superseded" and states[back["id"]] == "running"
     res = run("rollback", "--to", "7.7.7", ok=False)
     assert "no earlier rollout used bundle" in res.output and "1.0.0" in res.output
+
+
+def test_watch_follows_until_the_rollout_stops_and_exits_by_its_end_state(run, bundles):
+    rid = json.loads(run("create", str(bundles["v2"]), "--target", "all", "--json").output)["id"]
+    run("abort", rid, "-m", "[not] markup")
+    res = run("watch", rid, "--timeout", "10s", ok=False)
+    assert res.exit_code == 1 and f"rollout {rid}: aborted" in res.output
+    assert "abort" in res.output and "[not] markup" in res.output
