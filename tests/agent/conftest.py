@@ -151,10 +151,14 @@ class Subscriber:
         self.topic = topic
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
+        self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port, keepalive=5, clean_start=False, properties=props)
         self.client.loop_start()
+        if not self.subscribed.wait(10):  # nothing published after this returns can be missed
+            raise TimeoutError(f"no SUBACK for {topic}")
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.lock:

@@ -79,7 +79,6 @@ def test_agent_killed_during_an_outage_delivers_its_spool(tmp_path, bundles, mos
 def test_spool_over_its_cap_drops_the_oldest_and_reports_it(tmp_path, bundles, mosquitto, agent_factory,
                                                             subscriber_factory):
     sub = subscriber_factory(mosquitto, TOPIC + "telemetry", client_id="cap-watch")
-    time.sleep(0.3)  # the subscription exists before the broker goes down (persistent session)
     mosquitto.stop()
     cfg = write_config(tmp_path / "agent.toml", pub=bundles["pub"], data_dir=tmp_path / "data",
                        bundle=bundles["int8"], broker=mosquitto, telemetry={"interval": 0.1},

@@ -68,14 +68,19 @@ def test_plain_subscriber_receives_telemetry_with_inference_figures(tmp_path, bu
     assert seqs == list(range(len(seqs)))
 
 
-def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, mosquitto, agent_factory):
+def _wait_subscribed(mosquitto, subscriber_factory) -> None:
+    """The agent subscribes, then publishes its birth: once the birth is out, its subscriptions are active."""
+    watch = subscriber_factory(mosquitto, TOPIC + "state", client_id="birth-watch")
+    watch.wait_for(lambda s: [m for m in s.of("state") if m["status"] == "online"], what="birth")
+
+
+def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, mosquitto, agent_factory,
+                                                           subscriber_factory):
     agent = _start(tmp_path, bundles, mosquitto, agent_factory)
+    _wait_subscribed(mosquitto, subscriber_factory)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="prankster", protocol=mqtt.MQTTv5)
     pub.connect(mosquitto.host, mosquitto.port)
     pub.loop_start()
-    deadline = time.monotonic() + 10
-    while not agent.client().health()["mqtt_connected"] and time.monotonic() < deadline:
-        time.sleep(0.05)
     for payload in (b"\xff\xfe not json", b"[]", json.dumps({"v": 99, "model": {}}).encode(),
                     json.dumps({"v": 1, "model": {"name": "x"}}).encode()):
         pub.publish(TOPIC + "desired", payload, qos=1).wait_for_publish(5)
@@ -93,10 +98,7 @@ def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, m
 def test_ping_command_is_answered_on_cmd_reply(tmp_path, bundles, mosquitto, agent_factory, subscriber_factory):
     agent = _start(tmp_path, bundles, mosquitto, agent_factory)
     sub = subscriber_factory(mosquitto, TOPIC + "cmd/reply", client_id="reply-watch")
-    deadline = time.monotonic() + 10
-    while not agent.client().health()["mqtt_connected"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)
+    _wait_subscribed(mosquitto, subscriber_factory)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-cmd", protocol=mqtt.MQTTv5)
     pub.connect(mosquitto.host, mosquitto.port)
     pub.loop_start()
