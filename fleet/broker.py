@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from edgekit.fsutil import atomic_write
+from edgekit.procs import stop_pid
 
 from .broker_conf import BrokerFiles, parse_passwd, render_acl, render_config, render_passwd
 from .config import FleetContext
@@ -155,22 +156,7 @@ def stop(ctx: FleetContext, timeout: float = 10.0, sig: int = signal.SIGTERM) ->
     if pid is None:
         ctx.paths.broker_pid.unlink(missing_ok=True)
         return False
-    os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if _pid_alive(ctx) is None:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+    stop_pid(pid, timeout=timeout, sig=sig)
     ctx.paths.broker_pid.unlink(missing_ok=True)
     return True
 

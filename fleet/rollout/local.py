@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,40 +23,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from edgekit.errors import EdgekitError
+from edgekit.procs import free_port, stop_pid
 
 
 class LocalFleetError(EdgekitError):
     """A process of the local fleet did not start or did not become ready."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 @dataclass
@@ -149,7 +119,7 @@ class LocalFleet:
 
     def stop_service(self, sig: int = signal.SIGTERM) -> None:
         if self.service is not None:
-            _stop_pid(self.service.pid, sig)
+            stop_pid(self.service.pid, sig)
             self.service = None
 
     def add_devices(self, ids: Iterable[str], bundle: Path | None = None, tags: dict[str, str] | None = None) -> None:
@@ -176,7 +146,7 @@ class LocalFleet:
     def stop_agent(self, device_id: str, sig: int = signal.SIGTERM) -> None:
         a = self.agents[device_id]
         if a.proc is not None:
-            _stop_pid(a.proc.pid, sig)
+            stop_pid(a.proc.pid, sig)
             a.proc = None
 
     def wait_api(self, ids: Iterable[str], timeout: float = 60.0) -> None:

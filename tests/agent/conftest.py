@@ -12,23 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Mosquitto, free_port, stop_pid
+from tests.support.procs import free_port, stop_pid
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = "f1"
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    """The shared broker fixture, made to keep its persistence when the tests run as root.
-
-    Started as root, Mosquitto drops to the ``mosquitto`` user and then silently fails to write its persistence
-    file (and log) into pytest's private (0700) directories, so sessions and queued messages would not survive a
-    restart. ``user root`` keeps it as the invoking user (the option is ignored when not started as root).
-    """
-    broker = Mosquitto(tmp_path / "broker", extra_conf="user root\n").start()
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture(scope="session")

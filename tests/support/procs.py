@@ -5,51 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
-
-
-def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+from edgekit.procs import free_port, stop_pid, wait_port  # noqa: F401 (re-exported for tests)
 
 
 def find_mosquitto() -> str | None:
@@ -79,6 +38,9 @@ class Mosquitto:
             "max_queued_messages 100000\n"
             "max_inflight_messages 0\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
+            # Started as root, Mosquitto drops to the 'mosquitto' user and then silently fails to write its
+            # persistence file into pytest's private (0700) directories; stay root so sessions survive restarts.
+            + ("user root\n" if os.geteuid() == 0 else "")
             + extra_conf
         )
 
