@@ -15,7 +15,6 @@ import numpy as np
 from edgekit import __version__ as edgekit_version
 from edgekit.bundle import create_bundle, sha256_hex
 from edgekit.keys import load_private_key
-from edgekit.tflite_model import inspect_tflite
 
 from . import calibration as cal
 from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, report

@@ -41,8 +41,17 @@ want="$(cat pyproject.toml requirements/constraints.txt | sha256sum | cut -d' ' 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing Python packages (TensorFlow the lean way; first run takes a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
-  "${PIP[@]}" tensorflow-cpu dm-tree absl-py scikit-learn ai-edge-litert
-  "${PIP[@]}" --no-deps tf-keras tensorflow-model-optimization
+  # the [convert] extra, except tf-keras and tfmot, which go in without their dependency on the full wheel
+  mapfile -t convert_deps < <(.venv/bin/python - <<'PY'
+import re, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["convert"]
+for d in deps:
+    if re.split(r"[\[<>=~! ]", d)[0] not in ("tf-keras", "tensorflow-model-optimization"):
+        print(d)
+PY
+)
+  "${PIP[@]}" "${convert_deps[@]}"
+  "${PIP[@]}" --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
   "${PIP[@]}" -e ".[agent,fleet,dev]"
   echo "$want" > "$stamp"
 fi

@@ -20,7 +20,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from edgekit.protocol import StateMessage  # noqa: E402
 from fleet.db import make_engine, upgrade  # noqa: E402
 from fleet.models import DeviceEvent, InferenceSample  # noqa: E402
 from fleet.registry import Registry  # noqa: E402

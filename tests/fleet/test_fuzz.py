@@ -123,7 +123,7 @@ def test_hostile_values_never_poison_a_batch(fleet_db):
     """Each store (SQLite and PostgreSQL) takes or refuses these per message; the next valid batch is written."""
     from fleet.ingest import Ingest
     from fleet.models import TelemetrySample
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     fleet_db.provision("fz")
     ing = Ingest(fleet_db.engine(), fleet_db.ctx.fleet_id)
