@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__ as edgekit_version
-from edgekit.bundle import create_bundle, sha256_hex
+from edgekit.bundle import create_bundle
+from edgekit.hashing import sha256_hex
 from edgekit.keys import load_private_key
 
 from . import calibration as cal

@@ -12,7 +12,7 @@ import datetime as _dt
 import math
 from typing import Any
 
-from edgekit.bundle import sha256_hex
+from edgekit.hashing import sha256_hex
 from edgekit.render import human_bytes, table
 from edgekit.tflite_model import inspect_tflite
 

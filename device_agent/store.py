@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError, SignatureError
 from edgekit.fsutil import fsync_dir
+from edgekit.hashing import file_sha256, sha256_hex
 from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
 
 from .errors import StoreError
@@ -34,18 +34,6 @@ POINTERS = ("current", "previous")
 # The signature code (edgekit.keys, edgekit.bundle → cryptography, ~9 MB resident) is imported only when a bundle
 # is installed or verified in this process; see device_agent.verifier for verifying in a short-lived child instead.
 PublicKey = Any  # an Ed25519PublicKey, or the path of a PEM public key
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _public_key(pubkey: PublicKey):

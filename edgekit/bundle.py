@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from . import keys as keys_mod
 from .errors import (BundleCorruptError, BundleTooLargeError, FileExistsRefusal, HashMismatchError, ManifestError,
                      NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
 from .fsutil import atomic_write, fsync_dir
+from .hashing import file_sha256, sha256_hex
 from .manifest import (MANIFEST_NAME, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name, check_version,
                        parse_manifest, validate_manifest)
 from .tflite_model import ModelInfo, inspect_tflite, is_tflite
@@ -46,18 +46,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
-from edgekit.bundle import file_sha256, read_bundle
+from edgekit.bundle import read_bundle
+from edgekit.hashing import file_sha256
 from edgekit.errors import BundleError
 from edgekit.fsutil import fsync_dir
 
