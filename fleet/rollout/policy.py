@@ -50,19 +50,23 @@ def format_duration(seconds: float) -> str:
     return out
 
 
+def _parse_percent(text: str | float, what: str, example: str) -> tuple[float, bool]:
+    """``"95%"`` -> (0.95, True); ``"0.95"`` or 0.95 -> (0.95, False). Raises PolicyError for anything else."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text), False
+    s = str(text).strip()
+    try:
+        return (float(s[:-1]) / 100.0, True) if s.endswith("%") else (float(s), False)
+    except ValueError:
+        raise PolicyError(f"invalid {what} {text!r}", hint=f"write a percentage like {example}") from None
+
+
 def parse_fraction(text: str | float, what: str = "threshold") -> float:
     """``"95%"`` -> 0.95; a bare number must already be a fraction in [0, 1] (``"0.95"``)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
-        except ValueError:
-            raise PolicyError(f"invalid {what} {text!r}", hint="write a percentage like 95% or a fraction like 0.95")
-        if not s.endswith("%") and value > 1:
-            raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
-                              hint=f"write {s}% for a percentage")
+    value, percent = _parse_percent(text, what, "95% or a fraction like 0.95")
+    if isinstance(text, str) and not percent and value > 1:
+        raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
+                          hint=f"write {text.strip()}% for a percentage")
     if not (0.0 <= value <= 1.0) or not math.isfinite(value):
         raise PolicyError(f"invalid {what} {text!r}: must be between 0% and 100%", hint="e.g. 95%")
     return value
@@ -70,14 +74,7 @@ def parse_fraction(text: str | float, what: str = "threshold") -> float:
 
 def parse_ratio(text: str | float, what: str = "regression") -> float:
     """Like :func:`parse_fraction` but may exceed 100% (``"250%"`` -> 2.5): used for latency regressions."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
-        except ValueError:
-            raise PolicyError(f"invalid {what} {text!r}", hint="write a percentage like 20%")
+    value, _ = _parse_percent(text, what, "20%")
     if value < 0 or not math.isfinite(value):
         raise PolicyError(f"invalid {what} {text!r}: must be a non-negative percentage", hint="e.g. 20%")
     return value
