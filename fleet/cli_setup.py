@@ -152,8 +152,10 @@ def revoke_cmd(device_id, as_json):
 @click.option("--batch-size", type=int, default=2000, show_default=True)
 @click.option("--flush-interval", type=float, default=0.1, show_default=True)
 @click.option("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until signalled)")
+@click.option("--rollouts/--no-rollouts", default=None,
+              help="run the rollout engine in this replica (default: only in the replica named 'main')")
 @click.option("-v", "--verbose", is_flag=True)
-def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, verbose):
+def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, rollouts, verbose):
     """Run telemetry ingest and the artifact server until SIGTERM/SIGINT."""
     from .service import FleetService, ServiceOptions
 
@@ -161,7 +163,8 @@ def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ctx = _ctx()
     svc = FleetService(ctx, ServiceOptions(replica=replica, http=not no_http, http_port=http_port,
-                                           batch_size=batch_size, flush_interval=flush_interval))
+                                           batch_size=batch_size, flush_interval=flush_interval,
+                                           rollouts=rollouts))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -48,7 +48,7 @@ class ServiceOptions:
     retention_interval: float = 3600.0
     stats_interval: float = 2.0
     receive_maximum: int = 1000
-    rollouts: bool = True          # run the rollout engine (fleet.rollout) in this replica
+    rollouts: bool | None = None   # run the rollout engine (fleet.rollout) here; None: only in replica "main"
     rollout_interval: float = 1.0  # seconds between rollout engine ticks
 
 
@@ -96,7 +96,7 @@ class FleetService:
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
         self.link.connect(timeout=wait_connected or 10.0, wait=bool(wait_connected))
-        if self.opts.rollouts:
+        if self.runs_rollouts:
             from .rollout.service import start_engine
 
             self.rollouts = start_engine(self.ctx, self.link, self.opts.rollout_interval)
@@ -213,11 +213,16 @@ class FleetService:
 
     # --- stats ---------------------------------------------------------------------------------------------------
 
+    @property
+    def runs_rollouts(self) -> bool:
+        """One engine per fleet: by default only the replica named ``main`` runs it."""
+        return self.opts.replica == "main" if self.opts.rollouts is None else self.opts.rollouts
+
     def stats(self) -> dict[str, Any]:
         link = self.link
         return {"replica": self.opts.replica, "fleet": self.ctx.fleet_id, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "ingest": self.ingest.stats.to_dict(),
-                "acked": self.acked, "queue": self.queue.qsize(),
+                "acked": self.acked, "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,

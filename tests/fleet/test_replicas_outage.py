@@ -65,6 +65,8 @@ def test_two_replicas_store_each_message_exactly_once(tmp_path, pg_url):
         assert a["telemetry_messages"] > 0 and b["telemetry_messages"] > 0, (a, b)
         assert a["telemetry_messages"] + b["telemetry_messages"] == 1000, (a, b)
         assert a["samples"] + b["samples"] == 2000
+        # only the replica named "main" runs the rollout engine unless told otherwise
+        assert _stats(f.ctx, "a")["rollouts"] is False and _stats(f.ctx, "b")["rollouts"] is False
         assert _samples(engine) == 2000
         engine.dispose()
     finally:
@@ -81,6 +83,7 @@ def test_ingest_resumes_after_broker_kill9(tmp_path):
         serve = _serve(f.ctx, "main")
         procs.append(serve)
         wait_for(lambda: (_stats(f.ctx, "main") or {}).get("mqtt", {}).get("connected"), what="service connected")
+        assert _stats(f.ctx, "main")["rollouts"] is True
         # ~8 s of telemetry at 100 messages/s. The device backs off 2 s before reconnecting (agents back off with
         # jitter), the service 0.1-1 s: Mosquitto 2.0 does not queue shared-subscription messages for a member
         # whose session is offline after a restart, so the service must rejoin before the devices' backlog arrives.
