@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.extras import require
+
 from .errors import ModelLoadError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -176,6 +178,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     p = Path(path)
     fmt = detect_format(p)
     sha, size = source_digest(p)
+    require("tensorflow", "convert")  # a missing extra is an install hint, not a load error
     try:
         if fmt.kind == "savedmodel":
             loaded = _load_savedmodel(p, fmt, sha, size)

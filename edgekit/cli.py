@@ -70,6 +70,13 @@ class RootGroup(click.Group):
         except EdgekitError as exc:
             report_error(exc)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
+            mapped = missing_extra_for(exc)
+            if mapped is None:
+                raise
+            report_error(mapped)
+            ctx.exit(mapped.exit_code)
 
 
 @click.group(cls=RootGroup)

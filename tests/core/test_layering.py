@@ -52,7 +52,7 @@ def test_converters_never_import_mqtt():
 
 
 @pytest.mark.slow
-def test_agent_only_venv_has_no_tensorflow_and_runs_bundle_commands(agent_python, tmp_path, digits_int8_tflite):
+def test_agent_only_venv_has_no_tensorflow_and_runs_bundle_commands(agent_python, tmp_path, digits, digits_int8_tflite):
     """In a venv with only edgekit[agent]: TensorFlow is absent, and bundle create/inspect/verify work."""
     res = subprocess.run([agent_python, "-c", "import importlib.util as u; print([m for m in "
                           f"{list(HEAVY)!r} if u.find_spec(m)])"], capture_output=True, text=True, check=True)
@@ -78,3 +78,10 @@ def test_agent_only_venv_has_no_tensorflow_and_runs_bundle_commands(agent_python
                        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 3, r.stderr
     assert "pip install 'edgekit[convert]'" in r.stderr and "Traceback" not in r.stderr
+    # real commands whose extras are absent here: the fleet views (SQLAlchemy) and the converter (TensorFlow)
+    for argv, extra in [(["fleet", "--data-dir", str(tmp_path / "fleet"), "devices"], "fleet"),
+                        (["convert", digits["model"], "-o", str(tmp_path / "out")], "convert")]:
+        r = run(*argv)
+        assert r.returncode == 3, (argv, r.stderr)
+        assert f"pip install 'edgekit[{extra}]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
