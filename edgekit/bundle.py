@@ -305,19 +305,15 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
         raise SignatureError("bundle signature record is malformed") from exc
     verified = False
     if pubkey is not None:
-        if sig["key_id"] != keys_mod.key_id(pubkey):
-            try:
-                keys_mod.verify(pubkey, raw_manifest, sig_bytes)
-            except SignatureError:
-                raise SignatureError(
-                    f"bundle was signed by key {sig['key_id']}, not by the given key {keys_mod.key_id(pubkey)}",
-                    hint="verify with the public key of the fleet that signed it") from None
-        else:
-            try:
-                keys_mod.verify(pubkey, raw_manifest, sig_bytes)
-            except SignatureError:
-                raise SignatureError("manifest does not match its signature: the bundle was tampered with",
-                                     hint="rebuild the bundle or fetch it again from a trusted source") from None
+        try:
+            keys_mod.verify(pubkey, raw_manifest, sig_bytes)
+        except SignatureError:
+            given = keys_mod.key_id(pubkey)
+            if sig["key_id"] != given:  # the recorded signer tells a wrong key from a tampered manifest
+                raise SignatureError(f"bundle was signed by key {sig['key_id']}, not by the given key {given}",
+                                     hint="verify with the public key of the fleet that signed it") from None
+            raise SignatureError("manifest does not match its signature: the bundle was tampered with",
+                                 hint="rebuild the bundle or fetch it again from a trusted source") from None
         verified = True
     extra = set(members) - set(manifest["files"])
     if extra:

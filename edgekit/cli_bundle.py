@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import bundle as bundle_mod
+from . import keys as keys_mod
 from .render import console, emit_json, human_bytes, table
 
 
@@ -32,8 +33,8 @@ def create(model, name, version, key, labels, golden, target, output, force, as_
     """Bundle MODEL (.tflite) with its manifest, golden vectors and signature."""
     out = bundle_mod.create_bundle(model, output, name=name, version=version, key=key, labels=labels,
                                    golden_inputs=golden, target=target, force=force)
-    b = bundle_mod.read_bundle(out, key.with_name(key.name + ".pub") if key.with_name(key.name + ".pub").exists()
-                               else None)
+    # reload what was written and verify it with the signer's own public key before reporting success
+    b = bundle_mod.read_bundle(out, keys_mod.load_private_key(key).public_key())
     if as_json:
         emit_json({"bundle": str(out), "sha256": b.sha256, "size": b.size})
     else:
