@@ -68,3 +68,28 @@ def sensitive_model():
         out.mkdir(parents=True, exist_ok=True)
         m.save(model)
     return model
+
+
+@pytest.fixture(scope="session")
+def doubly_sensitive_model(sensitive_model):
+    """The sensitive MLP with a second sensitive layer, so that one float layer can never meet a 0 pp budget.
+
+    Hidden unit 0 of ``sensitive`` is made dead (zero weights but the always-0 pixel, bias -1, so ReLU gives 0 for
+    every input), and the classifier gets an outlier row of 500.0 on that unit: the float model is unchanged, but
+    int8 quantization of the classifier rounds its real weights to zero whatever else stays in float.
+    """
+    out = CACHE / "digits-sensitive"
+    model = out / "doubly-sensitive.keras"
+    if not model.exists():
+        import keras
+
+        m = keras.models.load_model(sensitive_model)
+        w, b = m.get_layer("sensitive").get_weights()
+        w[1:, 0] = 0.0
+        b[0] = -1.0
+        m.get_layer("sensitive").set_weights([w, b])
+        w2, b2 = m.get_layer("probs").get_weights()
+        w2[0, :] = 500.0
+        m.get_layer("probs").set_weights([w2, b2])
+        m.save(model)
+    return model
