@@ -20,6 +20,7 @@ EXTRA_OF = {
     "alembic": "fleet",
     "psycopg": "fleet",
     "plotext": "fleet",
+    "aiomqtt": "fleet",
 }
 
 

@@ -55,12 +55,18 @@ def write_acl(ctx: FleetContext) -> None:
 
 def set_password(ctx: FleetContext, user: str, hashed: str | None) -> None:
     """Add/replace (``hashed``) or remove (None) one user in the password file."""
+    set_passwords(ctx, {user: hashed})
+
+
+def set_passwords(ctx: FleetContext, changes: dict[str, str | None]) -> None:
+    """Add/replace or (None) remove users in the password file, in one write."""
     path = ctx.paths.broker_passwd
     entries = parse_passwd(path.read_text()) if path.exists() else {}
-    if hashed is None:
-        entries.pop(user, None)
-    else:
-        entries[user] = hashed
+    for user, hashed in changes.items():
+        if hashed is None:
+            entries.pop(user, None)
+        else:
+            entries[user] = hashed
     atomic_write(path, render_passwd(entries).encode(), mode=0o600)
 
 

@@ -55,6 +55,13 @@ cli_setup.register(fleet)
 cli_views.register(fleet)
 
 try:
+    from . import cli_simulate
+
+    cli_simulate.register(fleet)
+except ImportError:
+    pass
+
+try:
     from fleet.rollout.cli import rollout
 
     fleet.add_command(rollout)
