@@ -19,6 +19,7 @@ url = ""                    # empty: sqlite in the data dir; or postgresql+psyco
 host = "127.0.0.1"
 port = 8080
 public_url = ""             # empty: http://<host>:<port>
+max_downloads = 64          # bundle bodies sent at once; more get 503 + Retry-After
 
 [retention]
 raw_days = 7                # keep raw telemetry this long
@@ -64,6 +65,7 @@ class ArtifactsConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
+    max_downloads: int = 64
 
 
 @dataclass(frozen=True)

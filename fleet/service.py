@@ -81,7 +81,8 @@ class FleetService:
             port = self.ctx.config.artifacts.port if self.opts.http_port is None else self.opts.http_port
             try:
                 self.http = ArtifactServer(self.ctx.paths.artifacts, self.ctx.config.artifacts.host, port,
-                                           stats=self.stats).start()
+                                           stats=self.stats,
+                                           max_downloads=self.ctx.config.artifacts.max_downloads).start()
             except OSError as exc:
                 self.pidfile.unlink(missing_ok=True)
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
@@ -226,7 +227,8 @@ class FleetService:
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,
-                         "requests": len(self.http.requests) if self.http else 0}}
+                         "requests": len(self.http.requests) if self.http else 0,
+                         "artifacts": self.http.counters() if self.http else {}}}
 
     def _write_stats(self) -> None:
         try:
