@@ -25,6 +25,8 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--prefix", default="sim", show_default=True, help="device ids are PREFIX00000, PREFIX00001, …")
 @click.option("--provision", is_flag=True, help="provision the devices that are missing (password auth)")
 @click.option("--faulty", default="0%", show_default=True, help="share whose self-test fails on every new model")
+@click.option("--faulty-version", "faulty_versions", multiple=True, metavar="VERSION",
+              help="the faulty share fails only these model versions (default: every new model)")
 @click.option("--slow", default="0%", show_default=True, help="share on which new models report a worse p95")
 @click.option("--slow-factor", type=float, default=3.0, show_default=True, help="p95 multiplier of the slow share")
 @click.option("--offline", default="0%", show_default=True, help="share that announces itself once, then stays away")
@@ -45,7 +47,7 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the JSON report here")
 @click.option("--quiet", is_flag=True, help="no live summary")
-def simulate_cmd(count, prefix, provision, faulty, slow, slow_factor, offline, churn, duration, until_idle, bundle,
+def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration, until_idle, bundle,
                  telemetry_interval, inference_rate, self_test, probation, connect_concurrency, seed, json_path,
                  quiet):
     """Run N virtual devices that speak the real protocol against this fleet's broker and artifact server."""
@@ -69,6 +71,7 @@ def simulate_cmd(count, prefix, provision, faulty, slow, slow_factor, offline, c
         device=DeviceOptions(telemetry_interval=max(parse_duration(telemetry_interval, "--telemetry-interval"), 0.1),
                              inference_rate=inference_rate, self_test_s=parse_duration(self_test, "--self-test"),
                              probation_s=parse_duration(probation, "--probation"),
+                             faulty_versions=tuple(faulty_versions),
                              latency=Latency(slow_factor=slow_factor)))
     if not opts.duration and not until_idle:
         click.echo("running until Ctrl-C (pass --duration or --until-idle to stop by itself)", err=True)

@@ -224,6 +224,7 @@ class FleetService:
         return {"replica": self.opts.replica, "fleet": self.ctx.fleet_id, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "ingest": self.ingest.stats.to_dict(),
                 "acked": self.acked, "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
+                "engine": self.rollouts.engine.tick_stats() if self.rollouts else None,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,

@@ -41,6 +41,7 @@ class DeviceOptions:
     self_test_s: float = 0.5
     probation_s: float = 2.0
     download_parts: int = 2
+    faulty_versions: tuple[str, ...] = ()  # the faulty share fails these model versions only (empty: every new one)
     batch_max: int = 50
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -399,7 +400,7 @@ class VirtualDevice:
             return self._fail("STAGED", "superseded", rollout, sha, message="a newer desired model arrived")
         self._step("STAGED", "SELF_TEST", "self_test")
         await asyncio.sleep(self.opts.self_test_s)
-        if self.traits.faulty:
+        if self.traits.faulty and (not self.opts.faulty_versions or target.get("version") in self.opts.faulty_versions):
             self.c.self_test_failed += 1
             return self._fail("SELF_TEST", "golden_mismatch", rollout, sha,
                               message="golden outputs outside the tolerance",

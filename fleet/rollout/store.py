@@ -332,12 +332,22 @@ class RolloutStore:
             return [(r.device_id, r.model, r.rollout_id, r.generation) for r in rows]
 
     def mark_published(self, device_id: str, generation: int) -> None:
+        self.mark_published_many([(device_id, generation)])
+
+    def mark_published_many(self, acked: Sequence[tuple[str, int]]) -> None:
+        """Record the broker's PUBACK of (device, generation) pairs, in one transaction."""
+        if not acked:
+            return
+        now = self.clock()
+        want = dict(acked)
         with self.Session.begin() as s:
-            row = s.get(DesiredRow, device_id)
-            if row is not None and row.published_generation < generation:
-                row.published_generation = generation
-                row.published_at = self.clock()
-                row.publish_count += 1
+            ids = list(want)
+            for i in range(0, len(ids), 5000):
+                for row in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(ids[i:i + 5000]))):
+                    if row.published_generation < want[row.device_id]:
+                        row.published_generation = want[row.device_id]
+                        row.published_at = now
+                        row.publish_count += 1
 
 
 def rollout_view(r: Rollout) -> dict[str, Any]:
