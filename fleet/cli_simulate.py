@@ -46,10 +46,11 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--seed", type=int, default=0, show_default=True, help="picks which devices are faulty/slow/offline")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the JSON report here")
+@click.option("--summary-interval", type=float, default=2.0, show_default=True, help="seconds between live summaries")
 @click.option("--quiet", is_flag=True, help="no live summary")
 def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration, until_idle, bundle,
                  telemetry_interval, inference_rate, self_test, probation, connect_concurrency, seed, json_path,
-                 quiet):
+                 summary_interval, quiet):
     """Run N virtual devices that speak the real protocol against this fleet's broker and artifact server."""
     from fleet.registry import Registry
     from fleet.rollout.policy import parse_duration
@@ -67,7 +68,7 @@ def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_f
     shares = Shares(_fraction(faulty, "--faulty"), _fraction(slow, "--slow"), _fraction(offline, "--offline"), seed)
     opts = SimOptions(
         shares=shares, duration=parse_duration(duration, "--duration"), until_idle=until_idle, churn=churn,
-        connect_concurrency=connect_concurrency, seed=seed,
+        connect_concurrency=connect_concurrency, seed=seed, summary_interval=max(summary_interval, 0.1),
         device=DeviceOptions(telemetry_interval=max(parse_duration(telemetry_interval, "--telemetry-interval"), 0.1),
                              inference_rate=inference_rate, self_test_s=parse_duration(self_test, "--self-test"),
                              probation_s=parse_duration(probation, "--probation"),
