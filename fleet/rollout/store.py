@@ -219,21 +219,32 @@ class RolloutStore:
         if not actions:
             return rollout
         now = self.clock()
-        with self.Session.begin() as s:
+        with self.Session.begin() as s, s.no_autoflush:
             row = s.get(RolloutRow, rollout.id, with_for_update=True)
             if row is None or row.state != rollout.state or row.stage != rollout.stage:
                 return None  # an operator changed it meanwhile: plan again next tick
             rows = {a.device_id: a for a in self._assignments(s, rollout.id)}
+            # every row the actions touch, read up front in a few IN queries (one query per device made a
+            # 9,000-device stage take minutes), then written without autoflushing in between
+            touched = [a.device_id for a in actions if isinstance(a, (AssignDevice, RevertDevice))]
+            desired_rows = {r.device_id: r for chunk in _chunks(touched)
+                            for r in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(chunk)))}
+            new_ids = [a.device_id for a in actions if isinstance(a, AssignDevice)]
+            older_rows: dict[str, list[RolloutDeviceRow]] = {}
+            for chunk in _chunks(new_ids):  # e.g. offline when an earlier rollout ended
+                for older in s.scalars(select(RolloutDeviceRow).where(
+                        RolloutDeviceRow.device_id.in_(chunk), RolloutDeviceRow.rollout_id != rollout.id,
+                        RolloutDeviceRow.status == PENDING)):
+                    older_rows.setdefault(older.device_id, []).append(older)
             assigned = []
             for act in actions:
                 if isinstance(act, AssignDevice):
                     s.add(RolloutDeviceRow(rollout_id=rollout.id, device_id=act.device_id, stage=act.stage,
                                            assigned_at=now, previous=dict(act.previous) if act.previous else None,
                                            status=PENDING, status_at=None, reason=None))
-                    self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now)
-                    for older in s.scalars(select(RolloutDeviceRow).where(
-                            RolloutDeviceRow.device_id == act.device_id, RolloutDeviceRow.rollout_id != rollout.id,
-                            RolloutDeviceRow.status == PENDING)):  # e.g. offline when an earlier rollout ended
+                    self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now,
+                                      desired_rows)
+                    for older in older_rows.get(act.device_id, ()):
                         older.status, older.status_at, older.reason = REPLACED, now, f"taken over by {rollout.id}"
                     assigned.append(act.device_id)
                 elif isinstance(act, SetDeviceStatus):
@@ -247,7 +258,7 @@ class RolloutStore:
                 elif isinstance(act, RevertDevice):
                     # a previous model without a download URL cannot be a desired state: clear it instead
                     prev = dict(act.previous) if act.previous and act.previous.get("url") else None
-                    self._set_desired(s, act.device_id, prev, rollout.id, now)
+                    self._set_desired(s, act.device_id, prev, rollout.id, now, desired_rows)
                 elif isinstance(act, FinishRevert):
                     row.reverted = True
                     self._audit(s, rollout.id, now, "engine", "revert", row.state, row.state, row.stage,
@@ -270,11 +281,16 @@ class RolloutStore:
         return self.get(rollout.id)
 
     @staticmethod
-    def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float) -> None:
-        row = s.get(DesiredRow, device_id)
+    def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float,
+                     rows: dict[str, DesiredRow] | None = None) -> None:
+        """Set a device's desired state; ``rows`` holds the rows read up front (a missing key: no row yet)."""
+        row = rows.get(device_id) if rows is not None else s.get(DesiredRow, device_id)
         if row is None:
-            s.add(DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now, generation=1,
-                             published_generation=0, published_at=None, publish_count=0))
+            row = DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now, generation=1,
+                             published_generation=0, published_at=None, publish_count=0)
+            s.add(row)
+            if rows is not None:
+                rows[device_id] = row
         else:
             row.model, row.rollout_id, row.updated_at = model, rollout_id, now
             row.generation += 1
@@ -348,6 +364,13 @@ class RolloutStore:
                         row.published_generation = want[row.device_id]
                         row.published_at = now
                         row.publish_count += 1
+
+
+def _chunks(ids: Sequence[str], size: int = 2000) -> Iterable[list[str]]:
+    """Keep IN lists well below the database's bound-parameter limit."""
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
 
 
 def rollout_view(r: Rollout) -> dict[str, Any]:
