@@ -24,7 +24,7 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--devices", "count", type=int, required=True, help="number of virtual devices")
 @click.option("--prefix", default="sim", show_default=True, help="device ids are PREFIX00000, PREFIX00001, …")
 @click.option("--provision", is_flag=True, help="provision the devices that are missing (password auth)")
-@click.option("--faulty", default="0%", show_default=True, help="share whose self-test fails on every new model")
+@click.option("--faulty", default="0%", show_default=True, help="share whose self-test fails on new models (all, or --faulty-version)")
 @click.option("--faulty-version", "faulty_versions", multiple=True, metavar="VERSION",
               help="the faulty share fails only these model versions (default: every new model)")
 @click.option("--slow", default="0%", show_default=True, help="share on which new models report a worse p95")
@@ -37,7 +37,7 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--until-idle", is_flag=True, help="stop once every device is idle on its desired model")
 @click.option("--bundle", "bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="model every device serves at start (a .ekb; default: none)")
-@click.option("--telemetry-interval", default="10s", show_default=True)
+@click.option("--telemetry-interval", default="10s", show_default=True, help="seconds between telemetry samples")
 @click.option("--inference-rate", type=float, default=5.0, show_default=True, help="simulated inferences/s")
 @click.option("--self-test", "self_test", default="500ms", show_default=True, help="simulated self-test time")
 @click.option("--probation", default="2s", show_default=True, help="probation before a device commits")
