@@ -15,7 +15,6 @@ header, before any member's data is copied. Every failure is one line naming the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 from .errors import BundleCorruptError, BundleTooLargeError, UnsafeMemberError, UsageError
@@ -75,13 +74,6 @@ def pack(members: Iterable[tuple[str, bytes]]) -> bytes:
     out += bytes(2 * BLOCK)
     out += bytes(_padded(len(out), RECORD) - len(out))
     return bytes(out)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_members: int
-    max_member_bytes: int
-    max_total_bytes: int
 
 
 def _corrupt(why: str) -> BundleCorruptError:
@@ -146,10 +138,10 @@ def _field_diff(block: bytes, canonical: bytes, name: str) -> str:
     return f"member {name!r} has a non-canonical header"  # pragma: no cover - some field differs
 
 
-def unpack(data: bytes, limits: Limits) -> list[tuple[str, bytes]]:
+def unpack(data: bytes, *, max_members: int, max_member_bytes: int, max_total_bytes: int) -> list[tuple[str, bytes]]:
     """The members of a canonical archive, in archive order; see the module docstring for what is refused."""
     if len(data) < 2 * BLOCK:
-        raise _corrupt("empty or truncated" if not data.strip(b"\0") or len(data) < BLOCK else "truncated")
+        raise _corrupt("empty or truncated")
     if len(data) % BLOCK:
         raise _corrupt(f"{len(data)} bytes is not a whole number of 512-byte blocks: truncated or not a tar file")
     members: list[tuple[str, bytes]] = []
@@ -163,16 +155,16 @@ def unpack(data: bytes, limits: Limits) -> list[tuple[str, bytes]]:
         if block == _ZERO:
             break
         name, size = _check_header(block, at)
-        if len(members) >= limits.max_members:
-            raise BundleTooLargeError(f"bundle has more than {limits.max_members} members")
+        if len(members) >= max_members:
+            raise BundleTooLargeError(f"bundle has more than {max_members} members")
         if name in seen:
             raise UnsafeMemberError(f"bundle member {name!r} appears twice")
-        if size > limits.max_member_bytes:
+        if size > max_member_bytes:
             raise BundleTooLargeError(f"bundle member {name!r} is {size} bytes, over the "
-                                      f"{limits.max_member_bytes}-byte limit")
+                                      f"{max_member_bytes}-byte limit")
         total += size
-        if total > limits.max_total_bytes:
-            raise BundleTooLargeError(f"bundle payload exceeds {limits.max_total_bytes} bytes")
+        if total > max_total_bytes:
+            raise BundleTooLargeError(f"bundle payload exceeds {max_total_bytes} bytes")
         start, end = at + BLOCK, at + BLOCK + size
         if end > len(data):
             raise _corrupt(f"bundle member {name!r} is truncated")

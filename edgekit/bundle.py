@@ -263,8 +263,8 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
     → with a key, the signature over the raw manifest bytes → the manifest, parsed only now (bounded) → its
     ``signing`` entry against the record → pinned payloads → the TFLite model → canonical member order.
     """
-    listed = archive.unpack(data, archive.Limits(limits.max_members, limits.max_member_bytes,
-                                                 limits.max_total_bytes))
+    listed = archive.unpack(data, max_members=limits.max_members, max_member_bytes=limits.max_member_bytes,
+                            max_total_bytes=limits.max_total_bytes)
     members = dict(listed)
     for required in (MANIFEST_NAME, SIGNATURE_NAME):
         if required not in members:
