@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekit.errors import (BundleCorruptError, BundleTooLargeError, EdgekitError, ManifestError, SignatureError,
                             UnsafeMemberError)
@@ -233,12 +233,3 @@ def repack_cases(original: bytes, workdir: Path) -> list[Mutation]:
 def all_cases(original: bytes, key, workdir: Path) -> list[Mutation]:
     return [*json_cases(original, key), *key_id_cases(original, key), *alg_cases(original, key),
             *repack_cases(original, workdir)]
-
-
-def one_of_each(original: bytes, key, workdir: Path, pick: Callable[[Mutation], bool] | None = None) -> list[Mutation]:
-    """The first mutation of every class that differs from the original (for slow paths such as a real agent)."""
-    chosen: dict[str, Mutation] = {}
-    for mut in all_cases(original, key, workdir):
-        if mut.expect is not None and mut.cls not in chosen and (pick is None or pick(mut)):
-            chosen[mut.cls] = mut
-    return [chosen[c] for c in CLASSES]
