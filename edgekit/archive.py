@@ -4,8 +4,10 @@ Writing (:func:`pack`): for each member one 512-byte ustar header — name of at
 uid and gid 0, size, mtime 0, type ``0`` (regular file), magic ``ustar\\0`` and version ``00``; link name, owner,
 group, device numbers and prefix empty (NUL) — then the data, zero-padded to a multiple of 512 bytes. After the
 last member come two zero blocks, then zeros up to a multiple of 10240 bytes (tar's default record). These are
-the bytes Python 3.11's :mod:`tarfile` writes for such members in its USTAR and PAX formats (neither needs an
-extended header for them), so bundles written with tarfile by earlier edgekit versions read unchanged.
+the bytes Python's :mod:`tarfile` (3.11.7) writes for such members in its USTAR and PAX formats (neither needs an
+extended header for them), so bundles written with tarfile by earlier edgekit versions read unchanged. Writing the
+headers here keeps the form fixed whatever a later tarfile does (GNU tar, for one, writes ``0000000`` device numbers
+where this form has NUL bytes).
 
 Reading (:func:`unpack`) is the strict inverse, and untrusted bytes never reach :mod:`tarfile`: every header must
 carry a valid checksum and be the header :func:`pack` writes for its name and size; padding, end blocks and record
