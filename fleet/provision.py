@@ -57,19 +57,24 @@ def agent_toml(ctx: FleetContext, device_id: str, auth: str) -> dict[str, Any]:
     return {"device_id": device_id, "fleet": ctx.fleet_id, "fleet_public_key": "fleet.pub", "mqtt": mqtt}
 
 
-def provision(ctx: FleetContext, device_id: str, *, tags: dict[str, str] | None = None, groups: Iterable[str] = (),
-              auth: str = "cert", out: Path | None = None, force: bool = False) -> ProvisionResult:
-    try:
-        check_id(device_id, "device id")
-    except ProtocolError as exc:
-        raise FleetError(exc.message, hint=exc.hint) from None
-    mode = AUTH_MODES.get(auth)
-    if mode is None:
+def _check_request(ctx: FleetContext, device_ids: Iterable[str], auth: str) -> None:
+    """Valid ids, a known auth mode, and a password listener for password devices: FleetError otherwise."""
+    for d in device_ids:
+        try:
+            check_id(d, "device id")
+        except ProtocolError as exc:
+            raise FleetError(exc.message, hint=exc.hint) from None
+    if auth not in AUTH_MODES:
         raise FleetError(f"unknown auth {auth!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
     if auth == "password" and not ctx.password_port:
         raise FleetError("this fleet has no password listener",
                          hint="set broker.password_port in fleet.toml (or 'fleet init --password-port'), "
                               "restart the broker, or provision with --auth cert")
+
+
+def provision(ctx: FleetContext, device_id: str, *, tags: dict[str, str] | None = None, groups: Iterable[str] = (),
+              auth: str = "cert", out: Path | None = None, force: bool = False) -> ProvisionResult:
+    _check_request(ctx, [device_id], auth)
     reg = Registry(ctx.engine(), ctx.fleet_id)
     if reg.provisioned(device_id) and not force:
         raise DeviceExistsError(device_id)
@@ -115,17 +120,7 @@ def provision_many(ctx: FleetContext, device_ids: list[str], *, tags: dict[str, 
     """Provision many new devices at once: packages first, then one registry transaction, one password file and
     ACL write and one broker reload (``provision`` per device rewrites the ACL each time: quadratic at scale).
     Devices already provisioned are refused before anything is written."""
-    for d in device_ids:
-        try:
-            check_id(d, "device id")
-        except ProtocolError as exc:
-            raise FleetError(exc.message, hint=exc.hint) from None
-    if auth not in AUTH_MODES:
-        raise FleetError(f"unknown auth {auth!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
-    if auth == "password" and not ctx.password_port:
-        raise FleetError("this fleet has no password listener",
-                         hint="set broker.password_port in fleet.toml (or 'fleet init --password-port'), "
-                              "restart the broker, or provision with --auth cert")
+    _check_request(ctx, device_ids, auth)
     reg = Registry(ctx.engine(), ctx.fleet_id)
     taken = sorted(set(device_ids) & reg.provisioned_ids())
     if taken:
