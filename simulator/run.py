@@ -33,6 +33,7 @@ class SimOptions:
     churn: float = 0.0                      # connection drops per second across the fleet
     connect_concurrency: int = 100          # TLS handshakes in flight at once
     summary_interval: float = 2.0
+    stop_timeout: float = 60.0              # seconds the devices get to publish 'offline' and disconnect
     seed: int = 0
 
 
@@ -59,6 +60,7 @@ class Simulation:
         self.started_at = 0.0
         self.ready_at: float | None = None
         self.churned = 0
+        self.unfinished_stops = 0
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -97,7 +99,7 @@ class Simulation:
             "devices": len(self.devices), "traits": traits, "options": _jsonable(asdict(self.opts)),
             "started_at": time.time() - elapsed, "elapsed_s": round(elapsed, 2),
             "ready_s": round(self.ready_at - self.started_at, 2) if self.ready_at else None,
-            "summary": s,
+            "summary": s, "unfinished_stops": self.unfinished_stops,
             "downloads_per_s": round(self.counters.downloads / elapsed, 2),
             "per_device": [{"device_id": d.id, "faulty": d.traits.faulty, "slow": d.traits.slow,
                             "offline": d.traits.offline, "online": d.online, "state": d.rec.state,
@@ -123,7 +125,11 @@ class Simulation:
         finally:
             for d in self.devices:
                 d.stop()
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+            done, pending = await asyncio.wait(tasks, timeout=self.opts.stop_timeout)
+            self.unfinished_stops = len(pending)  # devices that could not say goodbye in time: cut off
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             for t in aux:
                 t.cancel()
             await asyncio.gather(*aux, return_exceptions=True)

@@ -52,7 +52,7 @@ class SimFleet:
                 time.sleep(0.1)
         raise AssertionError("fleet serve did not answer")
 
-    def stop(self, p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60.0) -> str:
+    def stop(self, p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 120.0) -> str:
         stop_pid(p.pid, timeout=timeout, sig=sig)
         out = p.stdout.read() if p.stdout else ""
         self.procs.remove(p)
