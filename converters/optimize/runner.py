@@ -151,8 +151,9 @@ class Optimizer(Converter):
         seed_everything(o.seed)
 
         calib = train.take(slice(0, min(len(train), o.calibration_samples))) if train is not None else eval_ds
-        reference = self._reference(src, eval_ds)
-        baseline = self._baseline(src, calib, eval_ds, reference)
+        measures = self.cluster is None or self.cluster.chief  # other workers only train
+        reference = self._reference(src, eval_ds) if measures else None
+        baseline = self._baseline(src, calib, eval_ds, reference) if measures else None
 
         stages = []
         for step in chain.steps:
@@ -171,8 +172,9 @@ class Optimizer(Converter):
         blob = self.blob
         evaluate._interpreter(blob)  # reload before anything reports success
 
-        if self.cluster is not None and not self.cluster.chief:
-            return Result({"worker": self.cluster.index, "stages": [_brief(s) for s in stages]}, blob)
+        if not measures:
+            return Result({"worker": self.cluster.index, "strategy": strategy_info,
+                           "stages": [_brief(s) for s in stages]}, blob)
 
         acc = self._measure(blob, eval_ds, reference)
         lat = evaluate.latency(blob, eval_ds.arrays, threads=o.threads, runs=o.runs, names=self.names) \
