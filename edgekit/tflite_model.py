@@ -122,6 +122,7 @@ class TensorInfo:
     shape: list[int]
     shape_signature: list[int]
     buffer: int
+    block_size: int = 0  # blockwise quantization (BlockwiseQuantization details): weights per scale along a row
     scale: list[float] = field(default_factory=list)
     zero_point: list[int] = field(default_factory=list)
     quantized_dimension: int = 0
@@ -250,6 +251,14 @@ def inspect_tflite(data: bytes) -> ModelInfo:
         raise NotTFLiteError(f"malformed TFLite flatbuffer: {exc}") from exc
 
 
+def _block_size(q: Table | None) -> int:
+    """QuantizationParameters.details (field 5) when details_type (field 4) is BlockwiseQuantization (2)."""
+    if q is None or q.scalar(4, "B", 0) != 2:
+        return 0
+    details = q.table(5)
+    return details.scalar(2, "i", 0) if details is not None else 0
+
+
 def _parse_model(buf: bytes) -> ModelInfo:
     root = Table(buf, _unpack("<I", buf, 0))
     opcodes = []
@@ -281,6 +290,7 @@ def _parse_model(buf: bytes) -> ModelInfo:
                 shape=t.scalars(0, "i"),
                 shape_signature=t.scalars(7, "i"),
                 buffer=t.scalar(2, "I", 0),
+                block_size=_block_size(q),
                 scale=q.scalars(2, "f") if q else [],
                 zero_point=q.scalars(3, "q") if q else [],
                 quantized_dimension=q.scalar(6, "i", 0) if q else 0,
