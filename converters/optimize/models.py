@@ -105,15 +105,10 @@ def convert(model, src: LoadedModel, plan, dataset, *, sparsity: bool = False) -
 
 
 def params_macs(model) -> dict[str, Any]:
-    try:
-        from .separable import count_params_macs
-    except ImportError:
-        return {"params": int(model.count_params()), "macs": None}
+    from .separable import count_params_macs
+
     counted = count_params_macs(model)
-    if isinstance(counted, dict):
-        return {"params": counted.get("params"), "macs": counted.get("macs")}
-    params, macs = counted
-    return {"params": int(params), "macs": None if macs is None else int(macs)}
+    return {"params": counted["params"], "macs": counted["macs"]}
 
 
 def versions() -> dict[str, str]:
