@@ -242,3 +242,64 @@ def test_help_lists_every_option_of_the_docs():
     documented = sorted(set(re.findall(r"`(--[a-z][a-z-]+)", doc)))
     assert [o for o in options if o not in documented] == []
     assert [o for o in documented if o not in options] == []
+
+
+# -- training data in every form ----------------------------------------------------------------------------------------
+
+
+def _digits_images(root, xs, ys):
+    from PIL import Image
+
+    for k, (x, y) in enumerate(zip(xs, ys)):
+        d = root / str(int(y))
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[..., 0] * 255).astype(np.uint8), mode="L").save(d / f"{k:04d}.png")
+
+
+def test_image_directory_labels_come_from_subfolders(digits_train, tmp_path):
+    from converters import calibration as cal
+    from converters.loading import InputSpec
+
+    z = np.load(digits_train)
+    _digits_images(tmp_path / "imgs", z["x"][:60], z["y"][:60])
+    ds = cal.load_dataset(tmp_path / "imgs", [InputSpec("image", (8, 8, 1))], normalize=cal.Normalize(1 / 255))
+    order = np.argsort([f"{int(y)}/{k:04d}" for k, y in enumerate(z["y"][:60])], kind="stable")
+    assert list(ds.labels) == [int(v) for v in z["y"][:60][order]]
+    np.testing.assert_allclose(ds.arrays[0], z["x"][:60][order], atol=1 / 255)
+    (tmp_path / "named" / "cat").mkdir(parents=True)
+    (tmp_path / "named" / "dog").mkdir()
+    from PIL import Image
+
+    for k, name in enumerate(("cat", "dog", "dog")):
+        Image.new("L", (8, 8), 3 + 40 * k).save(tmp_path / "named" / name / f"{k}.png")
+    ds = cal.load_dataset(tmp_path / "named", [InputSpec("image", (8, 8, 1))], minimum=1)
+    assert list(ds.labels) == [0, 1, 1]
+
+
+def test_generator_yielding_x_and_y(digits_train, tmp_path, monkeypatch):
+    from converters import calibration as cal
+    from converters.loading import InputSpec
+
+    (tmp_path / "digits_gen.py").write_text(
+        "import numpy as np\n"
+        f"z = np.load({str(digits_train)!r})\n"
+        "def pairs():\n"
+        "    for x, y in zip(z['x'][:40], z['y'][:40]):\n"
+        "        yield x, int(y)\n")
+    monkeypatch.chdir(tmp_path)
+    ds = cal.load_dataset("digits_gen:pairs", [InputSpec("image", (8, 8, 1))])
+    assert len(ds) == 40 and list(ds.labels) == [int(v) for v in np.load(digits_train)["y"][:40]]
+
+
+@pytest.mark.slow
+def test_optimize_trains_on_an_image_directory(digits_legacy, digits_train, tmp_path):
+    from converters.optimize import OptimizeOptions, optimize
+
+    z, e = np.load(digits_train), np.load(digits_legacy["eval"])
+    _digits_images(tmp_path / "train", z["x"][:400], z["y"][:400])
+    _digits_images(tmp_path / "eval", e["x"], e["y"])
+    r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="prune:0.5", train=str(tmp_path / "train"),
+                                 eval=str(tmp_path / "eval"), scale=1 / 255, epochs=1, runs=0))
+    opt = r.report["optimization"]
+    assert opt["training"]["labels"] is True and opt["training"]["samples"] == 400
+    assert opt["result"]["summary"]["sparsity"] >= 0.49 and opt["result"]["top1"] > 0.8
