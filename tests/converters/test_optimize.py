@@ -151,6 +151,7 @@ class _Progress:
 
     def __init__(self, interrupt_on: str | None = None, fail_on: str | None = None):
         self.seen: list[str] = []
+        self.updates: list[str] = []
         self.interrupt_on = interrupt_on
         self.fail_on = fail_on
 
@@ -162,8 +163,9 @@ class _Progress:
             raise RuntimeError("disk on fire")
         return len(self.seen)
 
-    def update(self, *a, **k):
-        pass
+    def update(self, task, **k):
+        if "description" in k:
+            self.updates.append(k["description"])
 
     def advance(self, *a, **k):
         pass
@@ -260,3 +262,46 @@ print(json.dumps({{'env': env, 'flavor': r.report['source']['flavor'], 'top1': r
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["env"] is None and got["flavor"] == "keras3" and got["top1"] > 0.9
+
+
+def test_keras3_model_goes_through_the_bridge_with_progress_and_val(digits, digits_train, tmp_path):
+    """A Keras 3 .keras model is rebuilt as tf_keras for tfmot; one bar per epoch carries loss and metrics."""
+    from converters.optimize import OptimizeOptions, optimize
+
+    z = np.load(digits_train)
+    np.savez(tmp_path / "val.npz", x=z["x"][:200], y=z["y"][:200])
+    progress = _Progress()
+    r = optimize(OptimizeOptions(model=digits["model"], recipe="prune:0.5,cluster:8", train=str(digits_train),
+                                 val=str(tmp_path / "val.npz"), eval=digits["eval"], epochs=2, runs=0), progress)
+    assert r.report["source"]["flavor"] == "keras3"
+    assert [d for d in progress.seen if " epoch " in d] == ["prune:0.5 epoch 1/2", "prune:0.5 epoch 2/2",
+                                                              "cluster:8 epoch 1/2", "cluster:8 epoch 2/2"]
+    assert any("loss" in d and "accuracy" in d for d in progress.updates)
+    hist = r.report["optimization"]["stages"][1]["history"]
+    assert len(hist) == 2 and "val_loss" in hist[-1] and "val_accuracy" in hist[-1]
+    for op, w, zp in weights(r.model_bytes):
+        assert np.mean(w == zp) >= 0.49, op
+        per_channel = w.reshape(w.shape[0], -1) if op != "DEPTHWISE_CONV_2D" else w.reshape(-1, w.shape[-1]).T
+        assert max(len(np.unique(row)) for row in per_channel) <= 9, op
+    assert r.report["optimization"]["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits["eval"]),
+                                                                       abs=1e-9)
+
+
+def test_int4_weights_in_the_written_model(digits_legacy, digits_train, tmp_path):
+    r = run(digits_legacy, digits_train, "int4:fc+conv", tmp_path / "out")
+    info = inspect_tflite((tmp_path / "out" / "digits.tflite").read_bytes())
+    sg = info.main
+    types = {}
+    for op in sg.ops:
+        if op.opcode in WEIGHT_OPS:
+            t = sg.tensors[op.inputs[1]]
+            if not t.buffer or not info.buffer_sizes[t.buffer]:  # weight-only: DEQUANTIZE feeds the op
+                prod = next(p for p in sg.ops if op.inputs[1] in p.outputs)
+                t = sg.tensors[prod.inputs[0]]
+            types.setdefault(op.opcode, set()).add(t.type)
+    assert types == {"CONV_2D": {"INT4"}, "FULLY_CONNECTED": {"INT4"}}
+    opt = r.report["optimization"]
+    assert opt["mode"] == "fp32" and opt["vs_int8"]["bytes_ratio"] < 0.6
+    assert {row["type"] for row in opt["result"]["layers"]} == {"INT4"}
+    assert max(row["unique"] for row in opt["result"]["layers"]) <= 16
+    assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits_legacy["eval"]), abs=1e-9)
