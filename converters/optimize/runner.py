@@ -22,7 +22,7 @@ from .. import calibration as cal
 from .. import evaluate, report
 from ..modes import MODES, Plan
 from ..output import Staging
-from ..pipeline import Converter, Result
+from ..pipeline import Converter, Result, _names
 from ..tflite import representative, versions
 from . import measure, models
 from .errors import RecipeError, TrainingDataError
@@ -86,14 +86,6 @@ def resolve_plan(chain: Chain, mode: str | None, io: str | None) -> Plan:
     if mode not in MODES:
         raise RecipeError(f"unknown mode {mode!r}", hint=f"choose one of {', '.join(MODES)}")
     return Plan(mode, MODES[mode].check_io(io), "cpu")
-
-
-def _names(o: OptimizeOptions) -> dict[str, str]:
-    name = o.name or o.model.stem.replace(" ", "_") or "model"
-    out = {"model": f"{name}.tflite", "report": "report.json"}
-    if o.key is not None:
-        out["bundle"] = f"{name}-{o.version}.ekb"
-    return out
 
 
 class Optimizer(Converter):
