@@ -11,11 +11,12 @@ import click
 
 from edgekit.render import console, emit_json
 
-from ..cli import IO_NAMES, MODE_NAMES
+from ..cli import IO_NAMES, MODE_NAMES, bundle_options
 
 RECIPE_HELP = ("Comma-separated recipes, applied in the order separable, distill, prune, cluster, qat, (convert), "
                "int4: prune:S | prune:M:N | prune:...:xnnpack | cluster:N | qat | distill[:t=T][:alpha=A] | "
-               "separable | int4[:fc|conv|fc+conv][:block=B].")
+               "separable[:min_in=C][:max_cost=R] | int4[:fc|conv|fc+conv][:block=B][:layers=RE][:act=dynamic|int8]"
+               "[:others=int8|float].")
 
 
 @click.command("optimize")
@@ -45,13 +46,7 @@ RECIPE_HELP = ("Comma-separated recipes, applied in the order separable, distill
 @click.option("--worker-index", type=click.IntRange(0), help="This machine's position in --workers (0 writes).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output directory (.tflite, report.json, .ekb).")
-@click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle.")
-@click.option("--name", help="Model name (default: the source file's stem).")
-@click.option("--version", "version", default="0.1.0", show_default=True, help="Bundle version.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@bundle_options
 def optimize(model, recipe, train, val, eval_data, teacher, student, epochs, batch_size, lr, seed, mode, io, scale,
              offset, calibration_samples, threads, runs, workers, worker_index, output, key, name, version, labels,
              force, as_json, quiet) -> None:

@@ -10,25 +10,12 @@ from ..errors import ModelLoadError
 from ..loading import LoadedModel, SourceFormat, load_model
 from .errors import ModelShapeError, RecipeError
 
-SUBCLASSED_HINT = ("rebuild it as a Sequential or Functional model (keras.Model(inputs, outputs)) and save it as "
-                   ".keras")
-
-
 def load_source(path: Path) -> LoadedModel:
     src = load_model(path)
     if src.keras_model is None:
         raise ModelShapeError(f"{path} is a SavedModel; optimize fine-tunes Keras models",
                               hint="pass the .keras or .h5 model the SavedModel was exported from")
-    _check_graph_network(src.keras_model, path)
     return src
-
-
-def _check_graph_network(model, path) -> None:
-    name = type(model).__name__
-    if name in ("Sequential", "Functional") or getattr(model, "_is_graph_network", False):
-        return
-    raise ModelShapeError(f"{path} holds a subclassed model ({name}); its layers cannot be rebuilt for "
-                          "training-time optimization", hint=SUBCLASSED_HINT)
 
 
 def as_tf_keras(src: LoadedModel):
@@ -47,7 +34,6 @@ def load_tf_keras(path: Path, what: str):
         raise type(exc)(f"{what}: {exc.message}", hint=exc.hint) from exc
     if src.keras_model is None:
         raise ModelShapeError(f"{what} {path} is a SavedModel", hint="pass a .keras or .h5 model")
-    _check_graph_network(src.keras_model, path)
     return as_tf_keras(src)
 
 
@@ -105,15 +91,10 @@ def convert(model, src: LoadedModel, plan, dataset, *, sparsity: bool = False) -
 
 
 def params_macs(model) -> dict[str, Any]:
-    try:
-        from .separable import count_params_macs
-    except ImportError:
-        return {"params": int(model.count_params()), "macs": None}
+    from .separable import count_params_macs
+
     counted = count_params_macs(model)
-    if isinstance(counted, dict):
-        return {"params": counted.get("params"), "macs": counted.get("macs")}
-    params, macs = counted
-    return {"params": int(params), "macs": None if macs is None else int(macs)}
+    return {"params": counted["params"], "macs": counted["macs"]}
 
 
 def versions() -> dict[str, str]:

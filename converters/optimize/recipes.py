@@ -175,9 +175,21 @@ class Distill(Recipe):
 @register_recipe
 class Separable(Recipe):
     name = "separable"
-    usage = "separable"
+    usage = "separable[:min_in=C][:max_cost=R] (rewrite Conv2D with >= C input channels whose pair costs <= R)"
     help = "automatic student: eligible Conv2D -> DepthwiseConv2D + 1x1 Conv2D, then distilled from the original"
     needs_labels = False
+
+    def parse(self, spec, args):
+        from .separable import SeparableRule
+
+        kw = _keywords(spec, args, {"min_in": "minimum input channels", "max_cost": "largest MAC ratio"}, self.usage)
+        rule = {}
+        if "min_in" in kw:
+            rule["min_in_channels"] = _int(kw["min_in"], "min_in", spec, self.usage)
+        if "max_cost" in kw:
+            rule["max_cost_ratio"] = _float(kw["max_cost"], "max_cost", spec, self.usage)
+        SeparableRule(**rule)  # validates
+        return Step(self.name, spec, rule)
 
     def apply(self, run, step, chain):
         from .stages import apply_separable
@@ -188,31 +200,15 @@ class Separable(Recipe):
 @register_recipe
 class Int4(Recipe):
     name = "int4"
-    usage = "int4[:fc|conv|fc+conv][:block=B] (ops whose weights become int4; B: blockwise group size)"
-    help = "int4 weights (ai-edge-quantizer) on the converted model; other weights stay int8"
+    usage = "int4[:fc|conv|fc+conv][:block=B][:layers=REGEX][:act=dynamic|int8][:others=int8|float]"
+    help = "int4 weights (ai-edge-quantizer) on the converted float model; other weights int8 (or float)"
     needs_labels = False
     trains = False
-    OPS = {"fc": "FULLY_CONNECTED", "conv": "CONV_2D"}
 
     def parse(self, spec, args):
-        ops = ["FULLY_CONNECTED"]
-        block = None
-        for a in args:
-            if a.startswith("block="):
-                block = _int(a.split("=", 1)[1], "block size", spec, self.usage)
-                if block < 2 or block & (block - 1):
-                    raise RecipeError(f"block size {block} in {spec!r} is not a power of two >= 2",
-                                      hint="e.g. int4:block=32")
-                continue
-            parts = a.split("+")
-            if "dw" in parts or "depthwise" in parts:
-                raise RecipeError(f"{spec!r}: DEPTHWISE_CONV_2D weights cannot be int4 (ai-edge-quantizer keeps "
-                                  "them int8)", hint="use int4:fc, int4:conv or int4:fc+conv")
-            unknown = [p for p in parts if p not in self.OPS]
-            if unknown:
-                raise RecipeError(f"unknown op group {unknown[0]!r} in {spec!r}", hint=f"write {self.usage}")
-            ops = [self.OPS[p] for p in parts]
-        return Step(self.name, spec, {"ops": ops, "blockwise": block})
+        from .int4 import Int4Options
+
+        return Step(self.name, spec, Int4Options.parse(":".join(args)).to_dict())
 
     def apply(self, run, step, chain):
         from .stages import apply_int4

@@ -22,7 +22,7 @@ from .. import calibration as cal
 from .. import evaluate, report
 from ..modes import MODES, Plan
 from ..output import Staging
-from ..pipeline import Converter, Result
+from ..pipeline import Converter, Result, _names
 from ..tflite import representative, versions
 from . import measure, models
 from .errors import RecipeError, TrainingDataError
@@ -88,14 +88,6 @@ def resolve_plan(chain: Chain, mode: str | None, io: str | None) -> Plan:
     return Plan(mode, MODES[mode].check_io(io), "cpu")
 
 
-def _names(o: OptimizeOptions) -> dict[str, str]:
-    name = o.name or o.model.stem.replace(" ", "_") or "model"
-    out = {"model": f"{name}.tflite", "report": "report.json"}
-    if o.key is not None:
-        out["bundle"] = f"{name}-{o.version}.ekb"
-    return out
-
-
 class Optimizer(Converter):
     """One optimization run; reuses the converter's measuring and writing (``_reference``, ``_measure``, ``_write``)."""
 
@@ -109,8 +101,13 @@ class Optimizer(Converter):
         self.strategy = None
         self.from_logits = False
         self.cluster: Cluster | None = None
+        self.calib = None
+        self.counted: dict[str, Any] = {}  # params and MACs of the model before qat wraps its layers
 
     # -- what the recipes call ----------------------------------------------------------------------------------------
+
+    def calibration_arrays(self) -> list[np.ndarray]:
+        return self.calib.arrays
 
     def fit_config(self, recipe: str, default_lr: float) -> FitConfig:
         o = self.opts
@@ -151,6 +148,7 @@ class Optimizer(Converter):
         seed_everything(o.seed)
 
         calib = train.take(slice(0, min(len(train), o.calibration_samples))) if train is not None else eval_ds
+        self.calib = calib
         measures = self.cluster is None or self.cluster.chief  # other workers only train
         reference = self._reference(src, eval_ds) if measures else None
         baseline = self._baseline(src, calib, eval_ds, reference) if measures else None
@@ -250,17 +248,20 @@ class Optimizer(Converter):
         return {"mode": "int8", **measure.sizes(blob), "top1": acc.get("top1_converted"),
                 "top1_float": acc.get("top1_float"), "agreement": acc["agreement"],
                 "latency_ms": None if lat is None else lat["median_ms"], "layers": rows,
-                "summary": measure.summarize(rows), **models.params_macs(self.model)}
+                "summary": measure.summarize(rows), **models.params_macs(src.keras_model)}
 
     def _stage(self, step, chain: Chain) -> dict[str, Any]:
+        if step.recipe == "qat":
+            self.counted = models.params_macs(self.model)
         t0 = time.perf_counter()
         info = RECIPES[step.recipe].apply(self, step, chain)
         wall = time.perf_counter() - t0
         self.timings[f"{step.recipe}_s"] = wall
         out = {**step.to_dict(), "wall_s": round(wall, 3), **(info or {})}
-        if step.recipe != "int4":
-            out["keras_layers"] = measure.keras_layers(_stripped(self.model))
-            out.update(models.params_macs(self.model))
+        if step.recipe not in ("int4", "qat"):
+            out["keras_layers"] = measure.keras_layers(self.model)
+            self.counted = models.params_macs(self.model)
+        out.update(self.counted)
         return out
 
     def _keras_top1(self, model, ds) -> float | None:
@@ -287,7 +288,8 @@ class Optimizer(Converter):
                          "labels": self.train_y is not None, "strategy": strategy_info},
             "stages": stages,
             "result": {
-                **sizes, "layers": rows, "summary": measure.summarize(rows), **models.params_macs(self.model),
+                **sizes, "layers": rows, "summary": measure.summarize(rows),
+                **(self.counted or models.params_macs(self.model)),
                 "top1_float": acc.get("top1_float"), "top1_optimized_float": float_top1,
                 "top1": acc.get("top1_converted"), "agreement": acc["agreement"], "latency_ms": lat_ms,
             },
@@ -304,10 +306,6 @@ class Optimizer(Converter):
 
 def _brief(stage: dict) -> dict:
     return {k: v for k, v in stage.items() if k in ("recipe", "spec", "wall_s", "history")}
-
-
-def _stripped(model):
-    return model
 
 
 def _ratio(a, b):
