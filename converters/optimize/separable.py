@@ -89,11 +89,10 @@ def make_separable(model: Any, rule: SeparableRule | None = None) -> tuple[Any, 
     report = SeparableReport(rule={"min_in_channels": rule.min_in_channels, "max_cost_ratio": rule.max_cost_ratio})
     pairs: dict[str, tuple[str, str]] = {}
     cfg = _rewrite_config(teacher, rule, report, pairs)
-    custom = {}
     if isinstance(teacher, tf_keras.Sequential):
-        student = tf_keras.Sequential.from_config(cfg, custom_objects=custom)
+        student = tf_keras.Sequential.from_config(cfg)
     else:
-        student = tf_keras.Model.from_config(cfg, custom_objects=custom)
+        student = tf_keras.Model.from_config(cfg)
     _copy_weights(teacher, student, pairs, tf_keras)
     before, after = count_params_macs(teacher), count_params_macs(student)
     report.params_before, report.macs_before = before["params"], before["macs"]
