@@ -18,7 +18,7 @@ require("prometheus_client", "fleet")
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: E402
-from prometheus_client.exposition import CONTENT_TYPE_LATEST  # noqa: E402
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # noqa: E402
 
 log = logging.getLogger("edgekit.fleet.metrics")
 
@@ -176,7 +176,7 @@ class FleetCollector:
 class Metrics:
     """A registry holding one :class:`FleetCollector`; ``render()`` is the body of ``/metrics``."""
 
-    content_type = CONTENT_TYPE_LATEST
+    content_type = CONTENT_TYPE_PLAIN_0_0_4  # the classic text format every Prometheus 2.x reads
 
     def __init__(self, ctx: Any, stats: Callable[[], dict[str, Any]], *, per_device: bool = False):
         self.registry = CollectorRegistry(auto_describe=False)
