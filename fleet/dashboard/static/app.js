@@ -165,7 +165,7 @@ function devices(main) {
       h("td", {}, h("a", {href: "#/device/" + encodeURIComponent(r.id)}, r.id)),
       h("td", {class: r.online ? "yes" : "no"}, r.online ? "online" : "offline"), h("td", {}, r.model || ""),
       h("td", {}, r.version || ""), h("td", {}, ago(r.last_seen)), h("td", {class: "num"}, fmt(r.p95_ms, 2)),
-      h("td", {class: "num"}, fmt(r.cpu)), h("td", {class: "num"}, fmt(r.temp)), h("td", {}, r.update_state || ""))))));
+      h("td", {class: "num"}, fmt(r.cpu)), h("td", {class: "num"}, fmt(r.temp)), h("td", {}, r.update_state || "")))));
   });
 }
 
