@@ -125,8 +125,9 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
                                                                                     "#devices tbody tr")}
         assert sorted(rows) == ids and all("online" in t and "1.0.0" in t for t in rows.values()), rows
         driver.find_element(By.CSS_SELECTOR, "#devices th[data-sort='id']").click()  # sort descending
-        until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr")[0]
-              .get_attribute("data-device") == "cam3", 20, "the table sorted by id, descending")
+        until(driver, lambda d: d.execute_script(
+            "const r = document.querySelector('#devices tbody tr'); return r && r.dataset.device;") == "cam3", 20,
+            "the table sorted by id, descending")
 
         # a staged rollout, watched live on its page: no reload (a marker set in the page survives)
         r = create_rollout(lf.ctx, store, lf.bundles["v2"], "all", stages="1,50%,100%", soak="4s",
@@ -169,15 +170,21 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         assert "digits 2.0.0" in text(driver, "#by-version")
         driver.save_screenshot(str(shots / "dashboard-overview.png"))
         driver.get(base + "/#/device/cam0")
-        until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#device-plots .uplot")) == 6, 30,
-              "the device's plots")
+        until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#device-plots .plot")) == 6, 30,
+              "the device's six plots")
+        until(driver, lambda d: all(d.find_elements(By.CSS_SELECTOR, f"#device-plots [data-plot='{k}'] .uplot")
+                                    for k in ("cpu", "count", "latency")), 30, "CPU, inference and latency data")
+        assert "digits@2.0.0" in text(driver, "#device-plots [data-plot='latency']")
         until(driver, lambda d: "committed" in text(d, "#events"), 30, "the update history")
-        assert "litert" in text(driver, "#birth").lower() or text(driver, "#birth")
+        assert text(driver, "#birth")  # the runtime and hardware the agent reported
         driver.save_screenshot(str(shots / "dashboard-device.png"))
         driver.get(base + "/#/devices")
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#devices tbody tr")) == 4, 30, "4 rows")
         driver.save_screenshot(str(shots / "dashboard-devices.png"))
         assert_no_script_errors(driver)
+    except BaseException:
+        driver.save_screenshot(str(shots / "failure.png"))
+        raise
     finally:
         driver.quit()
         load.stop()

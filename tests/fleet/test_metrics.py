@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -15,7 +17,7 @@ import pytest
 from edgekit.protocol import TelemetryMessage, Topic
 from tests.support.procs import free_port, stop_pid, wait_port
 
-from .conftest import spawn, wait_for
+from .conftest import REPO, spawn, wait_for
 
 
 def _families(url: str) -> dict[str, dict]:
@@ -26,6 +28,7 @@ def _families(url: str) -> dict[str, dict]:
         text = r.read().decode()
     out: dict[str, dict] = {}
     for fam in text_string_to_metric_families(text):
+        out.setdefault(fam.name + ("_total" if fam.type == "counter" else ""), {})  # also when it has no samples
         for s in fam.samples:
             out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
     return out
@@ -110,13 +113,17 @@ def test_a_real_prometheus_scrapes_the_service(fleet, service, tmp_path):
         wait_for(lambda: svc.stored >= 16, what="devsim's messages stored")
         want = svc.ingest.stats.received
 
-        def query(expr: str):
+        def query(expr: str, raw: bool = False):
             url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
                     data = json.loads(r.read())
+            except urllib.error.HTTPError as exc:  # 400: the expression does not parse
+                data = json.loads(exc.read())
             except OSError:
                 return None
+            if raw:
+                return data
             res = data["data"]["result"] if data.get("status") == "success" else []
             return float(res[0]["value"][1]) if res else None
 
@@ -125,6 +132,15 @@ def test_a_real_prometheus_scrapes_the_service(fleet, service, tmp_path):
         assert query('edgekit_devices_online{job="edgekit"}') == 1.0
         assert query('up{job="edgekit"}') == 1.0
         assert query('edgekit_devices{job="edgekit",status="offline"}') == 1.0
+        # every query of docs/grafana-dashboard.json is valid PromQL over metrics this service exports
+        names = set(_families(svc.http.url))
+        dash = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                expr = t["expr"].replace("$job", ".*")
+                assert query(expr, raw=True)["status"] == "success", expr
+                for name in re.findall(r"\bedgekit_[a-z_]+", expr):
+                    assert name in names, f"{panel['title']}: {name} is not exported"
     finally:
         stop_pid(p.pid)
         stop_pid(proc.pid)

@@ -16,7 +16,7 @@ function h(tag, attrs, ...kids) {
     else if (k === "style") Object.assign(el.style, v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -74,8 +74,8 @@ function closeAll() {
 
 // --- plots (uPlot) ---------------------------------------------------------------------------------------------------
 
-function plot(container, title, xs, series, unit) {
-  const box = h("div", {class: "card plot"}, h("h3", {}, title));
+function plot(container, title, xs, series, unit, key) {
+  const box = h("div", {class: "card plot", "data-plot": key || title}, h("h3", {}, title));
   container.append(box);
   if (!xs.length) { box.append(h("p", {class: "muted"}, "no data in this range")); return; }
   const width = Math.max(320, (box.clientWidth || 560) - 28);
@@ -206,16 +206,16 @@ function device(main, id) {
     const m = t.metrics || {};
     const one = (k) => pivot((m[k] || {}).points || [], () => k, (p) => p.value);
     for (const [k, title, unit] of [["cpu", "CPU (%)", " %"], ["mem", "memory (%)", " %"], ["temp", "temperature (°C)", " °C"]]) {
-      const s = one(k); plot(plots, title, s.xs, s.series, unit);
+      const s = one(k); plot(plots, title, s.xs, s.series, unit, k);
     }
     for (const [k, title] of [["count", "inferences per interval"], ["errors", "errors per interval"]]) {
       const s = pivot((m[k] || {}).points || [], (p) => p.model_version, (p) => p.value);
-      plot(plots, title + ", per model version", s.xs, s.series, "");
+      plot(plots, title + ", per model version", s.xs, s.series, "", k);
     }
     const lat = [];
     for (const k of ["p50_ms", "p95_ms", "p99_ms"]) for (const p of (m[k] || {}).points || []) lat.push({...p, k});
     const s = pivot(lat, (p) => p.k.replace("_ms", "") + " " + p.model_version, (p) => p.value);
-    plot(plots, "latency p50/p95/p99 (ms) per model version", s.xs, s.series, " ms");
+    plot(plots, "latency p50/p95/p99 (ms) per model version", s.xs, s.series, " ms", "latency");
   });
 }
 
@@ -292,7 +292,8 @@ function rollout(main, id) {
                      approve: ["awaiting_approval"]};
     acts.replaceChildren(...Object.keys(allowed).map((a) => h("button", {id: "act-" + a, class: a === "abort" ? "danger" : "",
       disabled: !S.me.can_act || !allowed[a].includes(state), title: S.me.can_act ? "" : "operators only",
-      onclick: () => doAct(a)}, a)), S.me.can_act ? null : h("span", {class: "muted", id: "viewer-note"}, "viewer: read only"));
+      onclick: () => doAct(a)}, a)));
+    if (!S.me.can_act) acts.append(h("span", {class: "muted", id: "viewer-note"}, "viewer: read only"));
     stages.replaceChildren(h("thead", {}, h("tr", {}, ["stage", "size", "progress"].concat(STATUSES).map((c) => h("th", {}, c)))),
       h("tbody", {}, r.stage_counts.map((sc) => {
         const prev = sc.stage ? r.stage_counts[sc.stage - 1].size : 0;
