@@ -164,20 +164,22 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         assert store.get(r.id).state == "completed"
         driver.save_screenshot(str(shots / "dashboard-rollout.png"))
 
-        time.sleep(3)  # a few telemetry intervals of v2 for the plots
         driver.get(base + "/#/")
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#charts .uplot")) == 2, 30, "overview plots")
-        assert "digits 2.0.0" in text(driver, "#by-version")
+        until(driver, lambda d: "digits 2.0.0" in text(d, "#by-version"), 30, "every device on 2.0.0")
         driver.save_screenshot(str(shots / "dashboard-overview.png"))
         driver.get(base + "/#/device/cam0")
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#device-plots .plot")) == 6, 30,
               "the device's six plots")
         until(driver, lambda d: all(d.find_elements(By.CSS_SELECTOR, f"#device-plots [data-plot='{k}'] .uplot")
                                     for k in ("cpu", "count", "latency")), 30, "CPU, inference and latency data")
-        assert "digits@2.0.0" in text(driver, "#device-plots [data-plot='latency']")
+        until(driver, lambda d: "digits@2.0.0" in text(d, "#device-plots [data-plot='latency']"), 30,
+              "2.0.0's latency, live")
         until(driver, lambda d: "committed" in text(d, "#events"), 30, "the update history")
         assert text(driver, "#birth")  # the runtime and hardware the agent reported
+        driver.set_window_size(1440, 1900)  # the whole page: plots, update history, events
         driver.save_screenshot(str(shots / "dashboard-device.png"))
+        driver.set_window_size(1440, 1000)
         driver.get(base + "/#/devices")
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#devices tbody tr")) == 4, 30, "4 rows")
         driver.save_screenshot(str(shots / "dashboard-devices.png"))

@@ -189,7 +189,7 @@ function device(main, id) {
         h("div", {}, "update state"), h("div", {}, d.update_state || "-"),
         h("div", {}, "agent"), h("div", {}, d.agent_version || "-"),
         h("div", {}, "tags / groups"), h("div", {}, JSON.stringify(d.tags) + " " + (d.groups || []).join(", ")),
-        h("div", {}, "now"), h("div", {}, "cpu " + fmt(l.cpu) + "%  mem " + fmt(l.mem) + "%  temp " + fmt(l.temp) + "°C")),
+        h("div", {}, "now"), h("div", {}, ["cpu", "mem", "temp"].map((k) => k + " " + (l[k] === null || l[k] === undefined ? "–" : fmt(l[k]) + (k === "temp" ? " °C" : "%"))).join("   "))),
       h("div", {class: "card"}, h("h2", {}, "Birth certificate"),
         h("div", {class: "kv", id: "birth"},
           Object.entries(caps.runtime || {}).concat(Object.entries(caps.hardware || {})).map(([k, v]) =>
@@ -294,7 +294,7 @@ function rollout(main, id) {
       disabled: !S.me.can_act || !allowed[a].includes(state), title: S.me.can_act ? "" : "operators only",
       onclick: () => doAct(a)}, a)));
     if (!S.me.can_act) acts.append(h("span", {class: "muted", id: "viewer-note"}, "viewer: read only"));
-    stages.replaceChildren(h("thead", {}, h("tr", {}, ["stage", "size", "progress"].concat(STATUSES).map((c) => h("th", {}, c)))),
+    stages.replaceChildren(h("thead", {}, h("tr", {}, ["stage", "devices (cumulative)", "progress"].concat(STATUSES).map((c) => h("th", {}, c)))),
       h("tbody", {}, r.stage_counts.map((sc) => {
         const prev = sc.stage ? r.stage_counts[sc.stage - 1].size : 0;
         const n = Math.max(1, sc.size - prev);
