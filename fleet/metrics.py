@@ -41,65 +41,50 @@ class FleetCollector:
         return self._rollouts
 
     def collect(self):
-        st = self.stats()
-        yield from self._service(st)
+        yield from self._service(self.stats())
         try:
-            yield from self._fleet()
+            fleet = list(self._fleet())
         except Exception as exc:  # noqa: BLE001 - the database may be down: keep serving the replica's own figures
             log.warning("fleet metrics unavailable: %s", exc)
-            g = GaugeMetricFamily("edgekit_store_up", "1 when the fleet store answered this scrape")
-            g.add_metric([], 0)
-            yield g
-            return
-        g = GaugeMetricFamily("edgekit_store_up", "1 when the fleet store answered this scrape")
-        g.add_metric([], 1)
-        yield g
+            fleet = []
+        yield from fleet
+        yield _one(GaugeMetricFamily, "edgekit_store_up", "1 when the fleet store answered this scrape",
+                   1 if fleet else 0)
 
     # --- the replica's own counters ------------------------------------------------------------------------------
 
     def _service(self, st: dict[str, Any]):
-        ing = st.get("ingest", {})
-        c = CounterMetricFamily("edgekit_ingest_messages_received", "MQTT messages the ingest received")
-        c.add_metric([], ing.get("received", 0))
-        yield c
-        c = CounterMetricFamily("edgekit_ingest_messages_stored", "messages committed to the fleet store")
-        c.add_metric([], st.get("stored", 0))
-        yield c
+        ing, mqtt, http = st.get("ingest", {}), st.get("mqtt", {}), st.get("http", {})
+        reasons = ing.get("by_reason") or {}
+        yield _one(CounterMetricFamily, "edgekit_ingest_messages_received", "MQTT messages the ingest received",
+                   ing.get("received", 0))
+        yield _one(CounterMetricFamily, "edgekit_ingest_messages_stored", "messages committed to the fleet store",
+                   st.get("stored", 0))
         c = CounterMetricFamily("edgekit_ingest_messages_rejected", "messages refused, by reason",
                                 labels=["reason"])
-        for reason, n in sorted((ing.get("by_reason") or {}).items()):
+        for reason, n in sorted(reasons.items()):
             if reason not in REJECT_REASONS_SKIPPED:
                 c.add_metric([reason], n)
         if ing.get("ignored"):
             c.add_metric(["ignored_channel"], ing["ignored"])
         yield c
-        c = CounterMetricFamily("edgekit_device_dropped_samples", "samples devices report they had to drop")
-        c.add_metric([], (ing.get("by_reason") or {}).get("device_dropped_samples", 0))
-        yield c
-        g = GaugeMetricFamily("edgekit_ingest_lag_seconds",
-                              "time from receiving a message to committing it, for the newest batch")
-        g.add_metric([], st.get("lag_s", 0.0))
-        yield g
-        g = GaugeMetricFamily("edgekit_ingest_queue", "messages received and not yet written")
-        g.add_metric([], st.get("queue", 0))
-        yield g
-        mqtt = st.get("mqtt", {})
-        g = GaugeMetricFamily("edgekit_broker_connected", "1 while the service is connected to the broker")
-        g.add_metric([], 1 if mqtt.get("connected") else 0)
-        yield g
-        c = CounterMetricFamily("edgekit_broker_connects", "connections made to the broker")
-        c.add_metric([], mqtt.get("connects", 0))
-        yield c
-        c = CounterMetricFamily("edgekit_broker_disconnects", "connections to the broker lost")
-        c.add_metric([], mqtt.get("disconnects", 0))
-        yield c
-        http = st.get("http", {})
-        c = CounterMetricFamily("edgekit_artifact_downloads", "bundle downloads served (GET, 200 or 206)")
-        c.add_metric([], http.get("downloads", 0))
-        yield c
-        c = CounterMetricFamily("edgekit_artifact_bytes", "bundle bytes sent")
-        c.add_metric([], http.get("bytes_sent", 0))
-        yield c
+        for kind, name, doc, value in (
+                (CounterMetricFamily, "edgekit_device_dropped_samples", "samples devices report they had to drop",
+                 reasons.get("device_dropped_samples", 0)),
+                (GaugeMetricFamily, "edgekit_ingest_lag_seconds",
+                 "time from receiving a message to committing it, for the newest batch", st.get("lag_s", 0.0)),
+                (GaugeMetricFamily, "edgekit_ingest_queue", "messages received and not yet written",
+                 st.get("queue", 0)),
+                (GaugeMetricFamily, "edgekit_broker_connected", "1 while the service is connected to the broker",
+                 1 if mqtt.get("connected") else 0),
+                (CounterMetricFamily, "edgekit_broker_connects", "connections made to the broker",
+                 mqtt.get("connects", 0)),
+                (CounterMetricFamily, "edgekit_broker_disconnects", "connections to the broker lost",
+                 mqtt.get("disconnects", 0)),
+                (CounterMetricFamily, "edgekit_artifact_downloads", "bundle downloads served (GET, 200 or 206)",
+                 http.get("downloads", 0)),
+                (CounterMetricFamily, "edgekit_artifact_bytes", "bundle bytes sent", http.get("bytes_sent", 0))):
+            yield _one(kind, name, doc, value)
 
     # --- the fleet's state ---------------------------------------------------------------------------------------
 
@@ -112,9 +97,7 @@ class FleetCollector:
         now = time.time()
         rows = device_rows(self.ctx.engine(), self.ctx.fleet_id, now)
         online = sum(1 for r in rows if r["online"])
-        g = GaugeMetricFamily("edgekit_devices_online", "provisioned devices online")
-        g.add_metric([], online)
-        yield g
+        yield _one(GaugeMetricFamily, "edgekit_devices_online", "provisioned devices online", online)
         g = GaugeMetricFamily("edgekit_devices", "provisioned devices", labels=["status"])
         g.add_metric(["online"], online)
         g.add_metric(["offline"], len(rows) - online)
@@ -153,9 +136,8 @@ class FleetCollector:
         yield state_g
         yield stage_g
         yield dev_g
-        g = GaugeMetricFamily("edgekit_rollouts_active", "rollouts running, paused or awaiting approval")
-        g.add_metric([], len(active))
-        yield g
+        yield _one(GaugeMetricFamily, "edgekit_rollouts_active", "rollouts running, paused or awaiting approval",
+                   len(active))
 
         if self.per_device:
             on = GaugeMetricFamily("edgekit_device_online", "1 while the device is online", labels=["device"])
@@ -171,6 +153,13 @@ class FleetCollector:
                     if r[key] is not None:
                         fam.add_metric([r["id"]], r[key])
             yield from (on, seen, cpu, temp, p95)
+
+
+def _one(kind, name: str, doc: str, value: float):
+    """A metric family with one unlabelled sample."""
+    fam = kind(name, doc)
+    fam.add_metric([], value)
+    return fam
 
 
 class Metrics:

@@ -95,6 +95,14 @@ def test_metrics_cover_ingest_devices_rollouts_artifacts_and_the_broker(fleet, s
     assert b'edgekit_device_online{device="d2"} 0.0' in body and b'edgekit_device_online{device="d1"}' in body
 
 
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the Debian package 'prometheus' is not installed")
 def test_a_real_prometheus_scrapes_the_service(fleet, service, tmp_path):
     svc = service
@@ -119,7 +127,10 @@ def test_a_real_prometheus_scrapes_the_service(fleet, service, tmp_path):
                 with urllib.request.urlopen(url, timeout=5) as r:
                     data = json.loads(r.read())
             except urllib.error.HTTPError as exc:  # 400: the expression does not parse
-                data = json.loads(exc.read())
+                try:
+                    data = json.loads(exc.read())
+                except ValueError:  # 503 'Service Unavailable' while its storage starts
+                    return None
             except OSError:
                 return None
             if raw:
@@ -127,6 +138,7 @@ def test_a_real_prometheus_scrapes_the_service(fleet, service, tmp_path):
             res = data["data"]["result"] if data.get("status") == "success" else []
             return float(res[0]["value"][1]) if res else None
 
+        wait_for(lambda: _ready(port), 60, what="Prometheus ready")
         wait_for(lambda: (query('edgekit_ingest_messages_received_total{job="edgekit"}') or 0) >= want, 60,
                  what="Prometheus to have scraped the received counter")
         assert query('edgekit_devices_online{job="edgekit"}') == 1.0
