@@ -246,3 +246,20 @@ def test_cli_user_add_checks_its_input(dash_ctx):
     assert {u["name"]: u["role"] for u in users.list()} == {"amy": "operator", "olga": "operator", "vic": "viewer"}
     row = users.Session().get(__import__("fleet.dashboard.users", fromlist=["UserRow"]).UserRow, "amy")
     assert row.password_hash.startswith("$argon2id$")
+
+
+def test_operator_approves_a_stage_waiting_for_approval(dash_ctx, client, bundle):
+    from fleet.rollout.planner import Decide
+    from fleet.rollout.service import create_rollout, open_store
+
+    _provisioned(dash_ctx)
+    store = open_store(dash_ctx)
+    r = create_rollout(dash_ctx, store, bundle, "all", stages="1,100%", soak="0", require_approval=True)
+    # the planner's decision at the end of stage 1, written the way the engine writes it
+    r = store.apply(r, [Decide("await_approval", "running", "awaiting_approval", 0, 0, "stage 1 passed")])
+    assert r.state == "awaiting_approval"
+    client.login("olga")
+    res = client.post(f"/api/v1/rollouts/{r.id}/approve", {"message": "looks good"})
+    assert res.status == 200 and res.json()["state"] == "running" and res.json()["stage"] == 1
+    e = store.audit(r.id)[-1]
+    assert (e["actor"], e["event"], e["message"]) == ("user:olga", "approve", "looks good")
