@@ -59,6 +59,30 @@ def text(driver, css: str) -> str:
         return ""
 
 
+def click(driver, element_id: str, timeout: float = 20.0) -> None:
+    """Click a button the live page may be re-rendering right now (a stale element is looked up again)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def attempt(d):
+        try:
+            d.find_element(By.ID, element_id).click()
+            return True
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    until(driver, attempt, timeout, f"a click on #{element_id}")
+
+
+def js(driver, script: str, *args):
+    """Read the live page in one go (elements re-rendered by an update cannot go stale halfway)."""
+    return driver.execute_script(script, *args)
+
+
+def disabled(driver, element_id: str) -> bool:
+    return js(driver, "const b = document.getElementById(arguments[0]); return !!(b && b.disabled);", element_id)
+
+
 def login(driver, base: str, user: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -120,11 +144,12 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         login(driver, base, "olga")
         until(driver, lambda d: text(d, "#n-online") == "4", 60, "4 devices online on the overview")
         driver.get(base + "/#/devices")
-        until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#devices tbody tr")) == 4, 30, "4 rows")
-        rows = {r.get_attribute("data-device"): r.text for r in driver.find_elements(By.CSS_SELECTOR,
-                                                                                    "#devices tbody tr")}
+        rows_js = "return Object.fromEntries([...document.querySelectorAll('#devices tbody tr')]" \
+                  ".map(r => [r.dataset.device, r.innerText]));"
+        until(driver, lambda d: len(js(d, rows_js)) == 4, 30, "4 rows")
+        rows = js(driver, rows_js)
         assert sorted(rows) == ids and all("online" in t and "1.0.0" in t for t in rows.values()), rows
-        driver.find_element(By.CSS_SELECTOR, "#devices th[data-sort='id']").click()  # sort descending
+        js(driver, "document.querySelector(\"#devices th[data-sort='id']\").click();")  # sort descending
         until(driver, lambda d: d.execute_script(
             "const r = document.querySelector('#devices tbody tr'); return r && r.dataset.device;") == "cam3", 20,
             "the table sorted by id, descending")
@@ -141,7 +166,7 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         assert driver.execute_script("return window.__noReload;") == 42
 
         # pause it from the page: the engine obeys
-        driver.find_element(By.ID, "act-pause").click()
+        click(driver, "act-pause")
         until(driver, lambda d: text(d, "#rollout-state") == "paused", 30, "paused shown")
         paused = store.get(r.id)
         assert paused.state == "paused" and paused.stage == 1
@@ -150,13 +175,13 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         assert store.get(r.id).state == "paused" and len(store.get(r.id).assignments) == assigned <= 2
         pause = [e for e in store.audit(r.id) if e["event"] == "pause"]
         assert [(e["actor"], e["from_state"], e["to_state"]) for e in pause] == [("user:olga", "running", "paused")]
-        until(driver, lambda d: any("user:olga" in el.text for el in d.find_elements(
-            By.CSS_SELECTOR, "#audit tr[data-event='pause']")), 20, "the pause in the page's audit log")
-        assert driver.find_element(By.ID, "act-pause").get_attribute("disabled") is not None
+        until(driver, lambda d: "user:olga" in text(d, "#audit tr[data-event='pause']"), 20,
+              "the pause in the page's audit log")
+        assert disabled(driver, "act-pause") and not disabled(driver, "act-resume")
         driver.save_screenshot(str(shots / "dashboard-rollout-paused.png"))
 
         # resume from the page and watch it complete
-        driver.find_element(By.ID, "act-resume").click()
+        click(driver, "act-resume")
         until(driver, lambda d: text(d, "#rollout-state") == "completed", 180, "completed shown live")
         assert driver.execute_script("return window.__noReload;") == 42
         until(driver, lambda d: text(d, "#stages tr[data-stage='3'] td[data-status='committed']") == "2", 60,
@@ -198,7 +223,7 @@ def test_operator_watches_and_pauses_a_rollout_and_a_viewer_is_refused(live_flee
         login(viewer, base, "vic")
         viewer.get(base + f"/#/rollout/{r2.id}")
         until(viewer, lambda d: text(d, "#rollout-state") in ("running", "paused"), 30, "the rollout shown")
-        assert viewer.find_element(By.ID, "act-abort").get_attribute("disabled") is not None
+        assert disabled(viewer, "act-abort") and disabled(viewer, "act-pause")
         assert "viewer" in text(viewer, "#viewer-note")
         status = viewer.execute_async_script("""
             const done = arguments[arguments.length - 1];
