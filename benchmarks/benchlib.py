@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,10 +39,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (e.g. bench.sh's timeout) unwinds like Ctrl-C: servers started are stopped
+
+
 class Run:
     """One benchmark run: ``Run(__file__, args)`` at the start, ``finish(figures, table)`` at the end."""
 
     def __init__(self, script: str, args: argparse.Namespace):
+        signal.signal(signal.SIGTERM, _terminate)
         self.script = Path(script).resolve()
         self.args = args
         self.area = self.script.parent.name

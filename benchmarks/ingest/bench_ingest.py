@@ -183,12 +183,7 @@ def main() -> int:
     from edgekit.servers import Postgres
 
     import shutil
-    import signal
 
-    def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so the broker and PostgreSQL are stopped
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-ingest-"))
     pg = Postgres(work / "pg").start()
     results: dict[str, list[dict]] = {"raw": [], "sqlite": [], "pg": []}
