@@ -14,10 +14,13 @@ Figures (each a ratio in the same run):
 
     .venv/bin/python benchmarks/updates/bench_updates.py [--steady 5] [--runs 3] [--smoke] [--out FILE]
 
-The self-test's latency gate compares two copies of the same model here; on a shared machine its 30-run p95 can
-differ by more than the default policy allows (×1.5, +1 ms) and the update is then refused, which is not what this
-benchmark measures: the agent runs with ``latency_ratio = 3``. A refused update stops the run with the agent's
-reason. A full run writes benchmarks/updates/bench_updates.json; ``--smoke`` uses a tiny CNN in a temporary
+The update is a second copy of the same model, and the agent's latency verdict is not what this benchmark
+measures: the self-test times the new model's 30 invokes in a child process that competes with the saturated
+serving thread (and, on a shared machine, with everything else), against the current model's live figures. Run as
+root at load average ~5-8 it refused the identical model at the default ×1.5 (p95 2.9 vs 1.8 ms) and at ×3
+(8.2 vs 0.43 ms). The agent therefore runs with ``latency_ratio = 1000``: the self-test still does all its work
+(golden vectors and the 30 timed invokes of each model, whose cost is part of what is measured), only its verdict
+is neutral. A refused update stops the run at once with the agent's reason. A full run writes benchmarks/updates/bench_updates.json; ``--smoke`` uses a tiny CNN in a temporary
 directory, one run of each mode and a 1 s steady window, and writes nothing into the repository.
 """
 
@@ -47,7 +50,7 @@ import build_model  # noqa: E402
 DEVICE, FLEET = "dev1", "bench"
 POLICY = {"probation_s": 3.0, "check_interval_s": 0.2, "retry_backoff_s": 0.2, "download_attempts": 3,
           "download_timeout_s": 30.0, "self_test_runs": 30, "crash_limit": 3, "min_free_bytes": 1 << 20,
-          "latency_ratio": 3.0}
+          "latency_ratio": 1000.0}  # see the module docstring: the verdict on two copies of one model is not measured
 
 
 def _pct(xs, q):
@@ -225,6 +228,8 @@ def one_run(work: Path, built: dict, keep_loaded: bool, steady_s: float) -> dict
         load.stop_flag.set()
         load.join(10)
         ts = {i["name"]: i["ts"] for i in agent.history()}
+        if "rollback_requested" not in ts:
+            raise RuntimeError(f"the agent rolled back by itself before the benchmark asked: {agent.history()}")
         steady = [s[1] for s in load.window(t_pub - steady_s + min(0.5, steady_s / 4), t_pub)]
         during = [s[1] for s in load.window(t_pub, t_done)]
         return {
