@@ -64,16 +64,13 @@ def check_student_teacher(run, chain, src: LoadedModel) -> None:
     elif chain.has("distill") and not chain.has("separable") and not o.teacher:
         raise RecipeError("distill needs a student: pass --student MODEL (the input model is the teacher), or "
                           "--teacher MODEL to distill into the input model", hint="or use separable,distill")
-    t_out, s_out = _shape(teacher.outputs[0]), _shape(run.model.outputs[0])
-    if t_out != s_out:
-        raise ModelShapeError(f"the teacher's output shape {t_out} differs from the student's {s_out}",
-                              hint="distill between models with the same classes (same output shape)")
-    want = list(src.inputs[0].shape)
-    for who, m in (("teacher", teacher), ("student", run.model)):
-        got = _shape(m.inputs[0])
-        if got != want:
-            raise ModelShapeError(f"the {who}'s input shape {got} differs from the data's {want}",
-                                  hint="teacher and student must take the same inputs as MODEL")
+    from .distill import check_pair
+
+    check_pair(teacher, run.model)
+    got, want = _shape(run.model.inputs[0]), list(src.inputs[0].shape)
+    if got != want:
+        raise ModelShapeError(f"the student's input shape {got} differs from the data's {want}",
+                              hint="the student must take the same inputs as MODEL")
     run.teacher = teacher
 
 

@@ -305,3 +305,40 @@ def test_int4_weights_in_the_written_model(digits_legacy, digits_train, tmp_path
     assert {row["type"] for row in opt["result"]["layers"]} == {"INT4"}
     assert max(row["unique"] for row in opt["result"]["layers"]) <= 16
     assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits_legacy["eval"]), abs=1e-9)
+
+
+def test_separable_student_is_distilled_and_reported(digits, digits_train):
+    from converters.optimize import OptimizeOptions, optimize
+
+    r = optimize(OptimizeOptions(model=digits["model"], recipe="separable,distill:t=4:alpha=0.1",
+                                 train=str(digits_train), eval=digits["eval"], epochs=2, runs=5))
+    opt = r.report["optimization"]
+    rewrite = opt["stages"][0]["rewrite"]
+    assert [w["layer"] for w in rewrite["rewritten"]] == ["conv2d_1", "conv2d_2"]
+    assert rewrite["skipped"] == [{"layer": "conv2d", "reason": "1 input channels < 8"}]
+    assert opt["stages"][1]["temperature"] == 4.0 and opt["stages"][1]["alpha_effective"] == 0.1
+    assert opt["result"]["params"] == rewrite["params"]["after"] < opt["baseline_int8"]["params"]
+    assert opt["result"]["macs"] < opt["baseline_int8"]["macs"]
+    ops = inspect_tflite(r.model_bytes).op_histogram()
+    assert ops["DEPTHWISE_CONV_2D"] == 2 and ops["CONV_2D"] == 3  # stem + two pointwise
+    assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits["eval"]), abs=1e-9)
+
+
+def test_distill_on_unlabelled_data_into_a_student(digits_legacy, digits_train, tmp_path):
+    import tf_keras as k
+
+    from converters.optimize import OptimizeOptions, optimize
+
+    L = k.layers
+    student = k.Sequential([L.Input((8, 8, 1)), L.Conv2D(8, 3, activation="relu"), L.Flatten(),
+                            L.Dense(10, activation="softmax")])
+    student.save(tmp_path / "student.h5")
+    np.savez(tmp_path / "x.npz", x=np.load(digits_train)["x"])
+    r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="distill", student=tmp_path / "student.h5",
+                                 train=str(tmp_path / "x.npz"), eval=digits_legacy["eval"], epochs=3, runs=0))
+    opt = r.report["optimization"]
+    assert opt["training"]["labels"] is False and opt["stages"][0]["alpha_effective"] == 0.0
+    assert any("no labels" in w for w in r.report["warnings"])
+    assert opt["result"]["params"] == student.count_params() < opt["baseline_int8"]["params"]
+    top1 = litert_top1(r.model_bytes, digits_legacy["eval"])
+    assert top1 == pytest.approx(opt["result"]["top1"], abs=1e-9) and top1 > 0.5  # learnt from the teacher alone

@@ -81,6 +81,9 @@ def test_two_workers_match_one(digits_legacy, digits_train, tmp_path):
     top1_multi = _top1_litert(tmp_path / "worker0" / "digits.tflite", digits_legacy["eval"])
     assert top1_single == pytest.approx(one["optimization"]["result"]["top1"], abs=1e-9)
     assert top1_multi == pytest.approx(chief["optimization"]["result"]["top1"], abs=1e-9)
+    print(f"QAT top-1 one worker {top1_single:.4f}, two workers {top1_multi:.4f}; last-epoch loss "
+          f"{one['optimization']['stages'][0]['history'][-1]['loss']:.4f} vs "
+          f"{chief['optimization']['stages'][0]['history'][-1]['loss']:.4f}")
     assert abs(top1_single - top1_multi) * 100 <= TOP1_TOLERANCE_PP, (top1_single, top1_multi)
     loss_one = one["optimization"]["stages"][0]["history"][-1]["loss"]
     loss_two = chief["optimization"]["stages"][0]["history"][-1]["loss"]
