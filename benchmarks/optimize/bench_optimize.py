@@ -177,29 +177,25 @@ def _ratio(a, b):
     return None if a is None or not b else round(a / b, 4)
 
 
+# recipe -> (goal, figure in the row, limit: a number, a row key, or None for "reported")
+GOALS = {
+    "prune:0.75": [("gzip ratio vs int8", "gzip_ratio", 0.5), ("top-1 drop (pt)", "drop_pt", 1.0)],
+    "cluster:16": [("gzip ratio vs int8", "gzip_ratio", 0.6), ("top-1 drop (pt)", "drop_pt", 1.0)],
+    "qat": [("int8 drop <= plain PTQ drop (pt)", "drop_pt", "ptq_drop_pt"), ("int8 drop (pt)", "drop_pt", 0.3)],
+    "separable,distill": [("params ratio vs original", "params_ratio", 0.4), ("top-1 drop (pt)", "drop_pt", 1.5)],
+    "int4:fc": [("bytes ratio vs int8", "bytes_ratio", 0.6), ("top-1 drop (pt)", "drop_pt", 1.0),
+                ("latency ratio vs int8 (reported)", "latency_ratio", None)],
+}
+
+
 def goals(row: dict) -> list[dict]:
-    """The issue's goal rows for this case: figure, limit, met."""
-    r, out = row, []
-
-    def goal(what, value, limit, ok):
-        out.append({"goal": what, "value": value, "limit": limit, "met": bool(ok) if value is not None else None})
-
-    if r["recipe"] == "prune:0.75":
-        goal("gzip ratio vs int8", r["gzip_ratio"], 0.5, r["gzip_ratio"] <= 0.5)
-        goal("top-1 drop (pt)", r["drop_pt"], 1.0, r["drop_pt"] <= 1.0)
-    elif r["recipe"] == "cluster:16":
-        goal("gzip ratio vs int8", r["gzip_ratio"], 0.6, r["gzip_ratio"] <= 0.6)
-        goal("top-1 drop (pt)", r["drop_pt"], 1.0, r["drop_pt"] <= 1.0)
-    elif r["recipe"] == "qat":
-        goal("int8 drop <= plain PTQ drop (pt)", r["drop_pt"], r["ptq_drop_pt"], r["drop_pt"] <= r["ptq_drop_pt"])
-        goal("int8 drop (pt)", r["drop_pt"], 0.3, r["drop_pt"] <= 0.3)
-    elif r["recipe"] == "separable,distill":
-        goal("params ratio vs original", r["params_ratio"], 0.4, r["params_ratio"] <= 0.4)
-        goal("top-1 drop (pt)", r["drop_pt"], 1.5, r["drop_pt"] <= 1.5)
-    elif r["recipe"] == "int4:fc":
-        goal("bytes ratio vs int8", r["bytes_ratio"], 0.6, r["bytes_ratio"] <= 0.6)
-        goal("top-1 drop (pt)", r["drop_pt"], 1.0, r["drop_pt"] <= 1.0)
-        goal("latency ratio vs int8 (reported)", r["latency_ratio"], None, True)
+    """The issue's goal rows for this case: figure, limit, met (True for reported-only figures)."""
+    out = []
+    for what, key, limit in GOALS.get(row["recipe"], []):
+        value = row[key]
+        limit = row[limit] if isinstance(limit, str) else limit
+        met = None if value is None else (True if limit is None else value <= limit)
+        out.append({"goal": what, "value": value, "limit": limit, "met": met})
     return out
 
 
