@@ -314,8 +314,14 @@ def test_separable_student_is_distilled_and_reported(digits, digits_train):
                                  train=str(digits_train), eval=digits["eval"], epochs=2, runs=5))
     opt = r.report["optimization"]
     rewrite = opt["stages"][0]["rewrite"]
-    assert [w["layer"] for w in rewrite["rewritten"]] == ["conv2d_1", "conv2d_2"]
-    assert rewrite["skipped"] == [{"layer": "conv2d", "reason": "1 input channels < 8"}]
+    # Keras numbers layer names per process, so take them from the model rather than assuming conv2d, conv2d_1, ...
+    import keras
+
+    convs = [layer.name for layer in keras.models.load_model(digits["model"]).layers
+             if type(layer).__name__ == "Conv2D"]
+    assert len(convs) == 3
+    assert [w["layer"] for w in rewrite["rewritten"]] == convs[1:]
+    assert rewrite["skipped"] == [{"layer": convs[0], "reason": "1 input channels < 8"}]
     assert opt["stages"][1]["temperature"] == 4.0 and opt["stages"][1]["alpha_effective"] == 0.1
     assert opt["result"]["params"] == rewrite["params"]["after"] < opt["baseline_int8"]["params"]
     assert opt["result"]["macs"] < opt["baseline_int8"]["macs"]
