@@ -21,6 +21,10 @@ EXTRA_OF = {
     "psycopg": "fleet",
     "plotext": "fleet",
     "aiomqtt": "fleet",
+    "starlette": "fleet",
+    "uvicorn": "fleet",
+    "argon2": "fleet",
+    "prometheus_client": "fleet",
 }
 
 

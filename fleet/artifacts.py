@@ -11,7 +11,8 @@ rename) and returns its URL. :class:`ArtifactServer` serves ``GET``/``HEAD /arti
   with backoff) instead of a thread more and a slower transfer for everyone.
 
 It keeps a bounded request log and counters (:meth:`ArtifactServer.counters`), and serves ``/stats`` (JSON
-counters supplied by the ingest service) and ``/healthz``.
+counters supplied by the ingest service), ``/metrics`` (Prometheus, when the service supplies it) and
+``/healthz``.
 """
 
 from __future__ import annotations
@@ -128,8 +129,11 @@ class ArtifactServer:
 
     def __init__(self, artifacts_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
                  stats: Callable[[], dict] | None = None, log_size: int = 1000, max_downloads: int = 64,
-                 retry_after: int = 1):
+                 retry_after: int = 1, metrics: Callable[[], tuple[bytes, str]] | None = None):
         self.dir = Path(artifacts_dir)
+        self.metrics = metrics
+        self.downloads = 0    # GET of a bundle answered 200/206
+        self.bytes_sent = 0   # bundle bytes sent
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stats = stats
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=log_size)
@@ -190,6 +194,9 @@ class ArtifactServer:
     def record(self, rec: RequestRecord) -> None:
         self.requests.append(rec)
         self._count(requests=1)
+        if rec.method == "GET" and rec.status in (200, 206) and rec.path.startswith("/artifacts/"):
+            self.downloads += 1
+            self.bytes_sent += rec.bytes_sent
         log.info("%s %s %s %s range=%s bytes=%d", rec.client, rec.method, rec.path, rec.status, rec.range,
                  rec.bytes_sent)
 
@@ -227,6 +234,9 @@ def _handler_for(server: ArtifactServer):
             if self.path == "/stats":
                 body = json.dumps(server.stats() if server.stats else {}, sort_keys=True).encode()
                 return self._send_small(200, body, "application/json")
+            if self.path == "/metrics" and server.metrics is not None:
+                body, ctype = server.metrics()
+                return self._send_small(200, body, ctype)
             m = _NAME.match(self.path)
             if not m:
                 return self._send_small(404, b"not found\n")

@@ -62,6 +62,13 @@ except ImportError:
     pass
 
 try:
+    from fleet.dashboard import cli as dashboard_cli
+
+    dashboard_cli.register(fleet)
+except ImportError:
+    pass
+
+try:
     from fleet.rollout.cli import rollout
 
     fleet.add_command(rollout)
