@@ -114,6 +114,18 @@ def test_bad_config_names_the_key(tmp_path, text, key):
     assert key in err.value.one_line() and "\n" not in err.value.one_line()
 
 
+def test_env_override_of_one_update_key_merges_with_the_table(tmp_path):
+    cfg = _cfg(tmp_path, "[update]\ncrash_limit = 7\nprobation_s = 5\n",
+               environ={"EDGEKIT_AGENT__UPDATE__PROBATION_S": "120"})
+    assert cfg.update.crash_limit == 7 and cfg.update.probation_s == 120.0
+
+
+def test_env_override_of_one_key_keeps_the_rest_of_every_section(tmp_path):
+    cfg = _cfg(tmp_path, '[mqtt]\nhost = "broker.local"\nport = 8883\n',
+               environ={"EDGEKIT_AGENT__MQTT__PORT": "1884"})
+    assert (cfg.mqtt.host, cfg.mqtt.port) == ("broker.local", 1884)
+
+
 def test_bad_env_override_names_the_key(tmp_path):
     with pytest.raises(AgentConfigError) as err:
         _cfg(tmp_path, "", environ={"EDGEKIT_AGENT__MQTT__KEEPALIVE": "soon"})
