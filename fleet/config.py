@@ -29,13 +29,11 @@ bucket_seconds = 300        # then keep averages over buckets of this size
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
+from edgekit import config as core
 from edgekit.fsutil import atomic_write
 from edgekit.protocol import check_id
 from edgekit.errors import ProtocolError
@@ -85,40 +83,17 @@ class FleetConfig:
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
-    # --- (de)serialisation ---------------------------------------------------------------------------------------
+    # --- (de)serialisation: edgekit.config's loader, like the agent config ------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: {k.name: getattr(getattr(self, f.name), k.name) for k in fields(getattr(self, f.name))}
-                for f in fields(self)}
+        return core.to_dict(self)
 
     def to_toml(self) -> bytes:
-        return tomli_w.dumps(self.to_dict()).encode()
+        return core.to_toml(self).encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FleetConfig":
-        sections = {}
-        for sec in fields(cls):
-            sec_type = _SECTION_TYPES[sec.name]
-            raw = data.get(sec.name, {})
-            if not isinstance(raw, dict):
-                raise FleetConfigError(f"[{sec.name}] must be a table", key=sec.name)
-            known = {f.name: f for f in fields(sec_type)}
-            for key in raw:
-                if key not in known:
-                    raise FleetConfigError(f"unknown key {sec.name}.{key} in fleet.toml", key=f"{sec.name}.{key}",
-                                           hint=f"known keys: {', '.join(sorted(known))}")
-            values = {}
-            default = sec_type()
-            for name, value in raw.items():
-                want = type(getattr(default, name))
-                if want is float and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
-                    raise FleetConfigError(f"{sec.name}.{name} must be a {want.__name__}, got {value!r}",
-                                           key=f"{sec.name}.{name}")
-                values[name] = value
-            sections[sec.name] = replace(default, **values)
-        cfg = cls(**sections)
+        cfg = core.build(cls, [core.Layer(data, source="fleet.toml")], error=FleetConfigError)
         cfg.validate()
         return cfg
 
@@ -142,17 +117,11 @@ class FleetConfig:
                                    hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
 
 
-_SECTION_TYPES = {"fleet": FleetSection, "broker": BrokerConfig, "store": StoreConfig,
-                  "artifacts": ArtifactsConfig, "retention": RetentionConfig}
-
-
 def load_config(path: Path) -> FleetConfig:
     try:
-        data = tomllib.loads(path.read_text())
+        data = core.read_toml(path, error=FleetConfigError, hint="fix the file or re-run 'edgekit fleet init'")
     except FileNotFoundError:
         raise FleetNotInitialized(f"no fleet at {path.parent} ({path.name} is missing)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FleetConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or re-run 'edgekit fleet init'")
     return FleetConfig.from_dict(data)
 
 

@@ -39,7 +39,7 @@ class Updater:
     def __init__(self, agent: Any):
         self.agent = agent
         self.config = agent.config
-        self.policy = Policy.from_mapping(getattr(agent.config, "update", None) or {})
+        self.policy: Policy = agent.config.update
         self.store = agent.store
         self.dir = Path(agent.config.data_dir) / "update"
         self.dir.mkdir(parents=True, exist_ok=True)

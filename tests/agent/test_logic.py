@@ -149,7 +149,7 @@ def test_config_round_trips_through_toml(tmp_path):
     cfg = _cfg(tmp_path, "[update]\nprobation_s = 30\n")
     text = config_mod.to_toml(cfg)
     again = config_mod.from_dict(config_mod.parse_toml(text), environ={})
-    assert again.to_dict() == cfg.to_dict() and again.update == {"probation_s": 30}
+    assert again.to_dict() == cfg.to_dict() and again.update == cfg.update and again.update.probation_s == 30
 
 
 # --- request decoding ------------------------------------------------------------------------------------------------
