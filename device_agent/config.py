@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from edgekit import config as core
 from edgekit.config import Layer, one_of, opt, port as _port, positive as _positive
@@ -23,6 +23,9 @@ from edgekit.protocol import check_id
 
 from .errors import AgentConfigError
 from .update.policy import Policy
+
+if TYPE_CHECKING:
+    from .paths import AgentPaths
 
 ENV_PREFIX = "EDGEKIT_AGENT__"
 DEFAULT_CONFIG = Path("/etc/edgekit/agent.toml")
