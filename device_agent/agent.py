@@ -137,8 +137,7 @@ class Agent:
         try:
             runner = self.load_entry(entry, verified=True)
         except BaseException:
-            pending.proc.kill()
-            pending.proc.wait()
+            pending.cancel()
             raise
         try:
             pending.result()

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import child
+from .. import child
 from .machine import Reason
 
 # These environment variables only ever come from tests that check the self-test's crash handling.
