@@ -214,8 +214,8 @@ class Agent:
             raise NoModelError("no model is loaded")
         runner, entry = cur
         m = entry.manifest
-        return {**entry.model_ref(), "target": entry.target, "labels": m.get("labels"),
-                "preprocessing": m.get("preprocessing", {}), "created_at": m.get("created_at"),
+        return {**entry.model_ref(), "target": entry.target, "labels": m.labels,
+                "preprocessing": m.preprocessing, "created_at": m.created_at,
                 "runtime": runner.describe(), "inputs": [s.to_dict() for s in runner.inputs],
                 "outputs": [s.to_dict() for s in runner.outputs]}
 

@@ -24,7 +24,7 @@ from typing import Any
 from edgekit.errors import EdgekitError, SignatureError
 from edgekit.fsutil import fsync_dir
 from edgekit.hashing import file_sha256, sha256_hex
-from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
+from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 from .errors import StoreError
 
@@ -56,23 +56,23 @@ class StoreEntry:
 
     sha256: str
     dir: Path
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: Manifest = field(repr=False)
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.manifest.version
 
     @property
     def target(self) -> str:
-        return self.manifest.get("target", "cpu")
+        return self.manifest.target
 
     @property
     def model_path(self) -> Path:
-        return self.dir / self.manifest["model_file"]
+        return self.dir / self.manifest.model_file
 
     @functools.cached_property
     def stats_key(self) -> str:
@@ -80,17 +80,11 @@ class StoreEntry:
         return f"{self.name}@{self.version}"
 
     def model_ref(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+        return self.manifest.model_ref(self.sha256)
 
     def golden(self):
         """(inputs, expected outputs, atol, rtol) of the bundle's golden vectors, or None."""
-        from edgekit import golden as golden_mod
-
-        g = self.manifest.get("golden")
-        if not g:
-            return None
-        ins, outs = golden_mod.unpack((self.dir / g["file"]).read_bytes())
-        return ins, outs, float(g["atol"]), float(g["rtol"])
+        return self.manifest.golden_vectors(lambda name: (self.dir / name).read_bytes())
 
     def verify(self, pubkey: PublicKey) -> None:
         """Check again, on disk, the manifest signature and every payload hash (before loading it)."""
@@ -107,9 +101,9 @@ class StoreEntry:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"stored model {self.sha256[:12]} is unreadable ({exc})",
                              hint="remove it and install the bundle again") from exc
-        for name, meta in parse_manifest(raw)["files"].items():
+        for name, meta in Manifest.parse(raw).files.items():
             path = self.dir / name
-            if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
+            if not path.is_file() or path.stat().st_size != meta.size or file_sha256(path) != meta.sha256:
                 raise StoreError(f"stored file {name} of model {self.sha256[:12]} was modified",
                                  hint="remove the entry and install the bundle again")
 
@@ -137,7 +131,7 @@ class ModelStore:
         except FileNotFoundError:
             raise StoreError(f"model {sha[:12]} is not in the store {self.root}") from None
         try:
-            manifest = parse_manifest(raw)
+            manifest = Manifest.parse(raw)
         except EdgekitError as exc:
             raise StoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
                              hint="remove it and install the bundle again") from exc

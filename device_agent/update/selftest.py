@@ -57,7 +57,7 @@ def _inputs_for(entry: Any) -> list[list[np.ndarray]]:
         return _samples(g[0])
     from edgekit.golden import default_inputs
 
-    return _samples(default_inputs(entry.manifest["inputs"], count=2))
+    return _samples(default_inputs(entry.manifest.inputs, count=2))
 
 
 def _load(entry: Any, settings: dict[str, Any]):
