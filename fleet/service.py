@@ -69,8 +69,8 @@ class FleetService:
         self.started = time.time()
         self.acked = 0
         self._stats_dirty = True
-        self.pidfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.pid"
-        self.statsfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.json"
+        self.pidfile = ctx.paths.serve_pid(self.opts.replica)
+        self.statsfile = ctx.paths.serve_stats(self.opts.replica)
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
