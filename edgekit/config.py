@@ -34,7 +34,8 @@ def opt(default: Any, check: Check | None = None, *, path: bool = False, doc: st
     """A config field: its default, an optional check (raises ValueError), whether it is a path, a one-line doc."""
     meta = {"check": check, "path": path, "doc": doc}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        factory: Callable[[], Any] = functools.partial(type(default), default)
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -127,7 +128,7 @@ def env_layer(environ: Mapping[str, str], prefix: str, *, error: type[ConfigErro
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -186,10 +187,10 @@ def _value(key: str, f: dataclasses.Field, typ: Any, value: Any, layer: Layer, e
 def build(cls: type[T], layers: Sequence[Layer | Mapping[str, Any]], *, prefix: str = "",
           error: type[ConfigError] = ConfigError) -> T:
     """An instance of the config dataclass ``cls`` from ``layers`` (later ones override earlier ones key by key)."""
-    layers = [x if isinstance(x, Layer) else Layer(x) for x in layers]
+    given_layers = [x if isinstance(x, Layer) else Layer(x) for x in layers]
     fields = {f.name: f for f in config_fields(cls)}
-    hints = _hints(cls)
-    for layer in layers:
+    hints = _hints(typing.cast(Any, cls))
+    for layer in given_layers:
         if not isinstance(layer.data, Mapping):
             key = prefix.rstrip(".")
             raise error(f"config key {key} must be a table", key=key)
@@ -201,7 +202,7 @@ def build(cls: type[T], layers: Sequence[Layer | Mapping[str, Any]], *, prefix: 
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         key, typ = f"{prefix}{name}", hints[name]
-        given = [layer for layer in layers if name in layer.data]
+        given = [layer for layer in given_layers if name in layer.data]
         if is_section(typ):
             subs = [Layer(layer.data[name], layer.base, layer.source) for layer in given]
             kwargs[name] = build(typ, subs, prefix=key + ".", error=error)

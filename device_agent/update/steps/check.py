@@ -10,7 +10,7 @@ from .context import StepContext
 
 
 def self_test(ctx: StepContext) -> None:
-    target, policy = ctx.rec.target, ctx.policy
+    target, policy = ctx.target, ctx.policy
     rt = ctx.host.config.runtime
     baseline = (ctx.rec.previous or {}).get("sha256")
     settings = {"backend": ctx.host.backend_name, "threads": rt.threads, "allow_cpu_fallback": rt.allow_cpu_fallback,

@@ -47,6 +47,14 @@ class StepContext:
         return self.journal.rec
 
     @property
+    def target(self) -> dict[str, Any]:
+        """The model this update installs (every state but IDLE has one)."""
+        target = self.journal.rec.target
+        if target is None:
+            raise RuntimeError(f"the update record in {self.journal.rec.state} has no target")
+        return target
+
+    @property
     def store(self) -> "ModelStore":
         return self.host.store
 

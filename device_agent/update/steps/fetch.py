@@ -19,7 +19,7 @@ log = logging.getLogger("edgekit.agent.update")
 
 
 def _partial(ctx: StepContext) -> Path:
-    return ctx.paths.partial_download(ctx.rec.target["sha256"])
+    return ctx.paths.partial_download(ctx.target["sha256"])
 
 
 def _ssl_context(ctx: StepContext) -> ssl.SSLContext | None:
@@ -29,7 +29,7 @@ def _ssl_context(ctx: StepContext) -> ssl.SSLContext | None:
 
 
 def download(ctx: StepContext) -> None:
-    target, policy = ctx.rec.target, ctx.policy
+    target, policy = ctx.target, ctx.policy
     if ctx.store.has(target["sha256"]):
         ctx.transition(Event.DOWNLOADED, detail={"skipped": "already in the store"})
         return
@@ -76,7 +76,7 @@ def download(ctx: StepContext) -> None:
 
 
 def verify(ctx: StepContext) -> None:
-    target = ctx.rec.target
+    target = ctx.target
     sha = target["sha256"]
     if ctx.store.has(sha):  # already installed: check the stored copy again on disk
         try:

@@ -15,7 +15,7 @@ from .context import StepContext, Stopped
 
 
 def switch(ctx: StepContext) -> None:
-    target, host, slot = ctx.rec.target, ctx.host, ctx.slot
+    target, host, slot = ctx.target, ctx.host, ctx.slot
     entry = ctx.store.get(target["sha256"])
     try:
         runner = host.load_entry(entry)
@@ -39,7 +39,7 @@ def switch(ctx: StepContext) -> None:
 
 def probation(ctx: StepContext) -> None:
     if not ctx.probation:  # resumed cleanly into probation (not a crash): judge from now on
-        entry = ctx.store.get(ctx.rec.target["sha256"])
+        entry = ctx.store.get(ctx.target["sha256"])
         ctx.probation = {"baseline": None, "start": ctx.host.stats.snapshot(entry.stats_key), "key": entry.stats_key}
     deadline = ctx.rec.probation_until or time.time()
     while not ctx.stop.is_set():
