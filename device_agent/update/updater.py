@@ -269,10 +269,17 @@ class Updater:
         if self.store.current() is None or self.store.previous() is None:
             raise RollbackError("there is no previous model to roll back to", code=Reason.NO_PREVIOUS.value)
         self._begin_rollback(reason, None)
-        self._step()
-        after = self.rec
-        while self.rec.state_enum is not State.IDLE:
-            self._step()
+        after = None
+        for _ in range(4):  # ROLLING_BACK, then FAILED's bookkeeping; a step that cannot advance is recorded as FAIL
+            if self.rec.state_enum is State.IDLE:
+                break
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - recorded like the worker does, then reported below
+                log.exception("offline rollback step failed in %s", self.rec.state)
+                self._fail_unexpected(exc)
+            after = after or self.rec
+        assert after is not None
         if "restored" not in after.detail:
             raise RollbackError(f"the rollback failed: {after.detail.get('message') or after.reason}",
                                 code=after.reason)
