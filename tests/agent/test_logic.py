@@ -106,6 +106,8 @@ def test_config_defaults_relative_paths_and_env_overrides(tmp_path):
     ("[api]\nhost = \"0.0.0.0\"\n", "api.host"),
     ("mqtt = 3\n", "mqtt"),
     ("[spool]\nmax_items = true\n", "spool.max_items"),
+    ("[update]\ncrash_limit = 0\n", "update.crash_limit"),
+    ("[update]\nprobation = 5\n", "update.probation"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     with pytest.raises(AgentConfigError) as err:
