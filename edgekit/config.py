@@ -212,6 +212,11 @@ def build(cls: type[T], layers: Sequence[Layer | Mapping[str, Any]], *, prefix: 
     return cls(**kwargs)
 
 
+def check(cfg: Any, *, error: type[ConfigError] = ConfigError) -> None:
+    """Run every key's check on a config built in code (the checks a file's values get from :func:`build`)."""
+    build(type(cfg), [to_dict(cfg)], error=error)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The config as nested plain data (what :func:`build` reads back), without ``internal`` fields."""
     out: dict[str, Any] = {}

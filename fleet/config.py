@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import config as core
+from edgekit.config import opt
 from edgekit.fsutil import atomic_write
 from edgekit.protocol import check_id
 from edgekit.errors import ProtocolError
@@ -42,37 +43,56 @@ from .errors import FleetConfigError, FleetNotInitialized
 from .paths import FleetPaths, SERVICE_USER
 
 
+def _fleet_id(v: str) -> None:
+    try:
+        check_id(v, "fleet id")
+    except ProtocolError as exc:
+        raise ValueError(exc.hint or exc.message) from None
+
+
+def _tls_port(v: int) -> None:
+    core.port(v)
+    if v == 0:
+        raise ValueError("must not be 0 (the mTLS listener is always on)")
+
+
+def _store_url(v: str) -> None:
+    if v and not v.startswith(("sqlite", "postgresql")):
+        raise ValueError("must be a sqlite or postgresql URL: sqlite:///PATH or "
+                         "postgresql+psycopg://USER@HOST:PORT/DB")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    host: str = "127.0.0.1"
-    tls_port: int = 8883
-    password_port: int = 0
-    max_queued_messages: int = 100000
-    max_queued_bytes: int = 256 * 1024 * 1024
-    autosave_interval: int = 1
+    host: str = opt("127.0.0.1")
+    tls_port: int = opt(8883, _tls_port)
+    password_port: int = opt(0, core.port)
+    max_queued_messages: int = opt(100000, core.non_negative)
+    max_queued_bytes: int = opt(256 * 1024 * 1024, core.non_negative)
+    autosave_interval: int = opt(1, core.non_negative)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = ""
+    url: str = opt("", _store_url)
 
 
 @dataclass(frozen=True)
 class ArtifactsConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = ""
+    host: str = opt("127.0.0.1")
+    port: int = opt(8080, core.port)
+    public_url: str = opt("")
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    raw_days: float = 7.0
-    bucket_seconds: int = 300
+    raw_days: float = opt(7.0, core.positive)
+    bucket_seconds: int = opt(300, core.positive)
 
 
 @dataclass(frozen=True)
 class FleetSection:
-    id: str = "default"
+    id: str = opt("default", _fleet_id)
 
 
 @dataclass(frozen=True)
@@ -93,28 +113,11 @@ class FleetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FleetConfig":
-        cfg = core.build(cls, [core.Layer(data, source="fleet.toml")], error=FleetConfigError)
-        cfg.validate()
-        return cfg
+        return core.build(cls, [core.Layer(data, source="fleet.toml")], error=FleetConfigError)
 
     def validate(self) -> None:
-        try:
-            check_id(self.fleet.id, "fleet id")
-        except ProtocolError as exc:
-            raise FleetConfigError(exc.message, key="fleet.id", hint=exc.hint) from None
-        ports = (("broker.tls_port", self.broker.tls_port), ("broker.password_port", self.broker.password_port),
-                 ("artifacts.port", self.artifacts.port))
-        for key, port in ports:
-            if not 0 <= port <= 65535:
-                raise FleetConfigError(f"{key} must be a port number 0-65535, got {port}", key=key)
-        if self.broker.tls_port == 0:
-            raise FleetConfigError("broker.tls_port must not be 0", key="broker.tls_port")
-        if self.retention.raw_days <= 0 or self.retention.bucket_seconds <= 0:
-            raise FleetConfigError("retention.raw_days and retention.bucket_seconds must be positive",
-                                   key="retention")
-        if self.store.url and not self.store.url.startswith(("sqlite", "postgresql")):
-            raise FleetConfigError(f"store.url {self.store.url!r} is neither sqlite nor postgresql", key="store.url",
-                                   hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        """Every key's check, for a config built in code (``fleet init``) before it is saved."""
+        core.check(self, error=FleetConfigError)
 
 
 def load_config(path: Path) -> FleetConfig:
