@@ -55,11 +55,11 @@ def verify(entry_dir: str | os.PathLike, pubkey_path: str | os.PathLike) -> None
 
 
 def _handle(req: dict[str, Any]) -> dict[str, Any]:
-    from .store import ModelStore
+    from .store import check_sha, verify_entry_dir
 
     entry_dir = Path(req["dir"])
-    try:
-        ModelStore(entry_dir.parent).get(entry_dir.name).verify(req["pubkey"])
+    try:  # the signature over the raw manifest bytes is checked before the manifest is parsed
+        verify_entry_dir(entry_dir, req["pubkey"], check_sha(entry_dir.name)[:12])
     except EdgekitError as exc:
         return {"ok": False, "type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
     return {"ok": True}
