@@ -8,6 +8,7 @@
   ca/issued.json             serials issued per common name; ca/revoked.json and ca/crl.pem the revoked ones
   ca/server.pem server.key   broker TLS certificate (SAN 127.0.0.1, localhost, configured host)
   ca/service.pem service.key client certificate of the fleet service itself (full access in the ACL)
+  ca/dashboard.pem .key      TLS certificate of the web dashboard (issued on first use)
   broker/                    generated mosquitto.conf, acl, passwd, pid, log, stderr, persistence (data/)
   fleet.db                   SQLite store (default)
   artifacts/                 content-addressed bundles <sha256>.ekb served over HTTP
@@ -99,6 +100,14 @@ class FleetPaths:
     @property
     def service_key(self) -> Path:
         return self.ca_dir / "service.key"
+
+    @property
+    def dashboard_cert(self) -> Path:
+        return self.ca_dir / "dashboard.pem"
+
+    @property
+    def dashboard_key(self) -> Path:
+        return self.ca_dir / "dashboard.key"
 
     @property
     def service_password(self) -> Path:
