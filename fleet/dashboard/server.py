@@ -16,7 +16,6 @@ from ..errors import FleetError
 from .auth import TlsPlan, plan_tls
 
 
-
 def dashboard_cert(ctx: FleetContext, host: str) -> tuple[Path, Path]:
     """``ca/dashboard.pem`` + key, issued by the fleet CA with ``host`` in its names (re-issued if it lacks it)."""
     from cryptography import x509
