@@ -10,6 +10,7 @@ import importlib
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,6 +93,26 @@ def _pick_arrays(arrays: dict[str, np.ndarray], inputs: list[InputSpec], spec: s
                            hint="name the arrays after the model inputs, or use 'x' for a single-input model")
 
 
+OBJECT_ARRAY_HINT = "store numbers, not Python objects: numpy.save(path, x.astype(numpy.float32))"
+
+
+def _read_arrays(p: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npy/.npz file; object (pickled) arrays are refused, never unpickled."""
+    try:
+        z = np.load(p, allow_pickle=False)
+        if isinstance(z, np.ndarray):
+            return {"x": z}
+        with z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CalibrationError(f"{p} holds an object array (dtype object, saved with pickling), not numbers",
+                                   hint=OBJECT_ARRAY_HINT) from None
+        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
+
+
 @register_source
 class ArrayFile(Source):
     kind = "arrays"
@@ -103,15 +124,7 @@ class ArrayFile(Source):
         p = Path(spec)
         if not p.is_file():
             raise CalibrationError(f"data file {p} does not exist")
-        try:
-            z = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from exc
-        if isinstance(z, np.ndarray):
-            arrays = {"x": z}
-        else:
-            with z:
-                arrays = {k: z[k] for k in z.files}
+        arrays = _read_arrays(p)
         chosen = _pick_arrays(arrays, inputs, spec)
         labels = arrays.get("y", arrays.get("labels"))
         if limit:

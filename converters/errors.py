@@ -40,6 +40,10 @@ class TargetRefusal(ConversionError):
     """The model cannot meet the requirements of the chosen target (e.g. Edge TPU: int8, static shapes)."""
 
 
+class TargetOptionError(OptionError, TargetRefusal):
+    """A --mode/--io the chosen --target cannot take: a bad option combination (exit 2), not a model problem."""
+
+
 class AccuracyBudgetError(ConversionError):
     """--max-accuracy-drop could not be met, even with the most sensitive layers kept in float."""
 

@@ -165,8 +165,10 @@ class Converter:
         elif o.max_accuracy_drop is not None:
             raise CalibrationError("--max-accuracy-drop needs data to measure the drop",
                                    hint="pass --eval data.npz or enough --calibration data to hold some out")
+        elif not o.evaluate:
+            self.warnings.append("evaluation skipped (--no-eval): accuracy and latency not measured")
         elif eval_ds is None:
-            self.warnings.append("no evaluation data: accuracy not measured (pass --eval or --calibration)")
+            self.warnings.append(_no_eval_data_warning(o, calib))
 
         pre = edgetpu_check.precheck(blob)
         compiled, compiler = None, None
@@ -191,7 +193,6 @@ class Converter:
             signing_key = key if budget_met else None  # a model that misses its budget is not signed
             result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,
                                        calib or eval_ds)
-            card["outputs"] = {k: str(v) for k, v in result.files.items()}
         if not budget_met:
             raise AccuracyBudgetError(
                 f"accuracy drop {fb['best']['drop_pp']:.2f} pp exceeds --max-accuracy-drop {o.max_accuracy_drop} pp "
@@ -319,9 +320,19 @@ class Converter:
             else:
                 card["warnings"].append("no bundle written: pass --key (make one with "
                                         "'edgekit keys generate fleet.key')")
-            card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()}
+            # keyed model/report/bundle (docs/report-card.md), listing only the files this run writes
+            card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()
+                               if k == "report" or staging.path(v).exists()}
             staging.write(names["report"], (json.dumps(card, indent=2, sort_keys=True, default=str) + "\n").encode())
-            return staging.commit()
+            placed = staging.commit()
+            return {k: placed[v] for k, v in names.items() if v in placed}
+
+
+def _no_eval_data_warning(o: ConvertOptions, calib: cal.Dataset | None) -> str:
+    if calib is None:
+        return "no evaluation data: accuracy not measured (pass --eval, or --calibration to hold some out)"
+    return (f"no evaluation data: accuracy not measured ({len(calib)} calibration sample(s) are too few to hold "
+            f"some out; pass --eval, or at least 32 --calibration samples)")
 
 
 def _rescales(model: LoadedModel) -> bool:
