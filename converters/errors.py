@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from edgekit.errors import EdgekitError, UsageError
 
+from .hints import GENERIC_CONVERTER
+
 
 class ConversionError(EdgekitError):
     """Base for every problem converting a model."""
@@ -33,7 +35,7 @@ class CalibrationError(ConversionError):
 class ConverterFailed(ConversionError):
     """TensorFlow's TFLiteConverter rejected the model."""
 
-    default_hint = "check that the model runs in TensorFlow with a batch of 1; the converter's message is above"
+    default_hint = GENERIC_CONVERTER
 
 
 class TargetRefusal(ConversionError):

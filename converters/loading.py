@@ -106,6 +106,15 @@ class LoadedModel:
             return []
         return [type(layer).__name__ for layer in getattr(self.keras_model, "layers", [])[:3]]
 
+    @property
+    def first_output_size(self) -> int | None:
+        """Values per sample of the Keras model's first output (None when unknown, e.g. a SavedModel)."""
+        outputs = getattr(self.keras_model, "outputs", None)
+        if not outputs:
+            return None
+        dims = list(outputs[0].shape)[1:]
+        return None if any(d is None for d in dims) else int(np.prod(dims))
+
     def concrete_function(self):
         """A frozen tf ConcreteFunction with batch 1 and static shapes (cached)."""
         if self._frozen is not None:

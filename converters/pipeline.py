@@ -146,6 +146,8 @@ class Converter:
         self.timings["load_s"] = time.perf_counter() - t0
         calib, held = self._data(model)
         eval_ds = self._eval_data(model, calib, held)
+        if o.evaluate:
+            self._check_labels(eval_ds, model.first_output_size)  # before converting: labels no output can have
 
         t0 = time.perf_counter()
         steps = len(calib) if (calib and mode.needs_calibration) else 1  # calibration samples, or one step
@@ -154,7 +156,7 @@ class Converter:
         blob = tfl_convert(model, plan, dataset)
         self.progress.update(task, completed=steps)
         self.timings["convert_s"] = time.perf_counter() - t0
-        evaluate._interpreter(blob)  # reload before anything reports success
+        evaluate._interpreter(blob, mode=plan.mode)  # reload before anything reports success
 
         acc, fb, budget_met = None, None, True
         if o.evaluate and eval_ds is not None:
@@ -224,6 +226,14 @@ class Converter:
         self.warnings += ds.warnings
         return ds
 
+    def _check_labels(self, ds: cal.Dataset | None, classes: int | None) -> None:
+        if ds is None or ds.labels is None or classes is None:
+            return
+        problem = metrics.label_problem(ds.labels, classes)
+        if problem:
+            raise CalibrationError(f"{ds.source}: {problem}",
+                                   hint="store labels as class indices of the model's first output (y in the .npz)")
+
     def _reference(self, model: LoadedModel, ds: cal.Dataset) -> list[np.ndarray]:
         task = self._task("evaluate float reference", total=len(ds))
         ref = model.predict(ds.arrays)
@@ -231,7 +241,14 @@ class Converter:
             fp32 = tfl_convert(model, Plan("fp32", "float", "cpu"))
             ref = evaluate.run_float_io(fp32, ds.arrays, names=self.names, progress=self._tick(task))
         self.progress.update(task, completed=len(ds))
-        return [np.asarray(r, np.float32) for r in ref]
+        ref = [np.asarray(r, np.float32) for r in ref]
+        self._check_labels(ds, int(np.prod(ref[0].shape[1:])))
+        for j, r in enumerate(ref):
+            if metrics.is_constant(r):
+                self.warnings.append(f"output {j} of the float model is the same for all {len(ds)} evaluation "
+                                     f"samples: agreement and SNR measure nothing (check the model and the "
+                                     f"input scaling, --scale/--offset)")
+        return ref
 
     def _measure(self, blob: bytes, ds: cal.Dataset, reference: list[np.ndarray]) -> dict[str, Any]:
         task = self._task("evaluate converted model", total=len(ds))

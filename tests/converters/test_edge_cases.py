@@ -110,3 +110,127 @@ def test_no_eval_warning_does_not_ask_for_given_calibration(digits, tmp_path):
     res = run_convert(model=digits["model"], mode="int8", calibration=digits["calibration"], evaluate=False)
     assert any("--no-eval" in w for w in res.report["warnings"])
     assert not any("pass --eval or --calibration" in w for w in res.report["warnings"])
+
+
+# --- 8: degenerate outputs, impossible labels ---------------------------------------------------------------------
+
+
+def test_constant_outputs_are_a_warning(digits, tmp_path):
+    import keras
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((8, 8, 1), name="image"), L.Flatten(),
+                          L.Dense(10, activation="softmax", kernel_initializer="zeros", bias_initializer="ones")])
+    m.save(tmp_path / "constant.keras")
+    res = run_convert(model=tmp_path / "constant.keras", mode="int8", calibration=digits["calibration"],
+                      eval=digits["eval"], runs=0)
+    assert res.report["accuracy"]["agreement"] == 1.0  # the figure that looked perfect
+    assert any("is the same for all" in w and "measure nothing" in w for w in res.report["warnings"])
+
+
+def test_labels_outside_the_output_range_are_refused(digits, tmp_path):
+    ev = np.load(digits["eval"])
+    y = ev["y"].copy()
+    y[5] = 99
+    np.savez(tmp_path / "ev.npz", x=ev["x"], y=y)
+    r = invoke(digits["model"], "--mode", "int8", "--calibration", digits["calibration"], "--eval",
+               tmp_path / "ev.npz", "-o", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    assert "outside 0..9 for a 10-value output (first: sample 5 has label 99)" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# --- 4: integer inputs ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_model(tmp_path_factory):
+    """A small token-id classifier (Keras 3): int32 tokens -> Embedding -> average -> Dense."""
+    import keras
+
+    d = tmp_path_factory.mktemp("tokens")
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([L.Input((16,), dtype="int32", name="tokens"), L.Embedding(50, 8),
+                          L.GlobalAveragePooling1D(), L.Dense(4, activation="softmax", name="cls")])
+    m.save(d / "tokens.keras")
+    rng = np.random.default_rng(0)
+    np.savez(d / "calib.npz", tokens=rng.integers(0, 50, (64, 16)).astype(np.int32))
+    return {"model": d / "tokens.keras", "calibration": d / "calib.npz"}
+
+
+def test_integer_inputs_keep_their_dtype(token_model):
+    res = run_convert(model=token_model["model"], mode="int8", calibration=token_model["calibration"], runs=0)
+    assert res.report["model"]["inputs"][0]["dtype"] == "int32"
+    acc = res.report["accuracy"]
+    assert acc["samples"] == 16 and acc["snr_db"] > 20  # a measured, working integer model
+    assert not any("pixels" in w for w in res.report["warnings"])
+
+
+def test_int16x8_of_integer_inputs_names_the_real_limit(token_model):
+    # TensorFlow 2.21's 16x8 quantizer wants min/max for the int32 input itself, even given int32 data
+    from converters.errors import ConverterFailed
+
+    with pytest.raises(ConverterFailed) as info:
+        run_convert(model=token_model["model"], mode="int16x8", calibration=token_model["calibration"], runs=0)
+    assert "Failed for tensor tokens" in info.value.message
+    assert "cannot calibrate the integer input 'tokens'" in info.value.hint and "--mode int8" in info.value.hint
+    assert "batch of 1" not in info.value.hint
+
+
+# --- 5: precheck batch reasons ------------------------------------------------------------------------------------
+
+
+def test_fp16_weights_are_not_a_batch(tmp_path):
+    import keras
+
+    from converters.edgetpu_check import precheck
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((16, 16, 3), name="image"), L.Conv2D(24, 5, name="wide"),
+                          L.DepthwiseConv2D(3), L.Conv2D(8, 1), L.GlobalAveragePooling2D()])
+    m.save(tmp_path / "fp16w.keras")
+    res = run_convert(model=tmp_path / "fp16w.keras", mode="fp16", evaluate=False)
+    assert "DEQUANTIZE" in res.report["model"]["ops"]
+    reasons = [r for op in precheck(res.model_bytes).ops for r in op.reasons]
+    assert reasons  # a float model is still refused, for its real reasons
+    assert not [r for r in reasons if r.startswith(("batch:", "rank:"))], reasons
+    assert any("DEQUANTIZE" in r or "float" in r for r in reasons)
+
+
+# --- 6: hints name the real cause -------------------------------------------------------------------------------
+
+
+def test_hard_swish_in_int16x8_hint(tmp_path):
+    import keras
+
+    from converters.errors import ConverterFailed
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((8, 8, 1), name="image"), L.Conv2D(4, 3, activation="hard_silu"), L.Flatten(),
+                          L.Dense(3)])
+    m.save(tmp_path / "hs.keras")
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32))
+    with pytest.raises(ConverterFailed) as info:
+        run_convert(model=tmp_path / "hs.keras", mode="int16x8", calibration=tmp_path / "c.npz", runs=0)
+    assert "HARD_SWISH" in info.value.message
+    assert info.value.hint.startswith("op HARD_SWISH has no int16x8") and "batch of 1" not in info.value.hint
+
+
+@pytest.mark.slow
+def test_int16x8_overflow_hint_on_mobilenet(mobilenet):
+    from converters.errors import ConversionError
+
+    with pytest.raises(ConversionError) as info:
+        run_convert(model=mobilenet["model"], mode="int16x8", calibration=mobilenet["calibration"], runs=0)
+    assert "no_integer_overflow_from_quantization" in info.value.message
+    assert "quantization overflow" in info.value.hint and "--max-accuracy-drop" in info.value.hint
+    assert "lacks" not in info.value.hint
+
+
+def test_hint_table_integer_input_and_generic():
+    from converters.hints import GENERIC_CONVERTER, hint_for
+
+    msg = "Got value of type FLOAT32 but expected type INT32 for input 0, name: tokens"
+    assert "integer input (INT32)" in hint_for(msg, "int8") and "batch of 1" not in hint_for(msg, "int8")
+    assert hint_for("something nobody has seen", "int8") == GENERIC_CONVERTER
