@@ -234,3 +234,49 @@ def test_hint_table_integer_input_and_generic():
     msg = "Got value of type FLOAT32 but expected type INT32 for input 0, name: tokens"
     assert "integer input (INT32)" in hint_for(msg, "int8") and "batch of 1" not in hint_for(msg, "int8")
     assert hint_for("something nobody has seen", "int8") == GENERIC_CONVERTER
+
+
+# --- 11: QAT models saved by tfmot without stripping ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qat_model(tmp_path_factory, digits):
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    d = tmp_path_factory.mktemp("qat")
+    L = tf_keras.layers
+    tf_keras.utils.set_random_seed(0)
+    base = tf_keras.Sequential([L.Input((8, 8, 1), name="image"), L.Conv2D(8, 3, activation="relu"), L.Flatten(),
+                                L.Dense(10, activation="softmax")])
+    q = tfmot.quantization.keras.quantize_model(base)
+    q.compile("adam", "sparse_categorical_crossentropy")
+    sys_path = str(Path(__file__).resolve().parents[2] / "examples")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        import train_digits
+    finally:
+        sys.path.remove(sys_path)
+    (xtr, ytr), _ = train_digits.load_digits_split()
+    q.fit(xtr, ytr, epochs=5, verbose=0)
+    q.save(d / "qat.h5")
+    q.save(d / "qat.keras")
+    return d
+
+
+def test_unstripped_qat_h5_loads_and_converts_to_int8(qat_model, digits):
+    res = run_convert(model=qat_model / "qat.h5", mode="int8", calibration=digits["calibration"],
+                      eval=digits["eval"], runs=0)
+    assert res.report["source"]["flavor"] == "tf_keras"
+    assert res.report["accuracy"]["top1_drop_pp"] <= 1.0
+
+
+def test_unstripped_qat_keras_is_a_true_one_line_error(qat_model, digits, tmp_path):
+    # tfmot 0.8.1 restores QuantizeLayer from .keras with the wrong variable count even under its own scope
+    r = invoke(qat_model / "qat.keras", "--mode", "int8", "--calibration", digits["calibration"], "-o",
+               tmp_path / "out")
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "quantization-aware-training model" in r.output and "e-save the QAT model as .h5" in r.output
+    assert "Unknown layer" not in r.output and "pass a .h5 file" not in r.output
