@@ -20,6 +20,8 @@ from edgekit.keys import load_private_key
 from . import calibration as cal
 from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, report
 from .errors import AccuracyBudgetError, CalibrationError
+from .layer_names import describe as describe_node
+from .layer_names import keras_layers
 from .loading import LoadedModel, load_model
 from .modes import MODES, TARGETS, Plan, resolve
 from .output import Staging
@@ -287,13 +289,15 @@ class Converter:
                                                   on_step=lambda a: self.progress.advance(task),
                                                   max_float_layers=self.opts.max_float_layers)
         met = best.drop_pp <= budget
+        layers = keras_layers([s.tensor for s in ranking] + best.denylisted,
+                              [la.name for la in getattr(model.keras_model, "layers", None) or []])
         info = {"budget_pp": budget, "met": met,
-                "ranking": [s.to_dict() for s in ranking[:10]],
+                "ranking": [{**s.to_dict(), "layer": layers.get(s.tensor)} for s in ranking[:10]],
                 "attempts": [{"float_layers": a.denylisted, "drop_pp": a.drop_pp} for a in attempts],
                 "best": {"float_layers": best.denylisted, "drop_pp": best.drop_pp}}
         if best.denylisted:
             self.warnings.append(f"kept {len(best.denylisted)} sensitive layer(s) in float to meet the accuracy "
-                                 f"budget: {', '.join(best.denylisted)}")
+                                 f"budget: {', '.join(describe_node(t, layers) for t in best.denylisted)}")
         return best.model, best.result, info, met
 
     def _compile(self, blob: bytes, pre):

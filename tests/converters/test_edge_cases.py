@@ -280,3 +280,34 @@ def test_unstripped_qat_keras_is_a_true_one_line_error(qat_model, digits, tmp_pa
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
     assert "quantization-aware-training model" in r.output and "e-save the QAT model as .h5" in r.output
     assert "Unknown layer" not in r.output and "pass a .h5 file" not in r.output
+
+
+# --- 7: Keras layer names in the fallback ---------------------------------------------------------------------------
+
+
+def test_fallback_names_the_keras_layer(digits, tmp_path):
+    """The digits CNN has layers conv2d (16 filters) and conv2d_1 (32); TF puts conv2d's nodes under conv2d_1/."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.fallback import rank_layers
+    from converters.layer_names import describe, keras_layers
+    from converters.loading import load_model
+    from converters.modes import Plan
+
+    model = load_model(digits["model"])
+    calib = [np.load(digits["calibration"])["x"][:32]]
+    ranking = rank_layers(model, Plan("int8", "int8", "cpu"), calib)
+    mapping = keras_layers([s.tensor for s in ranking], [la.name for la in model.keras_model.layers])
+    # the shapes of the converted tensors say independently which layer each node belongs to
+    from converters.tflite import convert, representative
+
+    interp = Interpreter(model_content=convert(model, Plan("int8", "int8", "cpu"), representative(calib)))
+    shapes = {d["name"].split(";")[0]: list(d["shape"]) for d in interp.get_tensor_details()}
+    convs = {n: mapping[n] for n in mapping if model.keras_model.get_layer(mapping[n]).__class__.__name__ == "Conv2D"}
+    assert sorted(convs.values()) == ["conv2d", "conv2d_1", "conv2d_2"]
+    for node, layer in convs.items():
+        filters = model.keras_model.get_layer(layer).filters
+        assert shapes[node.split(";")[0]][-1] == filters, (node, layer)
+    node = next(n for n, la in convs.items() if la == "conv2d")
+    assert "/conv2d_1/" in node and describe(node, mapping).startswith("conv2d (TF node ")
+
