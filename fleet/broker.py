@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 
+from edgekit import servers
 from edgekit.fsutil import atomic_write
 from edgekit.procs import stop_pid
 
@@ -20,8 +20,7 @@ from .errors import BrokerError, BrokerNotInstalled
 
 
 def find_mosquitto() -> str:
-    exe = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+    exe = servers.find_mosquitto()
     if exe is None:
         raise BrokerNotInstalled("mosquitto is not installed on this machine")
     return exe

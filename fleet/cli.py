@@ -55,6 +55,13 @@ cli_setup.register(fleet)
 cli_views.register(fleet)
 
 try:
+    from fleet.dashboard import cli as dashboard_cli
+
+    dashboard_cli.register(fleet)
+except ImportError:
+    pass
+
+try:
     from fleet.rollout.cli import rollout
 
     fleet.add_command(rollout)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (see bootstrap.sh), then run the whole test suite.
-# Extra arguments go to pytest, e.g. scripts/test.sh tests/core -x
+# Set up everything the tests need (see bootstrap.sh), run the whole test suite, then run every benchmark in smoke
+# mode (scripts/bench.sh --smoke: tiny sizes, a few minutes) so that a benchmark that crashes fails the run too.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/core -x; with arguments the smoke benchmarks are skipped
+# unless EDGEKIT_BENCH_SMOKE=1 (EDGEKIT_BENCH_SMOKE=0 skips them for the whole suite too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -11,6 +13,14 @@ rc=$?
 set -e
 if [ "$rc" = 5 ]; then
   echo "no tests were collected" >&2
-  exit 1
+  rc=1
 fi
-exit "$rc"
+smoke="${EDGEKIT_BENCH_SMOKE:-$([ $# -eq 0 ] && echo 1 || echo 0)}"
+bench_rc=0
+if [ "$smoke" = 1 ]; then
+  EDGEKIT_BOOTSTRAPPED=1 ./scripts/bench.sh --smoke || bench_rc=$?
+fi
+if [ "$rc" != 0 ]; then
+  exit "$rc"
+fi
+exit "$bench_rc"
