@@ -16,6 +16,22 @@ TARGET_NAMES = ["cpu", "edgetpu"]
 IO_NAMES = ["int8", "uint8", "int16", "float"]
 
 
+def bundle_options(command):
+    """The options every command that ends in a report card and a signed bundle shares (convert, optimize)."""
+    options = [
+        click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle."),
+        click.option("--name", help="Model name (default: the source file's stem)."),
+        click.option("--version", "version", default="0.1.0", show_default=True, help="Bundle version."),
+        click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle."),
+        click.option("--force", is_flag=True, help="Overwrite existing output files."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _range(ctx, param, value):
     if value is None:
         return None
@@ -46,13 +62,7 @@ def _range(ctx, param, value):
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="LiteRT threads for latency.")
 @click.option("--runs", type=click.IntRange(0), default=50, show_default=True, help="Latency runs (0: skip).")
 @click.option("--no-eval", is_flag=True, help="Skip evaluation and latency (fastest).")
-@click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle.")
-@click.option("--name", help="Model name (default: the source file's stem).")
-@click.option("--version", "version", default="0.1.0", show_default=True, help="Bundle version.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@bundle_options
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,
             max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
             quiet) -> None:
