@@ -1,7 +1,7 @@
 """Calibration and evaluation data: .npy/.npz arrays, an image directory, or a ``module:function`` generator.
 
 Each source is a registered object with ``matches(spec)`` and ``load(...)``; the result is a :class:`Dataset` with
-one float32 array ``[N, *input_shape]`` per model input, checked by :mod:`converters.calibration_qa`.
+one array ``[N, *input_shape]`` per model input (float32, or the input's integer dtype), checked by :mod:`converters.calibration_qa`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import importlib
 import os
 import re
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +43,7 @@ class Normalize:
 class Dataset:
     source: str
     kind: str
-    arrays: list[np.ndarray]  # one per model input, float32 [N, ...]
+    arrays: list[np.ndarray]  # one per model input, [N, ...]: float32 or the input's integer dtype
     labels: np.ndarray | None = None
     stats: dict[str, qa.Stats] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -92,6 +93,26 @@ def _pick_arrays(arrays: dict[str, np.ndarray], inputs: list[InputSpec], spec: s
                            hint="name the arrays after the model inputs, or use 'x' for a single-input model")
 
 
+OBJECT_ARRAY_HINT = "store numbers, not Python objects: numpy.save(path, x.astype(numpy.float32))"
+
+
+def _read_arrays(p: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npy/.npz file; object (pickled) arrays are refused, never unpickled."""
+    try:
+        z = np.load(p, allow_pickle=False)
+        if isinstance(z, np.ndarray):
+            return {"x": z}
+        with z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CalibrationError(f"{p} holds an object array (dtype object, saved with pickling), not numbers",
+                                   hint=OBJECT_ARRAY_HINT) from None
+        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
+
+
 @register_source
 class ArrayFile(Source):
     kind = "arrays"
@@ -103,15 +124,7 @@ class ArrayFile(Source):
         p = Path(spec)
         if not p.is_file():
             raise CalibrationError(f"data file {p} does not exist")
-        try:
-            z = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from exc
-        if isinstance(z, np.ndarray):
-            arrays = {"x": z}
-        else:
-            with z:
-                arrays = {k: z[k] for k in z.files}
+        arrays = _read_arrays(p)
         chosen = _pick_arrays(arrays, inputs, spec)
         labels = arrays.get("y", arrays.get("labels"))
         if limit:
@@ -251,17 +264,31 @@ def load_dataset(spec: str | os.PathLike, inputs: list[InputSpec], *, limit: int
     for arr, inp in zip(raw, inputs):
         name = f"{what} input '{inp.name}'"
         qa.check_dtype(arr, name)
-        arr = normalize.apply(arr)
+        integer_input = np.dtype(inp.dtype).kind in "iu"
+        arr = _as_integer(arr, inp.dtype, name) if integer_input else normalize.apply(arr)
         s = qa.check_all(arr, inp.shape, name, minimum=minimum, what=what)
         stats[inp.name] = s
-        warnings += qa.range_warnings(s, name, expected=expected_range, model_rescales=model_rescales,
-                                      reference=(reference or {}).get(inp.name))
+        if not integer_input:  # ids and counts have no pixel-like range to warn about; --scale does not apply
+            warnings += qa.range_warnings(s, name, expected=expected_range, model_rescales=model_rescales,
+                                          reference=(reference or {}).get(inp.name))
         arrays.append(arr)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape[0] != arrays[0].shape[0]:
             raise CalibrationError(f"{spec}: {labels.shape[0]} labels for {arrays[0].shape[0]} samples")
     return Dataset(spec, src.kind, arrays, labels, stats, warnings)
+
+
+def _as_integer(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """Data for an integer model input (token ids, indices) keeps integer values, in the input's own dtype."""
+    target = np.dtype(dtype)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise CalibrationError(f"{name}: the model input is {target} but the data has fractional values",
+                               hint=f"pass integer data (e.g. token ids) as {target}")
+    info = np.iinfo(target)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise CalibrationError(f"{name}: values {arr.min()}..{arr.max()} do not fit the model's {target} input")
+    return arr.astype(target)
 
 
 def describe(ds: Dataset) -> dict[str, Any]:

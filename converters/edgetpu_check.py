@@ -78,6 +78,14 @@ class _Ctx:
         self.sg: SubgraphInfo = info.main
         root = Table(data, struct.unpack_from("<I", data, 0)[0])
         self._buffers = root.tables(4)
+        # weights stored as float16 (or int8, dynamic range) are constants behind a DEQUANTIZE op: still weights,
+        # whose leading dimension is output channels, not a batch
+        self._dequantized_weights = {o for op in self.sg.ops if op.opcode == "DEQUANTIZE"
+                                     and op.inputs and op.inputs[0] >= 0
+                                     and self.is_constant(self.sg.tensors[op.inputs[0]]) for o in op.outputs}
+
+    def is_dequantized_weight(self, i: int) -> bool:
+        return i in self._dequantized_weights
 
     def tensor(self, i: int) -> TensorInfo:
         return self.sg.tensors[i]
@@ -104,10 +112,11 @@ def general_reasons(op: OpInfo, ctx: _Ctx) -> list[str]:
         if i < 0:
             continue
         t = ctx.tensor(i)
-        const = ctx.is_constant(t)
         if t.is_dynamic:
             reasons.append(f"dynamic shape: tensor '{t.name}' has shape signature {t.shape_signature}")
-        if const:
+        if ctx.is_dequantized_weight(i):  # its float32 dtype is the DEQUANTIZE op's reason; it has no batch
+            continue
+        if ctx.is_constant(t):
             if t.dtype not in table.CONSTANT_DTYPES:
                 reasons.append(f"dtype: constant '{t.name}' is {t.dtype} (needs int8/uint8 weights, int32 biases)")
             continue

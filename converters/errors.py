@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from edgekit.errors import EdgekitError, UsageError
 
+from .hints import GENERIC_CONVERTER
+
 
 class ConversionError(EdgekitError):
     """Base for every problem converting a model."""
@@ -33,11 +35,15 @@ class CalibrationError(ConversionError):
 class ConverterFailed(ConversionError):
     """TensorFlow's TFLiteConverter rejected the model."""
 
-    default_hint = "check that the model runs in TensorFlow with a batch of 1; the converter's message is above"
+    default_hint = GENERIC_CONVERTER
 
 
 class TargetRefusal(ConversionError):
     """The model cannot meet the requirements of the chosen target (e.g. Edge TPU: int8, static shapes)."""
+
+
+class TargetOptionError(OptionError, TargetRefusal):
+    """A --mode/--io the chosen --target cannot take: a bad option combination (exit 2), not a model problem."""
 
 
 class AccuracyBudgetError(ConversionError):

@@ -10,17 +10,19 @@ import numpy as np
 from edgekit.extras import require
 
 from .errors import ConversionError
+from .hints import GENERIC_LOAD, hint_for
 from .metrics import percentile_ms
 
 
-def _interpreter(model: bytes, threads: int = 1):
+def _interpreter(model: bytes, threads: int = 1, mode: str = "this mode"):
     mod = require("ai_edge_litert.interpreter", "agent")
     try:
         interp = mod.Interpreter(model_content=model, num_threads=threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ConversionError(f"LiteRT cannot load the converted model: {exc}",
-                              hint="the model uses ops this LiteRT build lacks; try another mode") from exc
+        text = " ".join(str(exc).split())
+        raise ConversionError(f"LiteRT cannot load the converted model: {text[:400]}",
+                              hint=hint_for(str(exc), mode, GENERIC_LOAD)) from exc
     return interp
 
 

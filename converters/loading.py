@@ -106,6 +106,15 @@ class LoadedModel:
             return []
         return [type(layer).__name__ for layer in getattr(self.keras_model, "layers", [])[:3]]
 
+    @property
+    def first_output_size(self) -> int | None:
+        """Values per sample of the Keras model's first output (None when unknown, e.g. a SavedModel)."""
+        outputs = getattr(self.keras_model, "outputs", None)
+        if not outputs:
+            return None
+        dims = list(outputs[0].shape)[1:]
+        return None if any(d is None for d in dims) else int(np.prod(dims))
+
     def concrete_function(self):
         """A frozen tf ConcreteFunction with batch 1 and static shapes (cached)."""
         if self._frozen is not None:
@@ -231,6 +240,8 @@ def _load_legacy(p: Path, fmt: SourceFormat):
     try:
         return tf_keras.models.load_model(p, compile=False), fmt
     except Exception as first:  # noqa: BLE001
+        if _is_qat(first):
+            return _load_qat(p), fmt
         if fmt.kind != "h5":
             raise
         import keras
@@ -239,6 +250,35 @@ def _load_legacy(p: Path, fmt: SourceFormat):
             return keras.saving.load_model(p, compile=False), SourceFormat("h5", "keras3")
         except Exception:  # noqa: BLE001
             raise first from None
+
+
+QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
+
+
+def _is_qat(exc: Exception) -> bool:
+    return any(name in str(exc) for name in QAT_LAYERS)
+
+
+def _load_qat(p: Path):
+    """A quantization-aware-training model saved by tfmot without strip: its layers only exist under tfmot's
+    quantize scope. The fake-quant nodes it keeps carry the trained ranges into the int8 conversion."""
+    import tf_keras
+
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ModuleNotFoundError:
+        raise ModelLoadError(f"{p} is a quantization-aware-training model (tfmot layers) and "
+                             f"tensorflow-model-optimization is not installed",
+                             hint="install it with: pip install 'edgekit[convert]'") from None
+    with tfmot.quantization.keras.quantize_scope():
+        try:
+            return tf_keras.models.load_model(p, compile=False)
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{p} is a quantization-aware-training model that tfmot cannot restore from this "
+                                 f"file ({first})",
+                                 hint="re-save the QAT model as .h5 (model.save('m.h5')) or as a SavedModel "
+                                      "directory (model.export('m')), and convert that") from exc
 
 
 def _load_savedmodel(p: Path, fmt: SourceFormat, sha: str, size: int) -> LoadedModel:

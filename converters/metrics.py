@@ -50,6 +50,29 @@ def compare(reference: np.ndarray, converted: np.ndarray, labels: np.ndarray | N
     return out
 
 
+def label_problem(labels: np.ndarray, classes: int) -> str | None:
+    """Why ``labels`` cannot be class indices of an output with ``classes`` values (None when they can)."""
+    lab = np.asarray(labels).reshape(-1)
+    if lab.size == 0:
+        return None
+    if lab.dtype.kind not in "iuf" or (lab.dtype.kind == "f" and not np.all(np.isfinite(lab) & (lab == np.round(lab)))):
+        return f"labels must be integer class indices, got dtype {lab.dtype}"
+    bad = np.flatnonzero((lab < 0) | (lab >= classes))
+    if bad.size:
+        k = int(bad[0])
+        return (f"{bad.size} label(s) outside 0..{classes - 1} for a {classes}-value output "
+                f"(first: sample {k} has label {lab[k]:g})")
+    return None
+
+
+def is_constant(outputs: np.ndarray, atol: float = 1e-7) -> bool:
+    """True when every sample gives the same output (so agreement and SNR measure nothing)."""
+    if outputs.shape[0] < 2:
+        return False
+    flat = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
+    return bool(np.all(np.abs(flat - flat[0]) <= atol * max(1.0, float(np.abs(flat[0]).max(initial=0.0)))))
+
+
 def accuracy_drop_pp(result: dict[str, Any]) -> float:
     """The drop the accuracy budget is measured in: top-1 points with labels, else disagreement points."""
     if "top1_drop_pp" in result:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable
 
-from .errors import OptionError, TargetRefusal
+from .errors import OptionError, TargetOptionError, TargetRefusal
 from .loading import InputSpec
 
 
@@ -177,10 +177,10 @@ class EdgeTpu(Target):
 
     def plan(self, mode, io):
         if mode not in (None, "int8"):
-            raise TargetRefusal(f"target edgetpu needs full-integer int8, not mode {mode}",
+            raise TargetOptionError(f"target edgetpu needs full-integer int8, not mode {mode}",
                                 hint="drop --mode or pass --mode int8")
         if io not in (None, *self.io_choices):
-            raise TargetRefusal(f"target edgetpu needs integer input/output, not --io {io}",
+            raise TargetOptionError(f"target edgetpu needs integer input/output, not --io {io}",
                                 hint="pass --io int8 or --io uint8")
         return Plan("int8", io or "int8", self.name)
 

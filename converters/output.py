@@ -28,11 +28,29 @@ class Staging:
             raise FileExistsRefusal(f"{self.out_dir} exists and is not a directory",
                                     hint="pass a directory to --output")
         parent = self.out_dir.parent
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"the parent {parent} of --output is a file, not a directory",
+                             hint="pass an --output path inside a directory")
         if not parent.is_dir():
             raise UsageError(f"the parent directory {parent} of --output does not exist", hint="create it first")
+        # where files will be staged (the parent) and placed (the output directory, if it exists) must be writable
+        self._probe(parent)
+        if self.out_dir.is_dir():
+            self._probe(self.out_dir)
         existing = [n for n in self.names if (self.out_dir / n).exists()]
         if existing and not self.force:
             raise FileExistsRefusal(f"{self.out_dir} already holds {', '.join(existing)}")
+
+    def _probe(self, directory: Path) -> None:
+        """Create and remove a file in ``directory``: the only reliable test (permissions, read-only or virtual
+        file systems such as /proc, root squashing) that the writes after the conversion will succeed."""
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.out_dir.name}.probe-", dir=directory)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise UsageError(f"cannot write to {directory} for --output {self.out_dir}: {exc.strerror}",
+                             hint="choose a writable --output directory") from None
 
     def __enter__(self) -> "Staging":
         self.check()

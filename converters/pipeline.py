@@ -20,6 +20,8 @@ from edgekit.keys import load_private_key
 from . import calibration as cal
 from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, report
 from .errors import AccuracyBudgetError, CalibrationError
+from .layer_names import describe as describe_node
+from .layer_names import keras_layers
 from .loading import LoadedModel, load_model
 from .modes import MODES, TARGETS, Plan, resolve
 from .output import Staging
@@ -146,6 +148,8 @@ class Converter:
         self.timings["load_s"] = time.perf_counter() - t0
         calib, held = self._data(model)
         eval_ds = self._eval_data(model, calib, held)
+        if o.evaluate:
+            self._check_labels(eval_ds, model.first_output_size)  # before converting: labels no output can have
 
         t0 = time.perf_counter()
         steps = len(calib) if (calib and mode.needs_calibration) else 1  # calibration samples, or one step
@@ -154,7 +158,7 @@ class Converter:
         blob = tfl_convert(model, plan, dataset)
         self.progress.update(task, completed=steps)
         self.timings["convert_s"] = time.perf_counter() - t0
-        evaluate._interpreter(blob)  # reload before anything reports success
+        evaluate._interpreter(blob, mode=plan.mode)  # reload before anything reports success
 
         acc, fb, budget_met = None, None, True
         if o.evaluate and eval_ds is not None:
@@ -165,8 +169,10 @@ class Converter:
         elif o.max_accuracy_drop is not None:
             raise CalibrationError("--max-accuracy-drop needs data to measure the drop",
                                    hint="pass --eval data.npz or enough --calibration data to hold some out")
+        elif not o.evaluate:
+            self.warnings.append("evaluation skipped (--no-eval): accuracy and latency not measured")
         elif eval_ds is None:
-            self.warnings.append("no evaluation data: accuracy not measured (pass --eval or --calibration)")
+            self.warnings.append(_no_eval_data_warning(o, calib))
 
         pre = edgetpu_check.precheck(blob)
         compiled, compiler = None, None
@@ -191,7 +197,6 @@ class Converter:
             signing_key = key if budget_met else None  # a model that misses its budget is not signed
             result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,
                                        calib or eval_ds)
-            card["outputs"] = {k: str(v) for k, v in result.files.items()}
         if not budget_met:
             raise AccuracyBudgetError(
                 f"accuracy drop {fb['best']['drop_pp']:.2f} pp exceeds --max-accuracy-drop {o.max_accuracy_drop} pp "
@@ -223,6 +228,14 @@ class Converter:
         self.warnings += ds.warnings
         return ds
 
+    def _check_labels(self, ds: cal.Dataset | None, classes: int | None) -> None:
+        if ds is None or ds.labels is None or classes is None:
+            return
+        problem = metrics.label_problem(ds.labels, classes)
+        if problem:
+            raise CalibrationError(f"{ds.source}: {problem}",
+                                   hint="store labels as class indices of the model's first output (y in the .npz)")
+
     def _reference(self, model: LoadedModel, ds: cal.Dataset) -> list[np.ndarray]:
         task = self._task("evaluate float reference", total=len(ds))
         ref = model.predict(ds.arrays)
@@ -230,7 +243,14 @@ class Converter:
             fp32 = tfl_convert(model, Plan("fp32", "float", "cpu"))
             ref = evaluate.run_float_io(fp32, ds.arrays, names=self.names, progress=self._tick(task))
         self.progress.update(task, completed=len(ds))
-        return [np.asarray(r, np.float32) for r in ref]
+        ref = [np.asarray(r, np.float32) for r in ref]
+        self._check_labels(ds, int(np.prod(ref[0].shape[1:])))
+        for j, r in enumerate(ref):
+            if metrics.is_constant(r):
+                self.warnings.append(f"output {j} of the float model is the same for all {len(ds)} evaluation "
+                                     f"samples: agreement and SNR measure nothing (check the model and the "
+                                     f"input scaling, --scale/--offset)")
+        return ref
 
     def _measure(self, blob: bytes, ds: cal.Dataset, reference: list[np.ndarray]) -> dict[str, Any]:
         task = self._task("evaluate converted model", total=len(ds))
@@ -269,13 +289,15 @@ class Converter:
                                                   on_step=lambda a: self.progress.advance(task),
                                                   max_float_layers=self.opts.max_float_layers)
         met = best.drop_pp <= budget
+        layers = keras_layers([s.tensor for s in ranking] + best.denylisted,
+                              [la.name for la in getattr(model.keras_model, "layers", None) or []])
         info = {"budget_pp": budget, "met": met,
-                "ranking": [s.to_dict() for s in ranking[:10]],
+                "ranking": [{**s.to_dict(), "layer": layers.get(s.tensor)} for s in ranking[:10]],
                 "attempts": [{"float_layers": a.denylisted, "drop_pp": a.drop_pp} for a in attempts],
                 "best": {"float_layers": best.denylisted, "drop_pp": best.drop_pp}}
         if best.denylisted:
             self.warnings.append(f"kept {len(best.denylisted)} sensitive layer(s) in float to meet the accuracy "
-                                 f"budget: {', '.join(best.denylisted)}")
+                                 f"budget: {', '.join(describe_node(t, layers) for t in best.denylisted)}")
         return best.model, best.result, info, met
 
     def _compile(self, blob: bytes, pre):
@@ -321,9 +343,19 @@ class Converter:
             else:
                 card["warnings"].append("no bundle written: pass --key (make one with "
                                         "'edgekit keys generate fleet.key')")
-            card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()}
+            # keyed model/report/bundle (docs/report-card.md), listing only the files this run writes
+            card["outputs"] = {k: str(staging.out_dir / v) for k, v in names.items()
+                               if k == "report" or staging.path(v).exists()}
             staging.write(names["report"], (json.dumps(card, indent=2, sort_keys=True, default=str) + "\n").encode())
-            return staging.commit()
+            placed = staging.commit()
+            return {k: placed[v] for k, v in names.items() if v in placed}
+
+
+def _no_eval_data_warning(o: ConvertOptions, calib: cal.Dataset | None) -> str:
+    if calib is None:
+        return "no evaluation data: accuracy not measured (pass --eval, or --calibration to hold some out)"
+    return (f"no evaluation data: accuracy not measured ({len(calib)} calibration sample(s) are too few to hold "
+            f"some out; pass --eval, or at least 32 --calibration samples)")
 
 
 def _rescales(model: LoadedModel) -> bool:

@@ -9,19 +9,22 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .errors import ConverterFailed
+from .hints import hint_for
 from .loading import LoadedModel
 from .modes import MODES, Plan
 
 
 def representative(arrays: list[np.ndarray], tick: Callable[[int], None] | None = None
                    ) -> Callable[[], Iterable[list[np.ndarray]]]:
-    """A representative_dataset callable yielding one batch-1 float32 sample per step."""
+    """A representative_dataset callable yielding one batch-1 sample per step: float inputs as float32, integer
+    inputs (token ids) in their own dtype, which the converter checks against the model's input type."""
+    arrays = [a if a.dtype.kind in "iu" else a.astype(np.float32, copy=False) for a in arrays]
 
     def gen():
         for k in range(arrays[0].shape[0]):
             if tick:
                 tick(1)
-            yield [a[k:k + 1].astype(np.float32) for a in arrays]
+            yield [a[k:k + 1] for a in arrays]
 
     return gen
 
@@ -88,7 +91,8 @@ def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, 
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError ...
         text = str(exc).strip().splitlines()
         first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else type(exc).__name__)
-        raise ConverterFailed(f"TFLiteConverter failed in mode {plan.mode}: {first[:400]}") from exc
+        raise ConverterFailed(f"TFLiteConverter failed in mode {plan.mode}: {first[:400]}",
+                              hint=hint_for(str(exc), plan.mode)) from exc
 
 
 def versions() -> dict[str, str]:

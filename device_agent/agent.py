@@ -1,17 +1,9 @@
 """The agent process: wires config, store, runtime, slot, stats, spool, MQTT link, local API and telemetry.
 
-Interfaces other parts rely on (the updater in ``device_agent/update``):
-
-* ``agent.config`` (:class:`~device_agent.config.AgentConfig`), ``agent.store`` (:class:`ModelStore`),
-  ``agent.slot`` (:class:`ModelSlot`), ``agent.stats`` (:class:`InferenceStats`), ``agent.spool``, ``agent.link``,
-  ``agent.pubkey`` (the fleet's Ed25519 public key).
-* ``agent.load_entry(entry)`` → a :class:`Runner` for a store entry, after re-verifying it on disk.
-* ``agent.activate(entry)`` → load + ``store.set_current`` + ``slot.swap``; republishes the birth message.
-* ``agent.publish_event(event=..., from_state=..., reason=..., ...)`` → durable, through the spool, on ``events``.
-* ``agent.publish_state()`` → republish the retained birth message (e.g. after the update state changed).
-* ``agent.on_desired(msg)`` → ``agent.updater.submit(msg)`` when an updater is present.
-* ``agent.updater`` is ``device_agent.update.updater.Updater(agent)`` when that module exists; its optional
-  ``start()``/``stop()`` are called with the agent's, and ``state_summary()`` fills ``state.update``.
+The agent is the updater's host: it implements :class:`device_agent.update.host.UpdateHost` (config, paths, store,
+slot, stats, backend_name, verify_entry, load_entry, publish_event, publish_state), and ``agent.updater``
+(:class:`~device_agent.update.updater.Updater`) receives ``desired`` messages, the updater's commands, and is
+started and stopped with the agent; its ``state_summary()`` fills ``state.update``.
 """
 
 from __future__ import annotations
@@ -34,25 +26,21 @@ from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, Event
 
 from . import verifier
 from .config import AgentConfig
+from .paths import AgentPaths
 from .errors import NoModelError, RunnerClosedError
 from .runtime import Runner, available_backends, choose_backend, load_runner
 from .serving import ModelSlot
 from .spool import Spool
 from .stats import InferenceStats
 from .store import ModelStore, StoreEntry
+from .update.updater import Updater
 
 log = logging.getLogger("edgekit.agent")
 
 RETRIES = 5  # a request retries on the current model when the one it picked was unloaded under it
 
 
-def _load_updater(agent: "Agent") -> Any:
-    try:
-        from device_agent.update.updater import Updater  # provided by the update package when present
-    except ImportError as exc:
-        if getattr(exc, "name", None) and not str(exc.name).startswith("device_agent.update"):
-            raise
-        return None
+def _load_updater(agent: "Agent") -> "Updater | None":
     try:
         return Updater(agent)
     except Exception:  # noqa: BLE001 - a broken updater must not stop the device from serving its model
@@ -63,19 +51,20 @@ def _load_updater(agent: "Agent") -> Any:
 class Agent:
     def __init__(self, config: AgentConfig, *, with_updater: bool = True):
         self.config = config
-        self.data_dir = config.data_path
+        self.paths = AgentPaths(config.data_path)
+        self.data_dir = self.paths.root
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(self.data_dir / "store")
+        self.store = ModelStore(self.paths.store)
         self.slot = ModelSlot()
         self.stats = InferenceStats()
-        self.spool = Spool(self.data_dir / "spool.sqlite", max_items=config.spool.max_items)
+        self.spool = Spool(self.paths.spool, max_items=config.spool.max_items)
         self.backend = choose_backend(config.runtime.backend)
         self.started_at = time.time()
         self.link = None
         self.api = None
         self.unix_api = None
         self.sampler = None
-        self.updater = None
+        self.updater: Updater | None = None
         self.last_desired: DesiredMessage | None = None
         self._stop = threading.Event()
         self._with_updater = with_updater
@@ -89,6 +78,10 @@ class Agent:
         from edgekit import keys as keys_mod
 
         return keys_mod.load_public_key(self.config.fleet_public_key)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     def verify_entry(self, entry: StoreEntry) -> None:
         """Check a stored bundle's signature and hashes: in this process when the signature code is already
@@ -105,15 +98,6 @@ class Agent:
         rt = self.config.runtime
         return load_runner(entry.model_path, backend=self.backend.name, threads=threads or rt.threads,
                            target=entry.target, allow_cpu_fallback=rt.allow_cpu_fallback)
-
-    def activate(self, entry: StoreEntry, runner: Runner | None = None) -> Runner:
-        """Serve ``entry`` from now on: load (unless given), point the store's ``current`` at it, swap the slot."""
-        runner = runner or self.load_entry(entry)
-        self.store.set_current(entry.sha256)
-        self.slot.swap(runner, entry)
-        log.info("serving %s %s (%s)", entry.name, entry.version, entry.sha256[:12])
-        self.publish_state()
-        return runner
 
     def load_initial_model(self) -> None:
         """At start: serve the store's current model (or install ``model.bundle`` from the config).
@@ -153,8 +137,7 @@ class Agent:
         try:
             runner = self.load_entry(entry, verified=True)
         except BaseException:
-            pending.proc.kill()
-            pending.proc.wait()
+            pending.cancel()
             raise
         try:
             pending.result()
@@ -221,7 +204,7 @@ class Agent:
                                "spool": self.spool.stats()}
         if self.link is not None:
             doc["link"] = self.link.counters.to_dict()
-        if self.updater is not None and hasattr(self.updater, "state_summary"):
+        if self.updater is not None:
             doc["update"] = self.updater.state_summary()
         return doc
 
@@ -231,8 +214,8 @@ class Agent:
             raise NoModelError("no model is loaded")
         runner, entry = cur
         m = entry.manifest
-        return {**entry.model_ref(), "target": entry.target, "labels": m.get("labels"),
-                "preprocessing": m.get("preprocessing", {}), "created_at": m.get("created_at"),
+        return {**entry.model_ref(), "target": entry.target, "labels": m.labels,
+                "preprocessing": m.preprocessing, "created_at": m.created_at,
                 "runtime": runner.describe(), "inputs": [s.to_dict() for s in runner.inputs],
                 "outputs": [s.to_dict() for s in runner.outputs]}
 
@@ -241,7 +224,7 @@ class Agent:
     def state_message(self, status: str) -> StateMessage:
         cur = self.slot.current
         update: dict[str, Any] = {}
-        if self.updater is not None and hasattr(self.updater, "state_summary"):
+        if self.updater is not None:
             try:
                 update = dict(self.updater.state_summary() or {})
             except Exception:  # noqa: BLE001 - the birth message must not fail on the updater
@@ -282,7 +265,7 @@ class Agent:
                      msg.model.get("version"))
 
     def on_command(self, msg: CommandMessage) -> None:
-        handler = getattr(self.updater, "handle_command", None) if self.updater is not None else None
+        handler = self.updater.handle_command if self.updater is not None else None
         if msg.name == "ping":
             reply = CommandReply(id=msg.id, ok=True, result={"pong": time.time(), "health": self.health()})
         elif handler is not None:
@@ -314,7 +297,7 @@ class Agent:
             from .api import ApiServer
 
             self.api = ApiServer(self, cfg.api.host, cfg.api.port).start()
-            atomic_write(self.data_dir / "api.port", f"{self.api.port}\n".encode())
+            atomic_write(self.paths.api_port, f"{self.api.port}\n".encode())
             log.info("local API on http://%s:%d", cfg.api.host, self.api.port)
             if cfg.api.unix_socket:
                 from .api import UnixApiServer
@@ -332,13 +315,13 @@ class Agent:
                                             SystemProbe(self.data_dir), cfg.telemetry.interval,
                                             extra=self.telemetry_extra)
             self.sampler.start()
-        if self.updater is not None and hasattr(self.updater, "start"):
+        if self.updater is not None:
             self.updater.start()
         log.info("agent %s started (pid %d)", cfg.device_id, os.getpid())
 
     def stop(self) -> None:
         self._stop.set()
-        if self.updater is not None and hasattr(self.updater, "stop"):
+        if self.updater is not None:
             try:
                 self.updater.stop()
             except Exception:  # noqa: BLE001

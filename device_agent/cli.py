@@ -106,7 +106,7 @@ def _api_url(config_path: str, url: str | None) -> str:
 
     cfg = load_config(config_path)
     port = cfg.api.port
-    port_file = cfg.data_path / "api.port"
+    port_file = cfg.paths.api_port
     if port == 0 and port_file.is_file():
         port = int(port_file.read_text().strip())
     return f"http://{cfg.api.host}:{port}"
@@ -159,11 +159,11 @@ def offline_status(config_path: str) -> dict[str, Any]:
 
     cfg = load_config(config_path)
     doc: dict[str, Any] = {"status": "not_running", "device_id": cfg.device_id, "model": None, "spool": {}}
-    store_dir = cfg.data_path / "store"
+    store_dir = cfg.paths.store
     if store_dir.is_dir():
         entry = ModelStore(store_dir).current()
         doc["model"] = entry.model_ref() if entry else None
-    spool = cfg.data_path / "spool.sqlite"
+    spool = cfg.paths.spool
     if spool.is_file():
         try:
             with sqlite3.connect(f"file:{spool}?mode=ro", uri=True, timeout=2) as db:

@@ -2,28 +2,34 @@
 
 Every key is a dataclass field whose metadata carries its check. Unknown keys and bad values raise
 :class:`~device_agent.errors.AgentConfigError` naming the dotted key (``mqtt.port``). An environment variable
-``EDGEKIT_AGENT__<SECTION>__<KEY>`` (e.g. ``EDGEKIT_AGENT__MQTT__HOST``) overrides the file; top-level keys use
-``EDGEKIT_AGENT__<KEY>``. Relative paths are resolved against the config file's directory.
+``EDGEKIT_AGENT__<SECTION>__<KEY>`` (e.g. ``EDGEKIT_AGENT__MQTT__HOST``) overrides that key of the file and keeps the rest of its table; top-level keys
+use ``EDGEKIT_AGENT__<KEY>``. Relative paths are resolved against the config file's directory.
 
-The ``[update]`` table is passed through as a plain dict for the updater, which validates it.
+The ``[update]`` table is the update policy (:class:`~device_agent.update.policy.Policy`), a typed section like the
+others. Loading, coercion and the merge of overrides are :mod:`edgekit.config`'s, shared with the fleet config.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from edgekit.protocol import check_id
+from edgekit import config as core
+from edgekit.config import Layer, one_of, opt, port as _port, positive as _positive
 from edgekit.errors import ProtocolError
+from edgekit.protocol import check_id
 
 from .errors import AgentConfigError
+from .update.policy import Policy
+
+if TYPE_CHECKING:
+    from .paths import AgentPaths
 
 ENV_PREFIX = "EDGEKIT_AGENT__"
 DEFAULT_CONFIG = Path("/etc/edgekit/agent.toml")
+TOML_HINT = "fix the syntax (see docs/agent.md for an example)"
 
 
 # --- checks ----------------------------------------------------------------------------------------------------------
@@ -36,28 +42,6 @@ def _ident(v: str) -> None:
         raise ValueError(exc.hint or exc.message) from None
 
 
-def _port(v: int) -> None:
-    if not 0 <= v <= 65535:
-        raise ValueError("must be a TCP port between 0 and 65535")
-
-
-def _positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be positive")
-
-
-def _non_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must not be negative")
-
-
-def _one_of(*choices: str) -> Callable[[str], None]:
-    def check(v: str) -> None:
-        if v not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-    return check
-
-
 def _backend(v: str) -> None:
     from .runtime import BACKENDS
 
@@ -68,13 +52,6 @@ def _backend(v: str) -> None:
 def _loopback(v: str) -> None:
     if v not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError("the local API listens on the loopback interface only (127.0.0.1 or ::1)")
-
-
-def opt(default: Any, check: Callable[[Any], None] | None = None, *, path: bool = False, doc: str = "") -> Any:
-    meta = {"check": check, "path": path, "doc": doc}
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 # --- sections --------------------------------------------------------------------------------------------------------
@@ -139,14 +116,14 @@ class AgentConfig:
     fleet: str = opt("default", _ident)
     data_dir: str = opt("/var/lib/edgekit-agent", path=True)
     fleet_public_key: str = opt("", path=True, doc="Ed25519 public key that signs the fleet's bundles")
-    log_level: str = opt("info", _one_of("debug", "info", "warning", "error"))
+    log_level: str = opt("info", one_of("debug", "info", "warning", "error"))
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    update: dict[str, Any] = field(default_factory=dict)
+    update: Policy = field(default_factory=Policy)
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -157,107 +134,31 @@ class AgentConfig:
     def client_id(self) -> str:
         return self.mqtt.client_id or self.device_id
 
+    @property
+    def paths(self) -> "AgentPaths":
+        from .paths import AgentPaths
+
+        return AgentPaths(self.data_path)
+
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source", None)
-        if not d["update"]:
-            d.pop("update")
-        return d
+        return core.to_dict(self)
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(AgentConfig)
-            if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
 REQUIRED = ("device_id", "fleet_public_key")
 
 
 # --- loading ---------------------------------------------------------------------------------------------------------
 
 
-def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
-    typ = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}.get(
-        str(f.type), object)
-    if typ is bool:
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        if not isinstance(value, bool):
-            raise AgentConfigError(f"config key {key} must be true or false, got {value!r}", key=key)
-        return value
-    if typ in (int, float):
-        if isinstance(value, str):
-            try:
-                value = typ(value.strip())
-            except ValueError:
-                raise AgentConfigError(f"config key {key} must be a number, got {value!r}", key=key) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
-            raise AgentConfigError(f"config key {key} must be {'an integer' if typ is int else 'a number'}, "
-                                   f"got {value!r}", key=key)
-        return typ(value)
-    if typ is str and not isinstance(value, str):
-        raise AgentConfigError(f"config key {key} must be a string, got {value!r}", key=key)
-    return value
-
-
-def _apply(obj: Any, data: Mapping[str, Any], prefix: str, base: Path | None) -> None:
-    fields = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        f = fields.get(name)
-        if f is None:
-            raise AgentConfigError(f"unknown config key {key}",
-                                   key=key, hint=f"known keys: {', '.join(prefix + n for n in fields)}")
-        sub = getattr(obj, name)
-        if dataclasses.is_dataclass(sub):
-            if not isinstance(value, Mapping):
-                raise AgentConfigError(f"config key {key} must be a table", key=key)
-            _apply(sub, value, key + ".", base)
-            continue
-        if isinstance(sub, dict):
-            if not isinstance(value, Mapping):
-                raise AgentConfigError(f"config key {key} must be a table", key=key)
-            setattr(obj, name, dict(value))
-            continue
-        value = _coerce(key, f, value)
-        check = f.metadata.get("check")
-        if check is not None:
-            try:
-                check(value)
-            except ValueError as exc:
-                raise AgentConfigError(f"config key {key} = {value!r} is invalid: {exc}", key=key) from None
-        if f.metadata.get("path") and value and base is not None and not os.path.isabs(value):
-            value = str((base / value).resolve())
-        setattr(obj, name, value)
-
-
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``EDGEKIT_AGENT__MQTT__HOST=x`` → ``{"mqtt": {"host": "x"}}`` (values stay strings; fields coerce them)."""
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        if not parts:
-            continue
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise AgentConfigError(f"environment variable {name} conflicts with another override",
-                                       key=".".join(parts))
-        node[parts[-1]] = value
-    return out
+    return dict(core.env_layer(environ, ENV_PREFIX, error=AgentConfigError).data)
 
 
 def from_dict(data: Mapping[str, Any], *, base: Path | None = None, environ: Mapping[str, str] | None = None,
               require: bool = True, source: str = "") -> AgentConfig:
-    cfg = AgentConfig()
-    _apply(cfg, data, "", base)
-    env = env_overrides(os.environ if environ is None else environ)
-    if env:
-        _apply(cfg, env, "", Path.cwd())
+    env = core.env_layer(os.environ if environ is None else environ, ENV_PREFIX, error=AgentConfigError)
+    cfg = core.build(AgentConfig, [Layer(data, base, source or "config"), env], error=AgentConfigError)
     cfg.source = source
     if require:
         for key in REQUIRED:
@@ -281,11 +182,7 @@ def from_dict(data: Mapping[str, Any], *, base: Path | None = None, environ: Map
 
 
 def parse_toml(text: str, name: str = "config") -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise AgentConfigError(f"{name} is not valid TOML: {exc}", key=None,
-                               hint="fix the syntax (see docs/agent.md for an example)") from exc
+    return core.parse_toml(text, name, error=AgentConfigError, hint=TOML_HINT)
 
 
 def load_config(path: str | os.PathLike = DEFAULT_CONFIG, *, environ: Mapping[str, str] | None = None,
@@ -293,17 +190,12 @@ def load_config(path: str | os.PathLike = DEFAULT_CONFIG, *, environ: Mapping[st
     """Read, override from the environment, and validate the agent config at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = core.read_toml(path, error=AgentConfigError, hint=TOML_HINT)
     except FileNotFoundError:
         raise AgentConfigError(f"config file {path} does not exist",
                                hint="write one with 'edgekit agent install' or pass --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentConfigError(f"cannot read config file {path}: {exc}") from exc
-    data = parse_toml(text, str(path))
     return from_dict(data, base=path.parent.resolve(), environ=environ, require=require, source=str(path))
 
 
 def to_toml(cfg: AgentConfig) -> str:
-    import tomli_w
-
-    return tomli_w.dumps(cfg.to_dict())
+    return core.to_toml(cfg)

@@ -232,7 +232,7 @@ def install(root: str | os.PathLike = "/", *, settings: dict[str, Any] | None = 
             # owner root, group the agent's user (set by _ensure_user): readable by the service, nobody else
             atomic_write(layout.credentials / src.name, src.read_bytes(), mode=0o640)
         atomic_write(layout.pubkey, Path(pub_src).read_bytes(), mode=0o644)
-        for d in (data_dir, data_dir / "store"):
+        for d in (data_dir, cfg.paths.store):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o750)
         atomic_write(layout.config, to_toml(cfg).encode(), mode=0o640)

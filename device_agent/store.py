@@ -22,7 +22,7 @@ from typing import Any
 from edgekit.errors import EdgekitError, SignatureError
 from edgekit.fsutil import fsync_dir
 from edgekit.hashing import file_sha256, sha256_hex
-from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
+from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 from .errors import StoreError
 
@@ -54,23 +54,23 @@ class StoreEntry:
 
     sha256: str
     dir: Path
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: Manifest = field(repr=False)
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.manifest.version
 
     @property
     def target(self) -> str:
-        return self.manifest.get("target", "cpu")
+        return self.manifest.target
 
     @property
     def model_path(self) -> Path:
-        return self.dir / self.manifest["model_file"]
+        return self.dir / self.manifest.model_file
 
     @functools.cached_property
     def stats_key(self) -> str:
@@ -78,17 +78,11 @@ class StoreEntry:
         return f"{self.name}@{self.version}"
 
     def model_ref(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+        return self.manifest.model_ref(self.sha256)
 
     def golden(self):
         """(inputs, expected outputs, atol, rtol) of the bundle's golden vectors, or None."""
-        from edgekit import golden as golden_mod
-
-        g = self.manifest.get("golden")
-        if not g:
-            return None
-        ins, outs = golden_mod.unpack((self.dir / g["file"]).read_bytes())
-        return ins, outs, float(g["atol"]), float(g["rtol"])
+        return self.manifest.golden_vectors(lambda name: (self.dir / name).read_bytes())
 
     def verify(self, pubkey: PublicKey) -> None:
         """Check again, on disk and before loading it, what a bundle's reader checks: the signature record (bounded,
@@ -97,7 +91,7 @@ class StoreEntry:
         verify_entry_dir(self.dir, pubkey, self.sha256[:12])
 
 
-def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> dict[str, Any]:
+def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> Manifest:
     """:meth:`StoreEntry.verify` of a store directory; returns its manifest (parsed only after the signature)."""
     from edgekit import keys as keys_mod
 
@@ -114,13 +108,13 @@ def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> dict[str,
         raise SignatureError(f"stored model {what} does not verify against the fleet key: {exc.message}",
                              hint="the store was modified or the fleet key changed; reinstall the bundle") from None
     try:
-        manifest = parse_manifest(raw)
+        manifest = Manifest.parse(raw)
     except EdgekitError as exc:
         raise StoreError(f"stored model {what} has a bad manifest: {exc.message}",
                          hint="remove it and install the bundle again") from exc
-    for name, meta in manifest["files"].items():
+    for name, meta in manifest.files.items():
         path = entry_dir / name
-        if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
+        if not path.is_file() or path.stat().st_size != meta.size or file_sha256(path) != meta.sha256:
             raise StoreError(f"stored file {name} of model {what} was modified",
                              hint="remove the entry and install the bundle again")
     return manifest
@@ -149,7 +143,7 @@ class ModelStore:
         except FileNotFoundError:
             raise StoreError(f"model {sha[:12]} is not in the store {self.root}") from None
         try:
-            manifest = parse_manifest(raw)
+            manifest = Manifest.parse(raw)
         except EdgekitError as exc:
             raise StoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
                              hint="remove it and install the bundle again") from exc

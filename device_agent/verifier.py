@@ -1,22 +1,24 @@
-"""Verify a stored bundle in a short-lived child process: ``python -m device_agent.verifier DIR PUBKEY``.
+"""Verify a stored bundle in a short-lived child process (``python -m device_agent.verifier``, a
+:mod:`device_agent.child` step: ``{"dir", "pubkey"}`` in, ``{"ok"}`` or ``{"ok": false, "type", "message",
+"hint"}`` out).
 
 The long-running agent then never carries the signature code (cryptography: about 9 MB resident) just to check a
 model once at start; the child checks the manifest's Ed25519 signature against the fleet key and every payload
-hash, prints one JSON line and exits (0 = verified). :func:`start` launches it so that it runs while the agent
-goes on importing and starting; :meth:`Pending.result` waits and raises the child's error in the parent.
+hash. :func:`start` launches it so that it runs while the agent goes on importing and starting;
+:meth:`Pending.result` waits and raises the child's error in the parent.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import EdgekitError, SignatureError
 
+from . import child
 from .errors import StoreError
 
 _ERRORS = {"SignatureError": SignatureError}
@@ -24,58 +26,44 @@ _ERRORS = {"SignatureError": SignatureError}
 
 @dataclass
 class Pending:
-    proc: subprocess.Popen
+    child: child.Child
     what: str
 
     def result(self, timeout: float = 60.0) -> None:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            raise StoreError(f"verifying {self.what} took over {timeout:.0f} s") from None
-        lines = out.decode(errors="replace").strip().splitlines()
-        try:
-            doc = json.loads(lines[-1]) if lines else {}
-        except ValueError:
-            doc = {}
-        if self.proc.returncode == 0 and doc.get("ok"):
+        res = self.child.wait(timeout)
+        if res.timed_out:
+            raise StoreError(f"verifying {self.what} took over {timeout:.0f} s")
+        doc = res.doc or {}
+        if res.returncode == 0 and doc.get("ok"):
             return
         if doc.get("message"):
             cls = _ERRORS.get(doc.get("type", ""), StoreError)
             raise cls(doc["message"], hint=doc.get("hint") or None)
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise StoreError(f"the verifier of {self.what} failed (exit {self.proc.returncode}: {tail[0]})")
+        raise StoreError(f"the verifier of {self.what} failed (exit {res.returncode}: {res.stderr_tail})")
+
+    def cancel(self) -> None:
+        self.child.kill()
 
 
 def start(entry_dir: str | os.PathLike, pubkey_path: str | os.PathLike) -> Pending:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "-m", "device_agent.verifier", str(entry_dir), str(pubkey_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-    return Pending(proc, Path(entry_dir).name[:12])
+    return Pending(child.start("device_agent.verifier", {"dir": str(entry_dir), "pubkey": str(pubkey_path)}),
+                   Path(entry_dir).name[:12])
 
 
 def verify(entry_dir: str | os.PathLike, pubkey_path: str | os.PathLike) -> None:
     start(entry_dir, pubkey_path).result()
 
 
-def main(argv: list[str]) -> int:
+def _handle(req: dict[str, Any]) -> dict[str, Any]:
     from .store import check_sha, verify_entry_dir
 
-    if len(argv) != 2:
-        print(json.dumps({"ok": False, "message": "usage: python -m device_agent.verifier DIR PUBKEY"}))
-        return 2
-    entry_dir = Path(argv[0])
+    entry_dir = Path(req["dir"])
     try:  # the signature over the raw manifest bytes is checked before the manifest is parsed
-        verify_entry_dir(entry_dir, argv[1], check_sha(entry_dir.name)[:12])
+        verify_entry_dir(entry_dir, req["pubkey"], check_sha(entry_dir.name)[:12])
     except EdgekitError as exc:
-        print(json.dumps({"ok": False, "type": type(exc).__name__, "message": exc.message, "hint": exc.hint}))
-        return 1
-    print(json.dumps({"ok": True}))
-    return 0
+        return {"ok": False, "type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+    return {"ok": True}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child.serve(_handle))

@@ -27,8 +27,8 @@ from .errors import (BundleCorruptError, BundleTooLargeError, FileExistsRefusal,
                      NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
 from .fsutil import atomic_write, fsync_dir
 from .hashing import file_sha256, sha256_hex
-from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name, check_version,
-                       parse_manifest, validate_manifest)
+from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, Manifest, canonical_bytes,
+                       check_name, check_version, parse_manifest, validate_manifest)
 from .tflite_model import ModelInfo, inspect_tflite, is_tflite
 
 MODEL_FILE = "model.tflite"
@@ -61,16 +61,21 @@ class Bundle:
     _info: ModelInfo | None = field(default=None, repr=False)
 
     @property
+    def meta(self) -> Manifest:
+        """The typed view of :attr:`manifest` (shared with the agent's store entries)."""
+        return Manifest(self.manifest)
+
+    @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.meta.name
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.meta.version
 
     @property
     def model_bytes(self) -> bytes:
-        return self.files[self.manifest["model_file"]]
+        return self.files[self.meta.model_file]
 
     def model_info(self) -> ModelInfo:
         if self._info is None:
@@ -79,14 +84,10 @@ class Bundle:
 
     def golden(self) -> tuple[list[np.ndarray], list[np.ndarray], float, float] | None:
         """(inputs, expected outputs, atol, rtol), or None for a bundle without golden vectors."""
-        g = self.manifest.get("golden")
-        if not g:
-            return None
-        ins, outs = golden_mod.unpack(self.files[g["file"]])
-        return ins, outs, float(g["atol"]), float(g["rtol"])
+        return self.meta.golden_vectors(self.files.__getitem__)
 
     def model_ref(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+        return self.meta.model_ref(self.sha256)
 
 
 # --- writing ---------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Every :class:`~edgekit.errors.EdgekitError` is caught once, here, printed as one
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -31,8 +32,21 @@ CORE_COMMANDS = {
 }
 
 
-def report_error(exc: EdgekitError) -> None:
+def report_error(exc: EdgekitError, as_json: bool = False) -> None:
     click.secho(f"edgekit: error: {exc.one_line()}", err=True, fg="red")
+    if as_json:
+        emit_json_error(exc.code, exc.message, exc.hint, exc.exit_code)
+
+
+def emit_json_error(code: str, message: str, hint: str, exit_code: int) -> None:
+    """A failed ``--json`` command still prints one JSON object on stdout, so scripts can always parse it."""
+    click.echo(json.dumps({"error": {"code": code, "message": message, "hint": hint, "exit_code": exit_code}},
+                          indent=2, sort_keys=True))
+
+
+def wants_json(args: list[str]) -> bool:
+    """``--json`` among the options (before a ``--`` that ends them)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
 
 
 class RootGroup(click.Group):
@@ -66,18 +80,27 @@ class RootGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx, args):
+        ctx.meta["edgekit.json"] = wants_json(list(args))
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
+        as_json = ctx.meta.get("edgekit.json", False)
         try:
             return super().invoke(ctx)
         except EdgekitError as exc:
-            report_error(exc)
+            report_error(exc, as_json)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:  # bad options: click prints its usage message and exits 2
+            if as_json:
+                emit_json_error("usage", exc.format_message(), "run the command with --help", exc.exit_code)
+            raise
         except ModuleNotFoundError as exc:
             # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
             mapped = missing_extra_for(exc)
             if mapped is None:
                 raise
-            report_error(mapped)
+            report_error(mapped, as_json)
             ctx.exit(mapped.exit_code)
 
 

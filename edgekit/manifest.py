@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from . import jsonlimits
 from .errors import ManifestError, SchemaVersionError
@@ -100,3 +101,90 @@ def validate_manifest(m: dict[str, Any]) -> None:
     labels = m.get("labels")
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
         raise ManifestError("manifest.labels must be a list of strings")
+
+
+# --- the typed view --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayloadFile:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class GoldenRef:
+    file: str
+    atol: float
+    rtol: float
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A typed, read-only view of a validated manifest, shared by bundles (:class:`edgekit.bundle.Bundle`) and the
+    agent's store entries. ``data`` is the manifest itself (what the signature covers, once canonicalised)."""
+
+    data: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "Manifest":
+        return cls(parse_manifest(raw))
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def version(self) -> str:
+        return self.data["version"]
+
+    @property
+    def target(self) -> str:
+        return self.data.get("target", "cpu")
+
+    @property
+    def model_file(self) -> str:
+        return self.data["model_file"]
+
+    @property
+    def created_at(self) -> str | None:
+        return self.data.get("created_at")
+
+    @property
+    def files(self) -> dict[str, PayloadFile]:
+        return {name: PayloadFile(e["sha256"], e["size"]) for name, e in self.data["files"].items()}
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.data["inputs"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.data["outputs"]
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.data.get("labels")
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.data.get("preprocessing", {})
+
+    @property
+    def golden(self) -> GoldenRef | None:
+        g = self.data.get("golden")
+        return GoldenRef(g["file"], float(g["atol"]), float(g["rtol"])) if g else None
+
+    def golden_vectors(self, read: Callable[[str], bytes]):
+        """(inputs, expected outputs, atol, rtol) of the golden vectors, reading payload files with ``read``; None
+        for a bundle without them."""
+        from . import golden as golden_mod
+
+        ref = self.golden
+        if ref is None:
+            return None
+        ins, outs = golden_mod.unpack(read(ref.file))
+        return ins, outs, ref.atol, ref.rtol
+
+    def model_ref(self, sha256: str) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": sha256}

@@ -159,7 +159,7 @@ def start(ctx: FleetContext, timeout: float = 15.0) -> BrokerStatus:
             raise BrokerError(f"port {b.host}:{port} is already in use",
                               hint="stop whatever listens there or change the port in fleet.toml")
     write_config(ctx)
-    log = open(ctx.paths.broker_dir / "mosquitto.stderr", "ab")
+    log = open(ctx.paths.broker_stderr, "ab")
     proc = subprocess.Popen([exe, "-c", str(ctx.paths.broker_conf)], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
@@ -179,7 +179,7 @@ def start(ctx: FleetContext, timeout: float = 15.0) -> BrokerStatus:
 
 
 def _tail(ctx: FleetContext) -> str:
-    for p in (ctx.paths.broker_dir / "mosquitto.stderr", ctx.paths.broker_log):
+    for p in (ctx.paths.broker_stderr, ctx.paths.broker_log):
         try:
             lines = [l for l in p.read_text(errors="replace").splitlines() if l.strip()]
         except FileNotFoundError:

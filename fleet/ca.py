@@ -53,7 +53,7 @@ def create_ca(paths: FleetPaths, fleet_id: str) -> None:
     paths.ca_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(paths.ca_key, _key_pem(key), mode=0o600)
     atomic_write(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
-    atomic_write(paths.ca_dir / "issued.json", b"{}")
+    atomic_write(paths.ca_issued, b"{}")
     atomic_write(paths.revoked, b"[]")
     write_crl(paths)
 
@@ -95,15 +95,15 @@ def issue_cert(paths: FleetPaths, common_name: str, cert_path: Path, key_path: P
     cert = builder.sign(ca_key, hashes.SHA256())
     atomic_write(key_path, _key_pem(key), mode=0o600)
     atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    issued = json.loads((paths.ca_dir / "issued.json").read_text())
+    issued = json.loads((paths.ca_issued).read_text())
     issued.setdefault(common_name, []).append(serial)
-    atomic_write(paths.ca_dir / "issued.json", json.dumps(issued, indent=1).encode())
+    atomic_write(paths.ca_issued, json.dumps(issued, indent=1).encode())
     return serial
 
 
 def revoke_all(paths: FleetPaths, common_name: str) -> list[int]:
     """Revoke every certificate issued to ``common_name`` and rewrite the CRL; returns the serials revoked now."""
-    issued = json.loads((paths.ca_dir / "issued.json").read_text())
+    issued = json.loads((paths.ca_issued).read_text())
     revoked = json.loads(paths.revoked.read_text())
     known = {r["serial"] for r in revoked}
     new = [s for s in issued.get(common_name, []) if s not in known]

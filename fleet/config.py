@@ -30,13 +30,12 @@ bucket_seconds = 300        # then keep averages over buckets of this size
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
+from edgekit import config as core
+from edgekit.config import opt
 from edgekit.fsutil import atomic_write
 from edgekit.protocol import check_id
 from edgekit.errors import ProtocolError
@@ -45,38 +44,57 @@ from .errors import FleetConfigError, FleetNotInitialized
 from .paths import FleetPaths, SERVICE_USER
 
 
+def _fleet_id(v: str) -> None:
+    try:
+        check_id(v, "fleet id")
+    except ProtocolError as exc:
+        raise ValueError(exc.hint or exc.message) from None
+
+
+def _tls_port(v: int) -> None:
+    core.port(v)
+    if v == 0:
+        raise ValueError("must not be 0 (the mTLS listener is always on)")
+
+
+def _store_url(v: str) -> None:
+    if v and not v.startswith(("sqlite", "postgresql")):
+        raise ValueError("must be a sqlite or postgresql URL: sqlite:///PATH or "
+                         "postgresql+psycopg://USER@HOST:PORT/DB")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    host: str = "127.0.0.1"
-    tls_port: int = 8883
-    password_port: int = 0
-    max_queued_messages: int = 100000
-    max_queued_bytes: int = 256 * 1024 * 1024
-    autosave_interval: int = 1
+    host: str = opt("127.0.0.1")
+    tls_port: int = opt(8883, _tls_port)
+    password_port: int = opt(0, core.port)
+    max_queued_messages: int = opt(100000, core.non_negative)
+    max_queued_bytes: int = opt(256 * 1024 * 1024, core.non_negative)
+    autosave_interval: int = opt(1, core.non_negative)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = ""
+    url: str = opt("", _store_url)
 
 
 @dataclass(frozen=True)
 class ArtifactsConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = ""
-    max_downloads: int = 64
+    host: str = opt("127.0.0.1")
+    port: int = opt(8080, core.port)
+    public_url: str = opt("")
+    max_downloads: int = opt(64, core.positive, doc="bundle bodies sent at once; more get 503 + Retry-After")
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    raw_days: float = 7.0
-    bucket_seconds: int = 300
+    raw_days: float = opt(7.0, core.positive)
+    bucket_seconds: int = opt(300, core.positive)
 
 
 @dataclass(frozen=True)
 class FleetSection:
-    id: str = "default"
+    id: str = opt("default", _fleet_id)
 
 
 @dataclass(frozen=True)
@@ -87,74 +105,28 @@ class FleetConfig:
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
-    # --- (de)serialisation ---------------------------------------------------------------------------------------
+    # --- (de)serialisation: edgekit.config's loader, like the agent config ------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: {k.name: getattr(getattr(self, f.name), k.name) for k in fields(getattr(self, f.name))}
-                for f in fields(self)}
+        return core.to_dict(self)
 
     def to_toml(self) -> bytes:
-        return tomli_w.dumps(self.to_dict()).encode()
+        return core.to_toml(self).encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FleetConfig":
-        sections = {}
-        for sec in fields(cls):
-            sec_type = _SECTION_TYPES[sec.name]
-            raw = data.get(sec.name, {})
-            if not isinstance(raw, dict):
-                raise FleetConfigError(f"[{sec.name}] must be a table", key=sec.name)
-            known = {f.name: f for f in fields(sec_type)}
-            for key in raw:
-                if key not in known:
-                    raise FleetConfigError(f"unknown key {sec.name}.{key} in fleet.toml", key=f"{sec.name}.{key}",
-                                           hint=f"known keys: {', '.join(sorted(known))}")
-            values = {}
-            default = sec_type()
-            for name, value in raw.items():
-                want = type(getattr(default, name))
-                if want is float and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
-                    raise FleetConfigError(f"{sec.name}.{name} must be a {want.__name__}, got {value!r}",
-                                           key=f"{sec.name}.{name}")
-                values[name] = value
-            sections[sec.name] = replace(default, **values)
-        cfg = cls(**sections)
-        cfg.validate()
-        return cfg
+        return core.build(cls, [core.Layer(data, source="fleet.toml")], error=FleetConfigError)
 
     def validate(self) -> None:
-        try:
-            check_id(self.fleet.id, "fleet id")
-        except ProtocolError as exc:
-            raise FleetConfigError(exc.message, key="fleet.id", hint=exc.hint) from None
-        ports = (("broker.tls_port", self.broker.tls_port), ("broker.password_port", self.broker.password_port),
-                 ("artifacts.port", self.artifacts.port))
-        for key, port in ports:
-            if not 0 <= port <= 65535:
-                raise FleetConfigError(f"{key} must be a port number 0-65535, got {port}", key=key)
-        if self.broker.tls_port == 0:
-            raise FleetConfigError("broker.tls_port must not be 0", key="broker.tls_port")
-        if self.retention.raw_days <= 0 or self.retention.bucket_seconds <= 0:
-            raise FleetConfigError("retention.raw_days and retention.bucket_seconds must be positive",
-                                   key="retention")
-        if self.store.url and not self.store.url.startswith(("sqlite", "postgresql")):
-            raise FleetConfigError(f"store.url {self.store.url!r} is neither sqlite nor postgresql", key="store.url",
-                                   hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
-
-
-_SECTION_TYPES = {"fleet": FleetSection, "broker": BrokerConfig, "store": StoreConfig,
-                  "artifacts": ArtifactsConfig, "retention": RetentionConfig}
+        """Every key's check, for a config built in code (``fleet init``) before it is saved."""
+        core.check(self, error=FleetConfigError)
 
 
 def load_config(path: Path) -> FleetConfig:
     try:
-        data = tomllib.loads(path.read_text())
+        data = core.read_toml(path, error=FleetConfigError, hint="fix the file or re-run 'edgekit fleet init'")
     except FileNotFoundError:
         raise FleetNotInitialized(f"no fleet at {path.parent} ({path.name} is missing)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FleetConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or re-run 'edgekit fleet init'")
     return FleetConfig.from_dict(data)
 
 

@@ -4,14 +4,17 @@
 <data_dir>/
   fleet.toml                 config (fleet id, broker, db, artifacts, retention)
   keys/fleet.key(.pub)       Ed25519 bundle-signing key pair (edgekit.keys)
-  ca/ca.pem ca.key           device CA (X.509, EC P-256); crl.pem; serial/issued index
+  ca/ca.pem ca.key           device CA (X.509, EC P-256)
+  ca/issued.json             serials issued per common name; ca/revoked.json and ca/crl.pem the revoked ones
   ca/server.pem server.key   broker TLS certificate (SAN 127.0.0.1, localhost, configured host)
   ca/service.pem service.key client certificate of the fleet service itself (full access in the ACL)
-  broker/                    generated mosquitto.conf, acl, passwd, pid, log, persistence
+  ca/dashboard.pem .key      TLS certificate of the web dashboard (issued on first use)
+  broker/                    generated mosquitto.conf, acl, passwd, pid, log, stderr, persistence (data/)
   fleet.db                   SQLite store (default)
   artifacts/                 content-addressed bundles <sha256>.ekb served over HTTP
   devices/<id>/              device packages written by 'fleet provision'
-  run/                       pid files of the fleet service replicas
+  run/serve-<replica>.pid    pid file of each fleet service replica
+  run/serve-<replica>.json   its counters (also served at /stats)
 ```
 """
 
@@ -75,6 +78,10 @@ class FleetPaths:
         return self.ca_dir / "crl.pem"
 
     @property
+    def ca_issued(self) -> Path:
+        return self.ca_dir / "issued.json"
+
+    @property
     def revoked(self) -> Path:
         return self.ca_dir / "revoked.json"
 
@@ -93,6 +100,14 @@ class FleetPaths:
     @property
     def service_key(self) -> Path:
         return self.ca_dir / "service.key"
+
+    @property
+    def dashboard_cert(self) -> Path:
+        return self.ca_dir / "dashboard.pem"
+
+    @property
+    def dashboard_key(self) -> Path:
+        return self.ca_dir / "dashboard.key"
 
     @property
     def service_password(self) -> Path:
@@ -124,6 +139,10 @@ class FleetPaths:
         return self.broker_dir / "mosquitto.log"
 
     @property
+    def broker_stderr(self) -> Path:
+        return self.broker_dir / "mosquitto.stderr"
+
+    @property
     def broker_data(self) -> Path:
         return self.broker_dir / "data"
 
@@ -146,3 +165,9 @@ class FleetPaths:
     @property
     def run_dir(self) -> Path:
         return self.root / "run"
+
+    def serve_pid(self, replica: str) -> Path:
+        return self.run_dir / f"serve-{replica}.pid"
+
+    def serve_stats(self, replica: str) -> Path:
+        return self.run_dir / f"serve-{replica}.json"

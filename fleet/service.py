@@ -74,8 +74,8 @@ class FleetService:
         self.stored = 0      # messages committed by the writer
         self.lag_s = 0.0     # receive -> commit of the oldest message of the newest batch
         self._stats_dirty = True
-        self.pidfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.pid"
-        self.statsfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.json"
+        self.pidfile = ctx.paths.serve_pid(self.opts.replica)
+        self.statsfile = ctx.paths.serve_stats(self.opts.replica)
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 

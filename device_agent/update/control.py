@@ -14,8 +14,8 @@ from pathlib import Path
 
 from edgekit.fsutil import atomic_write
 
-LOCK_FILE = "lock"
-ROLLBACK_REQUEST = "rollback.request"
+from ..paths import LOCK_FILE, ROLLBACK_REQUEST
+
 
 
 def try_lock(directory: str | os.PathLike) -> int | None:

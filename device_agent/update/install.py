@@ -11,7 +11,7 @@ import errno
 import sys
 from typing import Any
 
-from . import child
+from .. import child
 from .errors import UpdateFailed
 from .machine import Reason
 

@@ -17,12 +17,11 @@ from typing import Any, Iterator
 
 from edgekit.fsutil import atomic_write, fsync_dir
 
+from ..paths import HISTORY_FILE, STATE_FILE
 from .errors import UpdateStateError
 from .machine import POST_SWITCH, PRE_SWITCH, Event, Reason, State, event_name, next_state
 
 RECORD_VERSION = 1
-STATE_FILE = "state.json"
-HISTORY_FILE = "history.jsonl"
 MAX_REJECTED = 32
 ANY_ROLLOUT = "*"
 

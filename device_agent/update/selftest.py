@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import child
+from .. import child
 from .machine import Reason
 
 # These environment variables only ever come from tests that check the self-test's crash handling.
@@ -57,7 +57,7 @@ def _inputs_for(entry: Any) -> list[list[np.ndarray]]:
         return _samples(g[0])
     from edgekit.golden import default_inputs
 
-    return _samples(default_inputs(entry.manifest["inputs"], count=2))
+    return _samples(default_inputs(entry.manifest.inputs, count=2))
 
 
 def _load(entry: Any, settings: dict[str, Any]):

@@ -15,8 +15,6 @@ from ..config import FleetContext
 from ..errors import FleetError
 from .auth import TlsPlan, plan_tls
 
-CERT_NAME = "dashboard"
-
 
 def dashboard_cert(ctx: FleetContext, host: str) -> tuple[Path, Path]:
     """``ca/dashboard.pem`` + key, issued by the fleet CA with ``host`` in its names (re-issued if it lacks it)."""
@@ -24,7 +22,7 @@ def dashboard_cert(ctx: FleetContext, host: str) -> tuple[Path, Path]:
 
     from ..ca import issue_cert
 
-    cert, key = ctx.paths.ca_dir / f"{CERT_NAME}.pem", ctx.paths.ca_dir / f"{CERT_NAME}.key"
+    cert, key = ctx.paths.dashboard_cert, ctx.paths.dashboard_key
     names: set[str] = set()
     if cert.exists() and key.exists():
         try:

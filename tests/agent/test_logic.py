@@ -106,12 +106,26 @@ def test_config_defaults_relative_paths_and_env_overrides(tmp_path):
     ("[api]\nhost = \"0.0.0.0\"\n", "api.host"),
     ("mqtt = 3\n", "mqtt"),
     ("[spool]\nmax_items = true\n", "spool.max_items"),
+    ("[update]\ncrash_limit = 0\n", "update.crash_limit"),
+    ("[update]\nprobation = 5\n", "update.probation"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     with pytest.raises(AgentConfigError) as err:
         _cfg(tmp_path, text)
     assert err.value.key == key
     assert key in err.value.one_line() and "\n" not in err.value.one_line()
+
+
+def test_env_override_of_one_update_key_merges_with_the_table(tmp_path):
+    cfg = _cfg(tmp_path, "[update]\ncrash_limit = 7\nprobation_s = 5\n",
+               environ={"EDGEKIT_AGENT__UPDATE__PROBATION_S": "120"})
+    assert cfg.update.crash_limit == 7 and cfg.update.probation_s == 120.0
+
+
+def test_env_override_of_one_key_keeps_the_rest_of_every_section(tmp_path):
+    cfg = _cfg(tmp_path, '[mqtt]\nhost = "broker.local"\nport = 8883\n',
+               environ={"EDGEKIT_AGENT__MQTT__PORT": "1884"})
+    assert (cfg.mqtt.host, cfg.mqtt.port) == ("broker.local", 1884)
 
 
 def test_bad_env_override_names_the_key(tmp_path):
@@ -137,7 +151,7 @@ def test_config_round_trips_through_toml(tmp_path):
     cfg = _cfg(tmp_path, "[update]\nprobation_s = 30\n")
     text = config_mod.to_toml(cfg)
     again = config_mod.from_dict(config_mod.parse_toml(text), environ={})
-    assert again.to_dict() == cfg.to_dict() and again.update == {"probation_s": 30}
+    assert again.to_dict() == cfg.to_dict() and again.update == cfg.update and again.update.probation_s == 30
 
 
 # --- request decoding ------------------------------------------------------------------------------------------------

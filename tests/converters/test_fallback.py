@@ -41,6 +41,9 @@ def test_fallback_meets_budget_and_keeps_the_sensitive_layer_in_float(sensitive_
     assert _fc_weight_types(written) == ["FLOAT32", "INT8"]
     assert [t["dtype"] for t in res.report["model"]["inputs"]] == ["int8"]  # --io int8 kept
     assert any("kept 1 sensitive layer" in w for w in res.report["warnings"])
+    # named by the Keras layer, with TensorFlow's node beside it
+    assert any("budget: sensitive (TF node " in w for w in res.report["warnings"]), res.report["warnings"]
+    assert fb["ranking"][0]["layer"] == "sensitive"
 
 
 def test_budget_that_cannot_be_met_reports_best_and_fails(doubly_sensitive_model, digits, tmp_path, plain_int8,

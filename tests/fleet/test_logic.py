@@ -18,7 +18,8 @@ def test_config_round_trip_and_errors():
                       ({"fleet": {"id": "bad id"}}, "fleet.id"), ({"broker": {"tls_port": 70000}}, "broker.tls_port"),
                       ({"store": {"url": "mysql://x"}}, "store.url"),
                       ({"broker": {"tls_port": True}}, "broker.tls_port"),
-                      ({"broker": 3}, "broker")):
+                      ({"broker": 3}, "broker"), ({"broker": {"tls_port": 0}}, "broker.tls_port"),
+                      ({"retention": {"raw_days": 0}}, "retention.raw_days"), ({"brokr": {}}, "brokr")):
         with pytest.raises(FleetConfigError) as exc:
             FleetConfig.from_dict(data)
         assert exc.value.key == key

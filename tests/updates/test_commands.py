@@ -72,6 +72,7 @@ def test_rollback_while_the_agent_is_stopped(rig_factory):
     # the events of the offline rollback were spooled and reach the fleet once the agent is back
     ev = rig.events.wait(lambda ev: [e for e in ev if e["event"] == "rolled_back"], what="rolled_back")
     assert ev[0]["reason"] == "manual" and ev[0]["detail"]["offline"] is True
+    assert ev[0]["detail"]["how"] == "offline"  # the updater's own ROLLING_BACK step ran, on a host with no slot
 
 
 def test_rollback_during_probation(rig_factory):

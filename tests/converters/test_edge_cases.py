@@ -1,0 +1,313 @@
+"""Converter edge cases: bad inputs are one-line errors (and JSON errors with --json), hints and reasons are true."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+from .conftest import run_convert
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["convert", *map(str, args), "--quiet"])
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if "staging" in p.name or "probe" in p.name)
+
+
+# --- 1: object arrays ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_object_array_calibration_is_one_line(digits, tmp_path, suffix):
+    data = tmp_path / f"obj{suffix}"
+    objects = np.array([None] * 64, dtype=object)
+    if suffix == ".npy":
+        np.save(data, objects, allow_pickle=True)
+    else:
+        np.savez(data, x=objects)
+    r = invoke(digits["model"], "--mode", "int8", "--calibration", data, "-o", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "holds an object array" in lines[0] and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+# --- 2: output paths ----------------------------------------------------------------------------------------------
+
+
+def test_output_under_a_file_says_it_is_a_file(digits, tmp_path):
+    (tmp_path / "some_file").write_text("keep")
+    r = invoke(digits["model"], "-o", tmp_path / "some_file" / "out", "--no-eval")
+    assert r.exit_code == 2, r.output
+    assert "is a file, not a directory" in r.output and "does not exist" not in r.output
+    assert (tmp_path / "some_file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("out", ["/proc/x", "/proc", "/sys/kernel/x"])
+def test_unwritable_output_is_refused_before_any_work(tmp_path, out):
+    # the model is not even loadable: the refusal must come first, before loading and converting
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    r = invoke(tmp_path / "bad.h5", "-o", out)
+    assert r.exit_code == 2, r.output
+    assert "cannot write to" in r.output and "writable --output" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+# --- 10: --json errors, report outputs, exit codes, warnings ------------------------------------------------------
+
+
+def test_json_error_object_on_stdout(tmp_path):
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "nope.keras"), "--json", "--quiet"])
+    assert r.exit_code == 1
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == "ModelLoadError" and "does not exist" in err["message"] and err["hint"]
+    assert err["exit_code"] == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["edgetpu", "check", "{missing}", "--json"],
+    ["bundle", "inspect", "{missing}", "--json"],
+    ["agent", "status", "--config", "{missing}", "--json"],
+    ["convert", "{missing}", "--mode", "nonsense", "--json"],
+])
+def test_json_error_for_every_command(tmp_path, args):
+    args = [a.replace("{missing}", str(tmp_path / "missing.bin")) for a in args]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0
+    err = json.loads(r.stdout)["error"]
+    assert set(err) == {"code", "message", "hint", "exit_code"} and err["message"] and err["exit_code"] == r.exit_code
+
+
+def test_edgetpu_fp16_is_a_bad_option_combination(digits, tmp_path):
+    r = CliRunner().invoke(cli, ["convert", str(digits["model"]), "--target", "edgetpu", "--mode", "fp16",
+                                 "--json", "--quiet"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error"]["code"] == "TargetOptionError"
+
+
+def test_report_outputs_keyed_as_documented(digits, tmp_path, session_key):
+    out = tmp_path / "out"
+    res = run_convert(model=digits["model"], output=out, evaluate=False, key=session_key[0], version="1.0.0")
+    written = json.loads((out / "report.json").read_text())
+    expected = {"model": str(out / "digits.tflite"), "report": str(out / "report.json"),
+                "bundle": str(out / "digits-1.0.0.ekb")}
+    assert written["outputs"] == expected and res.report["outputs"] == expected
+    assert all(Path(v).is_file() for v in expected.values())
+    assert set(res.files) == {"model", "report", "bundle"}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report-card.md").read_text()
+    assert "| `outputs` | object | paths written: `model`, `report`, `bundle`" in doc
+
+
+def test_no_eval_warning_does_not_ask_for_given_calibration(digits, tmp_path):
+    res = run_convert(model=digits["model"], mode="int8", calibration=digits["calibration"], evaluate=False)
+    assert any("--no-eval" in w for w in res.report["warnings"])
+    assert not any("pass --eval or --calibration" in w for w in res.report["warnings"])
+
+
+# --- 8: degenerate outputs, impossible labels ---------------------------------------------------------------------
+
+
+def test_constant_outputs_are_a_warning(digits, tmp_path):
+    import keras
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((8, 8, 1), name="image"), L.Flatten(),
+                          L.Dense(10, activation="softmax", kernel_initializer="zeros", bias_initializer="ones")])
+    m.save(tmp_path / "constant.keras")
+    res = run_convert(model=tmp_path / "constant.keras", mode="int8", calibration=digits["calibration"],
+                      eval=digits["eval"], runs=0)
+    assert res.report["accuracy"]["agreement"] == 1.0  # the figure that looked perfect
+    assert any("is the same for all" in w and "measure nothing" in w for w in res.report["warnings"])
+
+
+def test_labels_outside_the_output_range_are_refused(digits, tmp_path):
+    ev = np.load(digits["eval"])
+    y = ev["y"].copy()
+    y[5] = 99
+    np.savez(tmp_path / "ev.npz", x=ev["x"], y=y)
+    r = invoke(digits["model"], "--mode", "int8", "--calibration", digits["calibration"], "--eval",
+               tmp_path / "ev.npz", "-o", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    assert "outside 0..9 for a 10-value output (first: sample 5 has label 99)" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# --- 4: integer inputs ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_model(tmp_path_factory):
+    """A small token-id classifier (Keras 3): int32 tokens -> Embedding -> average -> Dense."""
+    import keras
+
+    d = tmp_path_factory.mktemp("tokens")
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([L.Input((16,), dtype="int32", name="tokens"), L.Embedding(50, 8),
+                          L.GlobalAveragePooling1D(), L.Dense(4, activation="softmax", name="cls")])
+    m.save(d / "tokens.keras")
+    rng = np.random.default_rng(0)
+    np.savez(d / "calib.npz", tokens=rng.integers(0, 50, (64, 16)).astype(np.int32))
+    return {"model": d / "tokens.keras", "calibration": d / "calib.npz"}
+
+
+def test_integer_inputs_keep_their_dtype(token_model):
+    res = run_convert(model=token_model["model"], mode="int8", calibration=token_model["calibration"], runs=0)
+    assert res.report["model"]["inputs"][0]["dtype"] == "int32"
+    acc = res.report["accuracy"]
+    assert acc["samples"] == 16 and acc["snr_db"] > 20  # a measured, working integer model
+    assert not any("pixels" in w for w in res.report["warnings"])
+
+
+def test_int16x8_of_integer_inputs_names_the_real_limit(token_model):
+    # TensorFlow 2.21's 16x8 quantizer wants min/max for the int32 input itself, even given int32 data
+    from converters.errors import ConverterFailed
+
+    with pytest.raises(ConverterFailed) as info:
+        run_convert(model=token_model["model"], mode="int16x8", calibration=token_model["calibration"], runs=0)
+    assert "Failed for tensor tokens" in info.value.message
+    assert "cannot calibrate the integer input 'tokens'" in info.value.hint and "--mode int8" in info.value.hint
+    assert "batch of 1" not in info.value.hint
+
+
+# --- 5: precheck batch reasons ------------------------------------------------------------------------------------
+
+
+def test_fp16_weights_are_not_a_batch(tmp_path):
+    import keras
+
+    from converters.edgetpu_check import precheck
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((16, 16, 3), name="image"), L.Conv2D(24, 5, name="wide"),
+                          L.DepthwiseConv2D(3), L.Conv2D(8, 1), L.GlobalAveragePooling2D()])
+    m.save(tmp_path / "fp16w.keras")
+    res = run_convert(model=tmp_path / "fp16w.keras", mode="fp16", evaluate=False)
+    assert "DEQUANTIZE" in res.report["model"]["ops"]
+    reasons = [r for op in precheck(res.model_bytes).ops for r in op.reasons]
+    assert reasons  # a float model is still refused, for its real reasons
+    assert not [r for r in reasons if r.startswith(("batch:", "rank:"))], reasons
+    assert any("DEQUANTIZE" in r or "float" in r for r in reasons)
+
+
+# --- 6: hints name the real cause -------------------------------------------------------------------------------
+
+
+def test_hard_swish_in_int16x8_hint(tmp_path):
+    import keras
+
+    from converters.errors import ConverterFailed
+
+    L = keras.layers
+    m = keras.Sequential([L.Input((8, 8, 1), name="image"), L.Conv2D(4, 3, activation="hard_silu"), L.Flatten(),
+                          L.Dense(3)])
+    m.save(tmp_path / "hs.keras")
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32))
+    with pytest.raises(ConverterFailed) as info:
+        run_convert(model=tmp_path / "hs.keras", mode="int16x8", calibration=tmp_path / "c.npz", runs=0)
+    assert "HARD_SWISH" in info.value.message
+    assert info.value.hint.startswith("op HARD_SWISH has no int16x8") and "batch of 1" not in info.value.hint
+
+
+@pytest.mark.slow
+def test_int16x8_overflow_hint_on_mobilenet(mobilenet):
+    from converters.errors import ConversionError
+
+    with pytest.raises(ConversionError) as info:
+        run_convert(model=mobilenet["model"], mode="int16x8", calibration=mobilenet["calibration"], runs=0)
+    assert "no_integer_overflow_from_quantization" in info.value.message
+    assert "quantization overflow" in info.value.hint and "--max-accuracy-drop" in info.value.hint
+    assert "lacks" not in info.value.hint
+
+
+def test_hint_table_integer_input_and_generic():
+    from converters.hints import GENERIC_CONVERTER, hint_for
+
+    msg = "Got value of type FLOAT32 but expected type INT32 for input 0, name: tokens"
+    assert "integer input (INT32)" in hint_for(msg, "int8") and "batch of 1" not in hint_for(msg, "int8")
+    assert hint_for("something nobody has seen", "int8") == GENERIC_CONVERTER
+
+
+# --- 11: QAT models saved by tfmot without stripping ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qat_model(tmp_path_factory, digits):
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    d = tmp_path_factory.mktemp("qat")
+    L = tf_keras.layers
+    tf_keras.utils.set_random_seed(0)
+    base = tf_keras.Sequential([L.Input((8, 8, 1), name="image"), L.Conv2D(8, 3, activation="relu"), L.Flatten(),
+                                L.Dense(10, activation="softmax")])
+    q = tfmot.quantization.keras.quantize_model(base)
+    q.compile("adam", "sparse_categorical_crossentropy")
+    sys_path = str(Path(__file__).resolve().parents[2] / "examples")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        import train_digits
+    finally:
+        sys.path.remove(sys_path)
+    (xtr, ytr), _ = train_digits.load_digits_split()
+    q.fit(xtr, ytr, epochs=5, verbose=0)
+    q.save(d / "qat.h5")
+    q.save(d / "qat.keras")
+    return d
+
+
+def test_unstripped_qat_h5_loads_and_converts_to_int8(qat_model, digits):
+    res = run_convert(model=qat_model / "qat.h5", mode="int8", calibration=digits["calibration"],
+                      eval=digits["eval"], runs=0)
+    assert res.report["source"]["flavor"] == "tf_keras"
+    assert res.report["accuracy"]["top1_drop_pp"] <= 1.0
+
+
+def test_unstripped_qat_keras_is_a_true_one_line_error(qat_model, digits, tmp_path):
+    # tfmot 0.8.1 restores QuantizeLayer from .keras with the wrong variable count even under its own scope
+    r = invoke(qat_model / "qat.keras", "--mode", "int8", "--calibration", digits["calibration"], "-o",
+               tmp_path / "out")
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "quantization-aware-training model" in r.output and "e-save the QAT model as .h5" in r.output
+    assert "Unknown layer" not in r.output and "pass a .h5 file" not in r.output
+
+
+# --- 7: Keras layer names in the fallback ---------------------------------------------------------------------------
+
+
+def test_fallback_names_the_keras_layer(digits, tmp_path):
+    """The digits CNN has layers conv2d (16 filters) and conv2d_1 (32); TF puts conv2d's nodes under conv2d_1/."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.fallback import rank_layers
+    from converters.layer_names import describe, keras_layers
+    from converters.loading import load_model
+    from converters.modes import Plan
+
+    model = load_model(digits["model"])
+    calib = [np.load(digits["calibration"])["x"][:32]]
+    ranking = rank_layers(model, Plan("int8", "int8", "cpu"), calib)
+    mapping = keras_layers([s.tensor for s in ranking], [la.name for la in model.keras_model.layers])
+    # the shapes of the converted tensors say independently which layer each node belongs to
+    from converters.tflite import convert, representative
+
+    interp = Interpreter(model_content=convert(model, Plan("int8", "int8", "cpu"), representative(calib)))
+    shapes = {d["name"].split(";")[0]: list(d["shape"]) for d in interp.get_tensor_details()}
+    convs = {n: mapping[n] for n in mapping if model.keras_model.get_layer(mapping[n]).__class__.__name__ == "Conv2D"}
+    assert sorted(convs.values()) == ["conv2d", "conv2d_1", "conv2d_2"]
+    for node, layer in convs.items():
+        filters = model.keras_model.get_layer(layer).filters
+        assert shapes[node.split(";")[0]][-1] == filters, (node, layer)
+    node = next(n for n, la in convs.items() if la == "conv2d")
+    assert "/conv2d_1/" in node and describe(node, mapping).startswith("conv2d (TF node ")
+
