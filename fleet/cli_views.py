@@ -104,13 +104,15 @@ def device_cmd(device_id, as_json):
 def telemetry_cmd(device_id, since, metrics, plot, as_json):
     """DEVICE_ID's telemetry over a window, as sparklines, a plot, or JSON."""
     from .store import check_metric
-    from .views import parse_duration, sparkline, telemetry_view
+    from edgekit.durations import parse_duration
+
+    from .views import sparkline, telemetry_view
 
     ctx = _ctx()
     metrics = list(metrics) or ["cpu", "temp", "p95_ms"]
     for m in metrics:
         check_metric(m)
-    view = telemetry_view(_engine(ctx), ctx.fleet_id, device_id, parse_duration(since), metrics)
+    view = telemetry_view(_engine(ctx), ctx.fleet_id, device_id, parse_duration(since, "--since"), metrics)
     if as_json:
         return emit_json(view)
     con = console()
