@@ -10,16 +10,15 @@ from typing import Any
 
 import click
 
-from edgekit.errors import UsageError
+from edgekit.cli import BoundaryGroup
+from edgekit.errors import ExitCode, UsageError
 from edgekit.render import emit_json
 
-from .config import DEFAULT_CONFIG
-
-CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=str(DEFAULT_CONFIG),
-                             show_default=True, help="agent config (TOML)")
+from .cli_options import CONFIG_OPTION
+from .update.cli import register as register_update_commands
 
 
-@click.group()
+@click.group(cls=BoundaryGroup)
 def agent() -> None:
     """Run, install and query the device agent."""
 
@@ -135,7 +134,7 @@ def status(config_path, url, as_json) -> None:
             click.echo(f"agent not running ({exc.message})")
             click.echo(f"model    {model.get('name', '-')} {model.get('version', '')} {model.get('sha256', '')[:12]}")
             click.echo(f"spool    {offline['spool'].get('items', 0)} queued")
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.NOT_RUNNING)
     if as_json:
         emit_json(health)
         return
@@ -208,9 +207,4 @@ def infer(file, config_path, url, out, as_json) -> None:
         click.echo(f"output {j}: {o.dtype.name} {list(o.shape)} argmax={top} {np.array2string(flat[:10])}")
 
 
-try:  # commands of the update package (rollback, history), when present
-    from device_agent.update.cli import register
-except ImportError:
-    pass
-else:
-    register(agent)
+register_update_commands(agent)  # rollback, history

@@ -26,7 +26,7 @@ from edgekit.fsutil import fsync_dir
 from edgekit.hashing import file_sha256, sha256_hex
 from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, parse_manifest
 
-from .errors import StoreError
+from .errors import ModelStoreError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 POINTERS = ("current", "previous")
@@ -46,7 +46,7 @@ def _public_key(pubkey: PublicKey):
 
 def check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA.match(sha):
-        raise StoreError(f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+        raise ModelStoreError(f"{sha!r} is not a sha256 (64 lowercase hex digits)")
     return sha
 
 
@@ -105,12 +105,12 @@ class StoreEntry:
             raise SignatureError(f"stored model {self.sha256[:12]} does not verify against the fleet key",
                                  hint="the store was modified or the fleet key changed; reinstall the bundle") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"stored model {self.sha256[:12]} is unreadable ({exc})",
+            raise ModelStoreError(f"stored model {self.sha256[:12]} is unreadable ({exc})",
                              hint="remove it and install the bundle again") from exc
         for name, meta in parse_manifest(raw)["files"].items():
             path = self.dir / name
             if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
-                raise StoreError(f"stored file {name} of model {self.sha256[:12]} was modified",
+                raise ModelStoreError(f"stored file {name} of model {self.sha256[:12]} was modified",
                                  hint="remove the entry and install the bundle again")
 
 
@@ -135,11 +135,11 @@ class ModelStore:
         try:
             raw = (d / MANIFEST_NAME).read_bytes()
         except FileNotFoundError:
-            raise StoreError(f"model {sha[:12]} is not in the store {self.root}") from None
+            raise ModelStoreError(f"model {sha[:12]} is not in the store {self.root}") from None
         try:
             manifest = parse_manifest(raw)
         except EdgekitError as exc:
-            raise StoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
+            raise ModelStoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
                              hint="remove it and install the bundle again") from exc
         return StoreEntry(sha, d, manifest)
 
@@ -149,7 +149,7 @@ class ModelStore:
             if _SHA.match(child.name) and child.is_dir() and not child.is_symlink():
                 try:
                     out.append(self.get(child.name))
-                except StoreError:
+                except ModelStoreError:
                     continue
         return out
 
@@ -191,7 +191,7 @@ class ModelStore:
         """Delete an entry. The current and previous models are refused unless ``force``."""
         with self._lock:
             if not force and sha in (self._pointer("current"), self._pointer("previous")):
-                raise StoreError(f"refusing to remove model {sha[:12]}: it is the current or previous model")
+                raise ModelStoreError(f"refusing to remove model {sha[:12]}: it is the current or previous model")
             d = self._dir(sha)
             if not d.exists():
                 return
@@ -275,7 +275,7 @@ class ModelStore:
         with self._lock:
             prev, cur = self._pointer("previous"), self._pointer("current")
             if prev is None or not self.has(prev):
-                raise StoreError("there is no previous model to roll back to")
+                raise ModelStoreError("there is no previous model to roll back to")
             self._point("current", prev)
             self._point("previous", cur)
             fsync_dir(self.root)

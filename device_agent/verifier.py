@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, SignatureError
 
-from .errors import StoreError
+from .errors import ModelStoreError
 
 _ERRORS = {"SignatureError": SignatureError}
 
@@ -33,7 +33,7 @@ class Pending:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
-            raise StoreError(f"verifying {self.what} took over {timeout:.0f} s") from None
+            raise ModelStoreError(f"verifying {self.what} took over {timeout:.0f} s") from None
         lines = out.decode(errors="replace").strip().splitlines()
         try:
             doc = json.loads(lines[-1]) if lines else {}
@@ -42,10 +42,10 @@ class Pending:
         if self.proc.returncode == 0 and doc.get("ok"):
             return
         if doc.get("message"):
-            cls = _ERRORS.get(doc.get("type", ""), StoreError)
+            cls = _ERRORS.get(doc.get("type", ""), ModelStoreError)
             raise cls(doc["message"], hint=doc.get("hint") or None)
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise StoreError(f"the verifier of {self.what} failed (exit {self.proc.returncode}: {tail[0]})")
+        raise ModelStoreError(f"the verifier of {self.what} failed (exit {self.proc.returncode}: {tail[0]})")
 
 
 def start(entry_dir: str | os.PathLike, pubkey_path: str | os.PathLike) -> Pending:

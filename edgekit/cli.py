@@ -7,8 +7,10 @@ Every :class:`~edgekit.errors.EdgekitError` is caught once, here, printed as one
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from typing import Iterator
 
 import click
 
@@ -33,8 +35,35 @@ def report_error(exc: EdgekitError) -> None:
     click.secho(f"edgekit: error: {exc.one_line()}", err=True, fg="red")
 
 
-class RootGroup(click.Group):
-    """Loads subcommands on demand and turns EdgekitError into a one-line message and exit code."""
+@contextlib.contextmanager
+def error_boundary() -> Iterator[None]:
+    """The one place where an :class:`EdgekitError` (or a missing extra) becomes a one-line message and its exit
+    code. Every command group that can be run on its own (``edgekit``, ``python -m device_agent``) invokes through
+    it, via :class:`BoundaryGroup`."""
+    try:
+        yield
+    except EdgekitError as exc:
+        report_error(exc)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    except ModuleNotFoundError as exc:
+        # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
+        mapped = missing_extra_for(exc)
+        if mapped is None:
+            raise
+        report_error(mapped)
+        raise click.exceptions.Exit(mapped.exit_code) from None
+
+
+class BoundaryGroup(click.Group):
+    """A click group whose commands run inside :func:`error_boundary`."""
+
+    def invoke(self, ctx):
+        with error_boundary():
+            return super().invoke(ctx)
+
+
+class RootGroup(BoundaryGroup):
+    """Loads subcommands on demand; errors go through :func:`error_boundary`."""
 
     def list_commands(self, ctx):
         return sorted({**LAZY_COMMANDS, **CORE_COMMANDS})
@@ -63,20 +92,6 @@ class RootGroup(click.Group):
         rows = [(name, spec[2]) for name, spec in sorted({**LAZY_COMMANDS, **CORE_COMMANDS}.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except EdgekitError as exc:
-            report_error(exc)
-            ctx.exit(exc.exit_code)
-        except ModuleNotFoundError as exc:
-            # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
-            mapped = missing_extra_for(exc)
-            if mapped is None:
-                raise
-            report_error(mapped)
-            ctx.exit(mapped.exit_code)
 
 
 @click.group(cls=RootGroup)

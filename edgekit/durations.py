@@ -29,7 +29,7 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
         else:
             parts = _PART.findall(s)
             if not parts or "".join(n + u for n, u in parts) != s:
-                raise UsageError(f"invalid {what} {text!r}", hint=HINT)
+                raise UsageError(f"invalid {what} {text!r}: not a duration", hint=HINT)
             value = sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
     if value < 0 or not math.isfinite(value):
         raise UsageError(f"invalid {what} {text!r}: must be a finite, non-negative time", hint="e.g. 5m")

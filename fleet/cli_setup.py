@@ -10,17 +10,18 @@ from pathlib import Path
 
 import click
 
+from edgekit.errors import ExitCode
 from edgekit.render import emit_json
 
 
 def _ctx():
-    from .cli import load_context
+    from .cli_context import load_context
 
     return load_context()
 
 
 def _state():
-    from .cli import FleetCliState
+    from .cli_context import FleetCliState
 
     return click.get_current_context().find_object(FleetCliState)
 
@@ -98,7 +99,7 @@ def broker_status(as_json):
     else:
         click.echo(f"running (pid {st.pid})" if st.running else "not running")
     if not st.running:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.NOT_RUNNING)
 
 
 @broker_group.command("config")

@@ -12,7 +12,7 @@ COLUMNS = ("id", "online", "model", "version", "last seen", "p95 ms", "cpu %", "
 
 
 def _ctx():
-    from .cli import load_context
+    from .cli_context import load_context
 
     return load_context()
 

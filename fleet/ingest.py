@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from edgekit.errors import ProtocolError
-from edgekit.protocol import EventMessage, StateMessage, TelemetryMessage, Topic, decode
+from edgekit.protocol import Channel, EventMessage, StateMessage, TelemetryMessage, Topic, decode
 
 from .models import Device
 from .registry import apply_state_to
@@ -28,7 +28,7 @@ from .store import write_batch
 
 log = logging.getLogger("edgekit.fleet.ingest")
 
-CHANNELS = ("state", "events", "telemetry")
+CHANNELS = (Channel.STATE, Channel.EVENTS, Channel.TELEMETRY)
 
 
 @dataclass

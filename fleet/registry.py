@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 
-from edgekit.protocol import StateMessage, check_id
+from edgekit.protocol import DeviceStatus, StateMessage, check_id
 
 from .db import session_factory
 from .errors import DeviceExistsError, UnknownDeviceError
@@ -121,8 +121,8 @@ def apply_state_to(dev: Device, msg: StateMessage, received: float) -> None:
     if dev.state_ts is not None and msg.ts < dev.state_ts:
         return
     dev.state_ts = msg.ts
-    dev.online = msg.status == "online"
-    if msg.status == "offline" and not msg.agent_version and not msg.model:
+    dev.online = msg.status == DeviceStatus.ONLINE
+    if msg.status == DeviceStatus.OFFLINE and not msg.agent_version and not msg.model:
         return  # a bare Last Will: keep what the last birth message said
     if dev.registered_at is None:
         dev.registered_at = received

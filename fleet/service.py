@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from edgekit.fsutil import atomic_write
-from edgekit.protocol import fleet_filter
+from edgekit.protocol import Channel, fleet_filter
 
 from .artifacts import ArtifactServer
 from .config import FleetContext
@@ -87,8 +87,8 @@ class FleetService:
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
                                  hint="pass --http-port or change artifacts.port in fleet.toml") from exc
         fleet = self.ctx.fleet_id
-        subs = [(fleet_filter(fleet, "telemetry", shared=True), 1), (fleet_filter(fleet, "events", shared=True), 1),
-                (fleet_filter(fleet, "state"), 1)]
+        subs = [(fleet_filter(fleet, Channel.TELEMETRY, shared=True), 1),
+                (fleet_filter(fleet, Channel.EVENTS, shared=True), 1), (fleet_filter(fleet, Channel.STATE), 1)]
         self.link = FleetLink.from_context(
             self.ctx, client_id=f"edgekit-fleet-{fleet}-{self.opts.replica}", clean_start=False,
             session_expiry=self.opts.session_expiry, subscriptions=subs, on_mqtt_message=self._on_message,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
+from edgekit.protocol import COMMAND_ALIASES, CommandName
 
 from . import control
 from . import selftest as selftest_mod
@@ -76,10 +77,11 @@ class Updater:
 
     def handle_command(self, msg: Any) -> dict[str, Any]:
         """``cmd`` messages for the updater: ``rollback`` and ``update_status``."""
-        if msg.name == "rollback":
+        name = COMMAND_ALIASES.get(msg.name, msg.name)
+        if name == CommandName.ROLLBACK:
             self.request_rollback(Reason.MANUAL.value)
             return {"accepted": True, "state": self.rec.state}
-        if msg.name in ("update_status", "status"):
+        if name == CommandName.UPDATE_STATUS:
             return self.state_summary()
         raise RollbackError(f"unknown command {msg.name!r}", hint="use ping, rollback or update_status")
 

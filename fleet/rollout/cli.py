@@ -13,13 +13,17 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from edgekit.errors import ExitCode
 from edgekit.render import console, emit_json, table
 
-from .policy import format_duration, format_pct
+from edgekit.durations import ago
+
+from .model import AssignmentStatus, RolloutEvent, RolloutState
+from .policy import format_pct
 
 
 def _store():
-    from fleet.cli import load_context
+    from fleet.cli_context import load_context
 
     from .service import open_store
 
@@ -28,9 +32,7 @@ def _store():
 
 
 def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return format_duration(max(0.0, time.time() - ts)) + " ago"
+    return ago(ts, time.time(), never="-")
 
 
 @click.group()
@@ -161,12 +163,12 @@ def follow(store, rollout_id: str, con, timeout: float, poll: float = 0.5) -> st
         task = bar.add_task("starting", total=len(r.devices))
         while True:
             r = store.get(rollout_id)
-            committed = sum(1 for a in r.assignments.values() if a.status == "committed")
+            committed = sum(1 for a in r.assignments.values() if a.status == AssignmentStatus.COMMITTED)
             bar.update(task, completed=committed,
                        description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
                                    f"{len(r.policy.stages)} ({r.policy.stages[r.stage].describe()})")
             for e in store.audit(rollout_id):
-                if e["id"] in shown or e["event"] in ("create", "device_committed"):
+                if e["id"] in shown or e["event"] in (RolloutEvent.CREATE, RolloutEvent.DEVICE_COMMITTED):
                     continue
                 shown.add(e["id"])
                 bar.console.print(f"  [cyan]{e['event']:<10}[/cyan] {escape(e['message'])}"
@@ -191,8 +193,8 @@ def watch(rollout_id: str, timeout: str) -> None:
     _, store = _store()
     state = follow(store, rollout_id, console(), limit)
     click.echo(f"rollout {rollout_id}: {state}")
-    if state != "completed":
-        raise SystemExit(1)
+    if state != RolloutState.COMPLETED:
+        raise SystemExit(ExitCode.ERROR)
 
 
 def _command(event: str, rollout_id: str, message: str | None, as_json: bool) -> None:
@@ -201,7 +203,7 @@ def _command(event: str, rollout_id: str, message: str | None, as_json: bool) ->
     if as_json:
         return emit_json(_view(r, store, audit=False))
     click.echo(f"rollout {r.id}: {r.state}"
-               + (" (the fleet service republishes the previous desired states)" if event == "abort" else ""))
+               + (" (the fleet service republishes the previous desired states)" if event == RolloutEvent.ABORT else ""))
 
 
 for _event, _help in (("pause", "Stop assigning devices; devices already assigned keep their new desired state."),

@@ -15,17 +15,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fleet.db import session_factory
+from edgekit.protocol import OUTCOME_EVENTS
 from fleet.models import Device, DeviceEvent, InferenceSample
 
 from .errors import NoTargetDevicesError, RolloutNotFoundError, RolloutStateError
-from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REPLACED, REVERTED, STAGE_EVENTS, TERMINAL_STATES,
-                    Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, transition)
+from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REPLACED, REVERTED, RUNNING, STAGE_EVENTS,
+                    TERMINAL_STATES, Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, RolloutEvent,
+                    RolloutKind, transition)
 from .planner import (Action, AssignDevice, Decide, FinishRevert, RevertDevice, SetDeviceStatus, StartSoak,
                       summarize)
 from .policy import Policy
 from .tables import AuditRow, DesiredRow, RolloutDeviceRow, RolloutRow
 
-OUTCOME_EVENTS = ("committed", "failed", "rolled_back")
 TELEMETRY_LOOKBACK = 3600.0  # seconds of the previous model's figures before a rollout that count as its baseline
 
 
@@ -61,7 +62,7 @@ class RolloutStore:
     # --- creating ------------------------------------------------------------------------------------------------
 
     def create(self, bundle: BundleRef, target: str, device_ids: Sequence[str], policy: Policy, *,
-               kind: str = "rollout", message: str = "", supersede: bool = False) -> Rollout:
+               kind: str = RolloutKind.ROLLOUT, message: str = "", supersede: bool = False) -> Rollout:
         """Insert a running rollout over ``device_ids``. Refuses a target that overlaps an active rollout unless
         ``supersede`` (fleet-wide rollback), which ends those rollouts as superseded (no revert)."""
         if not device_ids:
@@ -70,15 +71,15 @@ class RolloutStore:
         rid = new_rollout_id(now)
         with self.Session.begin() as s:
             for other in self._overlapping(s, device_ids, refuse=not supersede):
-                self._state_change(s, other, "supersede", "engine", f"superseded by {kind} {rid}", {}, now)
+                self._state_change(s, other, RolloutEvent.SUPERSEDE, "engine", f"superseded by {kind} {rid}", {}, now)
             s.add(RolloutRow(id=rid, fleet=self.fleet, kind=kind, bundle_name=bundle.name,
                              bundle_version=bundle.version, bundle_sha256=bundle.sha256, bundle_url=bundle.url,
                              bundle_size=bundle.size, target=target, devices=sorted(device_ids),
-                             policy=policy.to_dict(), state="running", stage=0, stage_started_at=now,
+                             policy=policy.to_dict(), state=RUNNING, stage=0, stage_started_at=now,
                              soak_started_at=None, acknowledged_at=None, reverted=False, created_at=now,
                              updated_at=now, finished_at=None))
             s.flush()
-            self._audit(s, rid, now, "operator", "create", None, "running", 0,
+            self._audit(s, rid, now, "operator", RolloutEvent.CREATE, None, RUNNING, 0,
                         message or f"{kind} of {bundle.name} {bundle.version} to {target}: {policy.describe()}",
                         {"devices": len(device_ids), "bundle_sha256": bundle.sha256, "policy": policy.to_dict()})
         return self.get(rid)
@@ -250,7 +251,7 @@ class RolloutStore:
                     self._set_desired(s, act.device_id, prev, rollout.id, now)
                 elif isinstance(act, FinishRevert):
                     row.reverted = True
-                    self._audit(s, rollout.id, now, "engine", "revert", row.state, row.state, row.stage,
+                    self._audit(s, rollout.id, now, "engine", RolloutEvent.REVERT, row.state, row.state, row.stage,
                                 f"republished the previous desired state to {act.devices} devices",
                                 {"devices": act.devices})
                 elif isinstance(act, StartSoak):
@@ -287,7 +288,7 @@ class RolloutStore:
             row.stage += 1
             row.stage_started_at = now
             row.soak_started_at = None
-        if event == "resume":
+        if event == RolloutEvent.RESUME:
             row.acknowledged_at = now
             row.soak_started_at = None
         if row.state in TERMINAL_STATES:

@@ -53,7 +53,7 @@ def test_create_status_and_operator_commands(run, bundles, fleet_ctx):
     (["--success-threshold", "95"], "Write 95% for a percentage"),
     (["--max-p95-regression", "20"], "Write 20% for a percentage"),
     (["--failure-threshold", "5"], "Write 5% for a percentage"),
-    (["--max-error-rate", "1"], "must be between"),
+    (["--max-error-rate", "2"], "Write 2% for a percentage"),
     (["--soak", "5 minutes"], "--soak"),
     (["--target", "site=lab"], "target"),
     (["--target", "tag:site=nowhere"], "matches no provisioned device"),

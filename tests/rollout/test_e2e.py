@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from edgekit.bundle import read_bundle
 from edgekit.protocol import Topic, fleet_filter
 from fleet.models import DeviceEvent
-from fleet.rollout.local import LoadGenerator, LocalFleet, wait_for
+from examples.localfleet import LoadGenerator, LocalFleet, wait_for
 from fleet.rollout.service import create_rollout, open_store
 
 from .conftest import make_bundles

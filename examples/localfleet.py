@@ -1,5 +1,6 @@
 """A whole fleet on one machine: the fleet's Mosquitto, ``edgekit fleet serve`` and N device agents, each a real
-process, for the demo (``examples/demo.py``) and the end-to-end rollout tests.
+process, for the demo (``examples/demo.py``) and the end-to-end rollout tests. A harness, not part of the product
+packages (an import-linter contract keeps them from importing it).
 
 Every process is started in its own session with its output in ``<workdir>/logs`` and stopped by its PID
 (:meth:`LocalFleet.close`, also on errors). Agents are installed from the device packages ``fleet provision``
