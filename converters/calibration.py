@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgekit.arrays import load_arrays
+from edgekit.errors import ArrayFileError
+
 from . import calibration_qa as qa
 from .errors import CalibrationError
 from .loading import InputSpec
@@ -104,14 +107,10 @@ class ArrayFile(Source):
         if not p.is_file():
             raise CalibrationError(f"data file {p} does not exist")
         try:
-            z = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from exc
-        if isinstance(z, np.ndarray):
-            arrays = {"x": z}
-        else:
-            with z:
-                arrays = {k: z[k] for k in z.files}
+            arrays, _ = load_arrays(p, single="x", what=str(p))
+        except ArrayFileError as exc:
+            raise CalibrationError(f"cannot read {p}: {exc.original}",
+                                   hint="write it with numpy.save / numpy.savez") from exc
         chosen = _pick_arrays(arrays, inputs, spec)
         labels = arrays.get("y", arrays.get("labels"))
         if limit:

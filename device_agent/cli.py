@@ -184,15 +184,13 @@ def infer(file, config_path, url, out, as_json) -> None:
 
     from .client import AgentClient
 
+    from edgekit.arrays import load_arrays
+    from edgekit.errors import ArrayFileError
+
     try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {file} as .npy/.npz ({exc})", hint="save inputs with numpy.save") from exc
-    if isinstance(loaded, np.ndarray):
-        arrays = [loaded]
-    else:
-        with loaded:
-            arrays = [loaded[k] for k in loaded.files]
+        arrays = list(load_arrays(file, what=str(file))[0].values())
+    except ArrayFileError as exc:
+        raise UsageError(f"cannot read {file} as .npy/.npz ({exc.original})", hint="save inputs with numpy.save") from exc
     client = AgentClient(_api_url(config_path, url))
     outputs = client.infer(arrays)
     if out:

@@ -74,6 +74,16 @@ class ConfigError(EdgekitError):
         self.key = key
 
 
+class ArrayFileError(UsageError):
+    """An ``.npy``/``.npz`` input cannot be read; ``original`` is the reader's own exception."""
+
+    default_hint = "write it with numpy.save (one array) or numpy.savez (several, named)"
+
+    def __init__(self, what: str, original: BaseException):
+        super().__init__(f"cannot read {what} ({type(original).__name__}: {original})")
+        self.original = original
+
+
 class FileExistsRefusal(EdgekitError):
     """Refusing to overwrite an existing file without --force."""
 

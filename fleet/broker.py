@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from edgekit.fsutil import atomic_write
+from edgekit import procs
 from edgekit.procs import stop_pid
 
 from .broker_conf import BrokerFiles, parse_passwd, render_acl, render_config, render_passwd
@@ -20,8 +20,8 @@ from .errors import BrokerError, BrokerNotInstalled
 
 
 def find_mosquitto() -> str:
-    exe = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+    """The Mosquitto executable (:func:`edgekit.procs.find_mosquitto`), or BrokerNotInstalled."""
+    exe = procs.find_mosquitto()
     if exe is None:
         raise BrokerNotInstalled("mosquitto is not installed on this machine")
     return exe

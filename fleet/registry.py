@@ -15,13 +15,14 @@ from sqlalchemy.engine import Engine
 
 from edgekit.protocol import DeviceStatus, StateMessage, check_id
 
-from .db import session_factory
+from .db import session_factory, store_boundary
 from .errors import DeviceExistsError, UnknownDeviceError
 from .models import Device
 from .rows import clean_json, short_str
 from .targets import Target, parse_target
 
 
+@store_boundary
 class Registry:
     def __init__(self, engine: Engine, fleet: str):
         self.engine = engine

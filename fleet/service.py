@@ -18,7 +18,6 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,29 +26,15 @@ from edgekit.fsutil import atomic_write
 from edgekit.protocol import Channel, fleet_filter
 
 from .artifacts import ArtifactServer
+from .service_options import ServiceOptions
 from .config import FleetContext
 from .db import make_engine, upgrade
-from .errors import FleetError
+from .errors import FleetError, StoreUnavailableError
 from .ingest import Ingest
 from .link import FleetLink
 from .retention import apply_retention
 
 log = logging.getLogger("edgekit.fleet.service")
-
-
-@dataclass
-class ServiceOptions:
-    replica: str = "main"
-    batch_size: int = 2000
-    flush_interval: float = 0.1
-    session_expiry: int = 24 * 3600
-    http: bool = True
-    http_port: int | None = None  # None: fleet.toml artifacts.port
-    retention_interval: float = 3600.0
-    stats_interval: float = 2.0
-    receive_maximum: int = 1000
-    rollouts: bool | None = None   # run the rollout engine (fleet.rollout) here; None: only in replica "main"
-    rollout_interval: float = 1.0  # seconds between rollout engine ticks
 
 
 class FleetService:
@@ -175,16 +160,16 @@ class FleetService:
             if due:
                 try:
                     self.ingest.flush()
-                except SQLAlchemyError:
+                except (StoreUnavailableError, SQLAlchemyError):
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     if stopping:
                         break
-                    continue
-                backoff = 0.1
-                self._ack(to_ack)
-                to_ack = []
-                first_pending = None
+                else:  # while the database is away the batch stays pending; the stats below still go out
+                    backoff = 0.1
+                    self._ack(to_ack)
+                    to_ack = []
+                    first_pending = None
             if now - last_stats >= self.opts.stats_interval or self._stats_dirty:
                 self._stats_dirty = False
                 self._write_stats()

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from fleet.db import session_factory
+from fleet.db import session_factory, store_boundary
 from edgekit.protocol import OUTCOME_EVENTS
 from fleet.models import Device, DeviceEvent, InferenceSample
 
@@ -52,6 +52,7 @@ def _to_rollout(row: RolloutRow, assignments: Iterable[RolloutDeviceRow]) -> Rol
     return r
 
 
+@store_boundary
 class RolloutStore:
     def __init__(self, engine: Engine, fleet: str, clock=time.time):
         self.engine = engine

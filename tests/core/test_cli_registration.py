@@ -105,3 +105,28 @@ def test_no_error_class_name_is_defined_twice():
                 seen[name] = mod.__name__
     assert dupes == []
     assert issubclass(fleet.rollout.errors.RolloutError, fleet.errors.FleetError)
+
+
+def test_cli_defaults_are_the_dataclasses_defaults():
+    from converters.cli import convert
+    from converters.pipeline import ConvertOptions
+    from fleet.cli import fleet
+    from fleet.config import ArtifactsConfig, BrokerConfig
+    from fleet.rollout.policy import Policy
+    from fleet.service_options import ServiceOptions
+
+    def defaults(cmd):
+        return {p.name: p.default for p in cmd.params}
+
+    conv, opts = defaults(convert), {f.name: f.default for f in __import__("dataclasses").fields(ConvertOptions)}
+    for name in ("target", "calibration_samples", "scale", "offset", "max_float_layers", "threads", "runs", "version"):
+        assert conv[name] == opts[name], name
+    serve, init = defaults(fleet.commands["serve"]), defaults(fleet.commands["init"])
+    so = ServiceOptions()
+    assert (serve["replica"], serve["batch_size"], serve["flush_interval"]) == (so.replica, so.batch_size,
+                                                                              so.flush_interval)
+    assert (init["tls_port"], init["broker_host"], init["artifacts_port"]) == (BrokerConfig().tls_port,
+                                                                             BrokerConfig().host, ArtifactsConfig().port)
+    create = {p.name: p.help for p in fleet.commands["rollout"].commands["create"].params}
+    assert "(default 95%)" in create["success_threshold"] and Policy().success_threshold == 0.95
+    assert "(default 5m)" in create["soak"] and Policy().soak == 300

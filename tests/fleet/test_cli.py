@@ -109,8 +109,11 @@ def test_missing_mosquitto_names_the_debian_package(fleet, monkeypatch):
     from fleet import broker
     from fleet.errors import BrokerNotInstalled
 
-    monkeypatch.setattr(broker.shutil, "which", lambda name: None)
-    monkeypatch.setattr(broker.os.path, "exists", lambda p: False)
+    import os
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda p: False)
     with pytest.raises(BrokerNotInstalled) as exc:
         broker.find_mosquitto()
     assert "apt-get install mosquitto" in exc.value.one_line()
