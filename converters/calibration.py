@@ -174,7 +174,8 @@ class Generator(Source):
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
             raise CalibrationError(f"cannot import generator {spec}: {exc}",
-                                   hint="pass module:function with the module importable from the current directory") from exc
+                                   hint="pass module:function with the module importable from the current directory"
+                                   ) from exc
         names = [i.name for i in inputs]
         cols: list[list[np.ndarray]] = [[] for _ in inputs]
         limit = limit or 1000

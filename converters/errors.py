@@ -44,7 +44,8 @@ class AccuracyBudgetError(ConversionError):
     """--max-accuracy-drop could not be met, even with the most sensitive layers kept in float."""
 
     exit_code = ExitCode.BUDGET_NOT_MET
-    default_hint = "raise --max-accuracy-drop, calibrate with more representative data, or use quantization-aware training"
+    default_hint = ("raise --max-accuracy-drop, calibrate with more representative data, "
+                    "or use quantization-aware training")
 
 
 class CompilerError(ConversionError):

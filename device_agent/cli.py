@@ -33,7 +33,8 @@ def agent() -> None:
 @click.option("--mqtt-host", help="broker host")
 @click.option("--mqtt-port", type=int, help="broker port")
 @click.option("--api-port", type=int, help="local API port on 127.0.0.1")
-@click.option("--bundle", type=click.Path(exists=True, dir_okay=False), help="bundle to serve until the fleet sends one")
+@click.option("--bundle", type=click.Path(exists=True, dir_okay=False),
+              help="bundle to serve until the fleet sends one")
 @click.option("--user", default="edgekit-agent", show_default=True, help="system user of the service")
 @click.option("--force", is_flag=True, help="replace an existing config")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -190,7 +191,8 @@ def infer(file, config_path, url, out, as_json) -> None:
     try:
         arrays = list(load_arrays(file, what=str(file))[0].values())
     except ArrayFileError as exc:
-        raise UsageError(f"cannot read {file} as .npy/.npz ({exc.original})", hint="save inputs with numpy.save") from exc
+        raise UsageError(f"cannot read {file} as .npy/.npz ({exc.original})",
+                         hint="save inputs with numpy.save") from exc
     client = AgentClient(_api_url(config_path, url))
     outputs = client.infer(arrays)
     if out:

@@ -169,4 +169,5 @@ class AgentClient:
         try:
             return list(load_arrays(data, what="the agent's answer")[0].values())
         except ArrayFileError as exc:
-            raise ApiError(exc.message, status=502, hint="the agent answered with a body that is not .npy/.npz") from exc
+            raise ApiError(exc.message, status=502,
+                           hint="the agent answered with a body that is not .npy/.npz") from exc

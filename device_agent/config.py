@@ -192,7 +192,8 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
                 value = typ(value.strip())
             except ValueError:
                 raise AgentConfigError(f"config key {key} must be a number, got {value!r}", key=key) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (typ is int and not isinstance(value, int))):
             raise AgentConfigError(f"config key {key} must be {'an integer' if typ is int else 'a number'}, "
                                    f"got {value!r}", key=key)
         return typ(value)

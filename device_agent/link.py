@@ -310,7 +310,8 @@ class MqttLink:
             self._thread.join(timeout=5)
         if self._connected.is_set():
             try:
-                info = self._client.publish(self.topic(Channel.STATE), self._state(DeviceStatus.OFFLINE).encode(), qos=1,
+                offline = self._state(DeviceStatus.OFFLINE).encode()
+                info = self._client.publish(self.topic(Channel.STATE), offline, qos=1,
                                             retain=True)
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline and (not info.is_published() or self._inflight):

@@ -302,7 +302,8 @@ class TelemetryMessage(_Message):
         if not isinstance(self.samples, list):
             raise ProtocolError("telemetry.samples must be a list")
         for s in self.samples:
-            if not isinstance(s, dict) or not isinstance(s.get("seq"), int) or not isinstance(s.get("ts"), (int, float)):
+            if (not isinstance(s, dict) or not isinstance(s.get("seq"), int)
+                    or not isinstance(s.get("ts"), (int, float))):
                 raise ProtocolError("each telemetry sample needs an integer seq and a numeric ts")
             for key in ("system", "inference"):
                 if key in s and not isinstance(s[key], dict):

@@ -142,7 +142,7 @@ def start(ctx: FleetContext, timeout: float = 15.0) -> BrokerStatus:
 def _tail(ctx: FleetContext) -> str:
     for p in (ctx.paths.broker_dir / "mosquitto.stderr", ctx.paths.broker_log):
         try:
-            lines = [l for l in p.read_text(errors="replace").splitlines() if l.strip()]
+            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
         except FileNotFoundError:
             continue
         if lines:

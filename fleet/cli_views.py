@@ -84,9 +84,9 @@ def device_cmd(device_id, as_json):
     con.print(f"runtime    {d['capabilities'].get('runtime', {})}")
     con.print(f"hardware   {d['capabilities'].get('hardware', {})}")
     if d["latest"]:
-        l = d["latest"]
-        con.print(f"system     cpu {_fmt(l['cpu'])}%  mem {_fmt(l['mem'])}%  temp {_fmt(l['temp'])}°C  "
-                  f"disk {_fmt(l['disk'])}%  ({ago(l['ts'], now)})")
+        last = d["latest"]
+        con.print(f"system     cpu {_fmt(last['cpu'])}%  mem {_fmt(last['mem'])}%  temp {_fmt(last['temp'])}°C  "
+                  f"disk {_fmt(last['disk'])}%  ({ago(last['ts'], now)})")
     for ver, s in sorted(d["inference_5m"].items()):
         con.print(f"inference  {ver}: {s['count']} runs, {s['errors']} errors, "
                   f"p95 {_fmt(s['p95_ms'], '.2f')} ms (5 min)")

@@ -7,6 +7,7 @@ messages, including the Last Will.
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any, Iterable
 
@@ -98,7 +99,7 @@ class Registry:
                 q = q.where(Device.provisioned.is_(True))
             return list(s.scalars(q))
 
-    def select(self, target: str | Target) -> list[Device]:
+    def select(self, target: str | Target) -> builtins.list[Device]:  # (list: the method above)
         """Provisioned devices matching ``tag:k=v``, ``group:g``, ``devices:a,b`` (or ``all``)."""
         t = parse_target(target) if isinstance(target, str) else target
         return [d for d in self.list() if t.matches(d)]

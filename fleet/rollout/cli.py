@@ -212,8 +212,8 @@ def _command(event: str, rollout_id: str, message: str | None, as_json: bool) ->
     r = store.command(rollout_id, event, message or "")
     if as_json:
         return emit_json(_view(r, store, audit=False))
-    click.echo(f"rollout {r.id}: {r.state}"
-               + (" (the fleet service republishes the previous desired states)" if event == RolloutEvent.ABORT else ""))
+    note = " (the fleet service republishes the previous desired states)" if event == RolloutEvent.ABORT else ""
+    click.echo(f"rollout {r.id}: {r.state}{note}")
 
 
 for _event, _help in (("pause", "Stop assigning devices; devices already assigned keep their new desired state."),

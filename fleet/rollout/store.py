@@ -6,6 +6,7 @@ The ``desired_states`` rows written here are the outbox the engine publishes fro
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from typing import Any, Iterable, Sequence
@@ -121,7 +122,7 @@ class RolloutStore:
                 q = q.where(RolloutRow.state.in_(ACTIVE_STATES))
             return [_to_rollout(row, self._assignments(s, row.id)) for row in s.scalars(q)]
 
-    def needing_ticks(self) -> list[str]:
+    def needing_ticks(self) -> builtins.list[str]:  # (list: the method above)
         """Rollouts the engine must look at: active ones, aborted ones not yet reverted, and finished ones whose
         devices have not all reported (offline devices converge after completion)."""
         with self.Session() as s:
@@ -133,7 +134,7 @@ class RolloutStore:
                 RolloutRow.state == COMPLETED, RolloutDeviceRow.status == PENDING).distinct()))
             return sorted(set(ids))
 
-    def audit(self, rollout_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def audit(self, rollout_id: str | None = None, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         with self.Session() as s:
             q = select(AuditRow).order_by(AuditRow.id)
             if rollout_id:
@@ -152,7 +153,7 @@ class RolloutStore:
                     for r in s.scalars(select(DesiredRow))}
 
     @staticmethod
-    def _assignments(s: Session, rollout_id: str) -> list[RolloutDeviceRow]:
+    def _assignments(s: Session, rollout_id: str) -> builtins.list[RolloutDeviceRow]:
         return list(s.scalars(select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id == rollout_id)
                               .order_by(RolloutDeviceRow.device_id)))
 
@@ -326,7 +327,7 @@ class RolloutStore:
 
     # --- the desired-state outbox --------------------------------------------------------------------------------
 
-    def unpublished(self) -> list[tuple[str, dict[str, Any] | None, str | None, int]]:
+    def unpublished(self) -> builtins.list[tuple[str, dict[str, Any] | None, str | None, int]]:
         """(device, model, rollout id, generation) of every desired state the broker has not acknowledged."""
         with self.Session() as s:
             rows = s.scalars(select(DesiredRow).where(DesiredRow.published_generation < DesiredRow.generation)

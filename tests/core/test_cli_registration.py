@@ -125,8 +125,9 @@ def test_cli_defaults_are_the_dataclasses_defaults():
     so = ServiceOptions()
     assert (serve["replica"], serve["batch_size"], serve["flush_interval"]) == (so.replica, so.batch_size,
                                                                               so.flush_interval)
-    assert (init["tls_port"], init["broker_host"], init["artifacts_port"]) == (BrokerConfig().tls_port,
-                                                                             BrokerConfig().host, ArtifactsConfig().port)
+    broker, artifacts = BrokerConfig(), ArtifactsConfig()
+    assert (init["tls_port"], init["broker_host"], init["artifacts_port"]) == (broker.tls_port, broker.host,
+                                                                             artifacts.port)
     create = {p.name: p.help for p in fleet.commands["rollout"].commands["create"].params}
     assert "(default 95%)" in create["success_threshold"] and Policy().success_threshold == 0.95
     assert "(default 5m)" in create["soak"] and Policy().soak == 300

@@ -185,7 +185,8 @@ def test_full_rollout_simulated_to_completion():
         for act in plan(r, devs, stats([d for d in devs if devs[d].model_sha == NEW.sha256]), now):
             if isinstance(act, AssignDevice):
                 r.assignments[act.device_id] = Assignment(act.device_id, act.stage, now, dict(act.previous))
-                devs[act.device_id] = replace(devs[act.device_id], model=NEW.desired_model(), update_state=UpdateState.IDLE,
+                devs[act.device_id] = replace(devs[act.device_id], model=NEW.desired_model(),
+                                              update_state=UpdateState.IDLE,
                                               outcome=Outcome("committed", now + 0.5, NEW.sha256))
             elif isinstance(act, SetDeviceStatus):
                 a = r.assignments[act.device_id]
