@@ -3,8 +3,8 @@
 Migrations live in ``fleet/migrations/versions`` as one normal alembic chain; :func:`upgrade` runs them
 programmatically (``alembic upgrade heads``). Other fleet packages add their own revision files to the same chain.
 
-Current head revision of the fleet-manager tables: ``0001_fleet_core``
-(a new migration sets ``down_revision = "0001_fleet_core"``, or the newest head at the time).
+A new migration sets ``down_revision`` to the newest head at the time (``alembic heads`` names it; the chain starts
+at ``0001_fleet_core``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker  # noqa: E402
 
 from .errors import StoreConflictError, StoreError, StoreUnavailableError  # noqa: E402
 
-HEAD_REVISION = "0001_fleet_core"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 NAMING = {

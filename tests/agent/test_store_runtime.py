@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from edgekit.bundle import read_bundle
-from edgekit.errors import SignatureError
+from edgekit.errors import BundleCorruptError, SignatureError
 from edgekit.golden import run_model
 from edgekit.keys import generate_keypair
 from device_agent import runtime
-from device_agent.errors import DelegateError, InvalidInputError, InterpreterLoadError, NoModelError, ModelStoreError
+from device_agent.errors import (BackendError, DelegateError, InterpreterLoadError, InvalidInputError, ModelStoreError,
+                                 NoModelError)
 from device_agent.serving import ModelSlot
 from device_agent.spool import Spool
 from device_agent.store import ModelStore
@@ -57,7 +58,7 @@ def test_unsigned_wrong_key_and_tampered_bundles_are_refused(tmp_path, bundles):
         for m in src.getmembers():
             if m.name != "signature":
                 dst.addfile(m, src.extractfile(m))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(BundleCorruptError) as err:
         store.install(unsigned, bundles["pub"])
     assert "signature" in str(err.value)
     assert store.entries() == []
@@ -90,7 +91,7 @@ def test_runner_matches_direct_litert_and_validates(bundles):
 def test_backend_registry_and_choice():
     assert list(runtime.BACKENDS)[:3] == ["ai-edge-litert", "tflite-runtime", "tf.lite"]
     assert runtime.choose_backend("auto").name == "ai-edge-litert"
-    with pytest.raises(Exception, match="unknown runtime backend"):
+    with pytest.raises(BackendError, match="unknown runtime backend"):
         runtime.choose_backend("onnx")
     if not runtime.BACKENDS["tflite-runtime"].available():  # an override naming a runtime that is not installed
         with pytest.raises(runtime.BackendError, match="not installed") as err:
