@@ -80,6 +80,11 @@ class EventName(enum.StrEnum):
     ROLLBACK_REQUESTED = "rollback_requested"
     ROLLED_BACK = "rolled_back"
     LOAD_FAILED = "load_failed"   # the model on disk could not be loaded at start-up
+    # notes: reported like transitions, but the state does not change
+    REJECTED = "rejected"                  # the desired model already failed here for this rollout
+    RESUMED = "resumed"                    # the updater restarted and picked up its persisted state
+    ROLLBACK_REFUSED = "rollback_refused"  # a rollback was asked for but cannot be done
+    STATE_RECOVERED = "state_recovered"    # the persisted state was unreadable and was rebuilt
 
 
 #: The events that end an update: what a rollout waits for.

@@ -2,8 +2,8 @@
 it is documented for, and a documented default is the one ``--help`` shows.
 
 Two kinds of tables are read: option tables (first column ``--option``, optionally a ``default`` column; the
-command is the ``edgekit ...`` named above the table that has the most of its options) and command tables (first column an ``edgekit
-...`` synopsis; every ``--option`` in it must exist on that command)."""
+command is the ``edgekit ...`` named above the table that has the most of its options) and command tables (first
+column an ``edgekit ...`` synopsis; every ``--option`` in it must exist on that command)."""
 
 from __future__ import annotations
 
@@ -120,4 +120,5 @@ def test_documented_option_matches_help(where, target, option, default):
         value = default.strip("`")
         shown = re.search(r"\(default ([^)]*)\)|\[default: ([^\]]*)\]|^default (\S+)", help_text)
         assert shown, f"{where}: --help of {option} shows no default (documented {value})"
-        assert value == next(g for g in shown.groups() if g), f"{where}: {option} default {value} vs --help {help_text!r}"
+        assert value == next(g for g in shown.groups() if g), (
+            f"{where}: {option} default {value} vs --help {help_text!r}")

@@ -80,6 +80,13 @@ def test_agent_state_machine_speaks_the_protocol_vocabulary():
     assert State is P.UpdateState and Reason is P.Reason
     names = {event_name(src, ev, dst) for (src, ev), dst in TRANSITIONS.items()}
     assert names <= set(P.EventName)
+    # the updater's notes are events too
+    import pathlib
+    import re
+
+    src = (pathlib.Path(__file__).parents[2] / "device_agent" / "update" / "updater.py").read_text()
+    notes = set(re.findall(r"_note\((?:EventName\.(\w+)|\"(\w+)\")", src))
+    assert notes and {P.EventName[a].value if a else b for a, b in notes} <= set(P.EventName)
 
 
 def test_protocol_doc_lists_exactly_the_commands_and_events():
