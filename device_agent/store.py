@@ -9,9 +9,7 @@ atomic (temporary directory, then rename).
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import os
 import re
 import shutil
@@ -93,25 +91,39 @@ class StoreEntry:
         return ins, outs, float(g["atol"]), float(g["rtol"])
 
     def verify(self, pubkey: PublicKey) -> None:
-        """Check again, on disk, the manifest signature and every payload hash (before loading it)."""
-        from edgekit import keys as keys_mod
+        """Check again, on disk and before loading it, what a bundle's reader checks: the signature record (bounded,
+        canonical, ed25519 only, naming the fleet key) and signature over the raw manifest bytes first, then the
+        manifest (bounded) and every payload hash."""
+        verify_entry_dir(self.dir, pubkey, self.sha256[:12])
 
-        pubkey = _public_key(pubkey)
-        try:
-            raw = (self.dir / MANIFEST_NAME).read_bytes()
-            sig = json.loads((self.dir / SIGNATURE_NAME).read_bytes())
-            keys_mod.verify(pubkey, raw, base64.b64decode(sig["sig"], validate=True))
-        except SignatureError:
-            raise SignatureError(f"stored model {self.sha256[:12]} does not verify against the fleet key",
-                                 hint="the store was modified or the fleet key changed; reinstall the bundle") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelStoreError(f"stored model {self.sha256[:12]} is unreadable ({exc})",
-                             hint="remove it and install the bundle again") from exc
-        for name, meta in parse_manifest(raw)["files"].items():
-            path = self.dir / name
-            if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
-                raise ModelStoreError(f"stored file {name} of model {self.sha256[:12]} was modified",
-                                 hint="remove the entry and install the bundle again")
+
+def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> dict[str, Any]:
+    """:meth:`StoreEntry.verify` of a store directory; returns its manifest (parsed only after the signature)."""
+    from edgekit import keys as keys_mod
+
+    pubkey = _public_key(pubkey)
+    try:
+        raw = (entry_dir / MANIFEST_NAME).read_bytes()
+        raw_sig = (entry_dir / SIGNATURE_NAME).read_bytes()
+    except OSError as exc:
+        raise ModelStoreError(f"stored model {what} is unreadable ({exc})",
+                              hint="remove it and install the bundle again") from exc
+    try:
+        keys_mod.verify_record(pubkey, raw, keys_mod.parse_record(raw_sig))
+    except SignatureError as exc:
+        raise SignatureError(f"stored model {what} does not verify against the fleet key: {exc.message}",
+                             hint="the store was modified or the fleet key changed; reinstall the bundle") from None
+    try:
+        manifest = parse_manifest(raw)
+    except EdgekitError as exc:
+        raise ModelStoreError(f"stored model {what} has a bad manifest: {exc.message}",
+                         hint="remove it and install the bundle again") from exc
+    for name, meta in manifest["files"].items():
+        path = entry_dir / name
+        if not path.is_file() or path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
+            raise ModelStoreError(f"stored file {name} of model {what} was modified",
+                             hint="remove the entry and install the bundle again")
+    return manifest
 
 
 class ModelStore:

@@ -62,15 +62,14 @@ def verify(entry_dir: str | os.PathLike, pubkey_path: str | os.PathLike) -> None
 
 
 def main(argv: list[str]) -> int:
-    from .store import ModelStore
+    from .store import check_sha, verify_entry_dir
 
     if len(argv) != 2:
         print(json.dumps({"ok": False, "message": "usage: python -m device_agent.verifier DIR PUBKEY"}))
         return 2
     entry_dir = Path(argv[0])
-    try:
-        entry = ModelStore(entry_dir.parent).get(entry_dir.name)
-        entry.verify(argv[1])
+    try:  # the signature over the raw manifest bytes is checked before the manifest is parsed
+        verify_entry_dir(entry_dir, argv[1], check_sha(entry_dir.name)[:12])
     except EdgekitError as exc:
         print(json.dumps({"ok": False, "type": type(exc).__name__, "message": exc.message, "hint": exc.hint}))
         return 1

@@ -1,18 +1,17 @@
-"""Model bundles (``*.ekb``): a POSIX tar of ``manifest.json``, ``signature`` and the payload files it pins.
+"""Model bundles (``*.ekb``): a ustar archive of ``manifest.json``, ``signature`` and the payload files it pins.
 
-Reading is safe by construction: only flat regular-file members with known names, bounded sizes, no duplicates;
-the signature is checked over the manifest bytes and every payload's sha256 and size before anything uses it.
+Reading authenticates before it parses: the archive is read by edgekit's own strict reader (:mod:`.archive`:
+canonical headers only, bounded member count and sizes), the signature record is bounded and canonical
+(:mod:`.keys`), the signature is checked over the raw manifest bytes, and only then is the manifest parsed — with
+bounded size and depth — and every payload's sha256 and size compared before anything uses it.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import io
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import archive
 from . import golden as golden_mod
 from . import keys as keys_mod
 from .arrays import load_arrays
@@ -28,7 +28,7 @@ from .errors import (ArrayFileError, BundleCorruptError, BundleTooLargeError, Fi
                      ManifestError, NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
 from .fsutil import atomic_write, fsync_dir
 from .hashing import file_sha256, sha256_hex
-from .manifest import (MANIFEST_NAME, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name, check_version,
+from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name, check_version,
                        parse_manifest, validate_manifest)
 from .tflite_model import ModelInfo, inspect_tflite, is_tflite
 
@@ -42,7 +42,7 @@ SUFFIX = ".ekb"
 class Limits:
     max_members: int = 16
     max_member_bytes: int = 1 << 30
-    max_manifest_bytes: int = 1 << 20
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
     max_total_bytes: int = 2 << 30
 
 
@@ -94,17 +94,8 @@ class Bundle:
 
 
 def pack_bytes(manifest_bytes: bytes, signature_bytes: bytes, files: dict[str, bytes]) -> bytes:
-    """The canonical archive: PAX tar of manifest, signature, then payloads in sorted order; fixed metadata."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [(MANIFEST_NAME, manifest_bytes), (SIGNATURE_NAME, signature_bytes),
-                           *sorted(files.items())]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    """The canonical archive (see :mod:`.archive`): manifest, signature, then the payloads in sorted name order."""
+    return archive.pack([(MANIFEST_NAME, manifest_bytes), (SIGNATURE_NAME, signature_bytes), *sorted(files.items())])
 
 
 def pack_bundle(out: str | os.PathLike, manifest_bytes: bytes, signature_bytes: bytes, files: dict[str, bytes]) -> Path:
@@ -113,9 +104,7 @@ def pack_bundle(out: str | os.PathLike, manifest_bytes: bytes, signature_bytes: 
 
 
 def signature_record(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
-    record = {"alg": "ed25519", "key_id": keys_mod.key_id(key),
-              "sig": base64.b64encode(keys_mod.sign(key, manifest_bytes)).decode()}
-    return json.dumps(record, sort_keys=True).encode()
+    return keys_mod.sign_record(key, manifest_bytes).encode()
 
 
 def _load_golden_inputs(path: str | os.PathLike, specs: list[dict[str, Any]]) -> list[np.ndarray]:
@@ -167,7 +156,7 @@ def build_manifest(model: bytes, *, name: str, version: str, files: dict[str, by
         "min_runtime": {"op_versions": dict(sorted(min_ops.items()))},
         "provenance": provenance or {},
         "golden": golden,
-        "signing": {"alg": "ed25519", "key_id": keys_mod.key_id(key)},
+        "signing": {"alg": keys_mod.ALGORITHM, "key_id": keys_mod.key_id(key)},
     }
     validate_manifest(manifest)
     return manifest
@@ -231,86 +220,61 @@ def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, n
                               target=target, provenance=provenance, preprocessing=preprocessing, golden=golden,
                               key=key)
     mbytes = canonical_bytes(manifest)
+    _check_manifest_size(mbytes, DEFAULT_LIMITS)
+    parse_manifest(mbytes)  # the reader's bounds (depth): never write a bundle that no reader would accept
     return pack_bundle(out_path, mbytes, signature_record(key, mbytes), files)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------------
 
 
-def _check_member(info: tarfile.TarInfo, limits: Limits) -> None:
-    name = info.name
-    if name.startswith("/") or os.path.isabs(name):
-        raise UnsafeMemberError(f"bundle member {name!r} has an absolute path")
-    if ".." in Path(name).parts or "/" in name or "\\" in name:
-        raise UnsafeMemberError(f"bundle member {name!r} leaves the bundle directory or is nested")
-    if info.issym() or info.islnk():
-        raise UnsafeMemberError(f"bundle member {name!r} is a link")
-    if not info.isreg():
-        raise UnsafeMemberError(f"bundle member {name!r} is not a regular file")
-    if info.size > limits.max_member_bytes:
-        raise BundleTooLargeError(f"bundle member {name!r} is {info.size} bytes, over the "
-                                  f"{limits.max_member_bytes}-byte limit")
+def _check_manifest_size(raw: bytes, limits: Limits) -> None:
+    if len(raw) > limits.max_manifest_bytes:
+        raise BundleTooLargeError(f"manifest is {len(raw)} bytes, over the {limits.max_manifest_bytes}-byte limit")
 
 
-def _read_members(data: bytes, limits: Limits) -> dict[str, bytes]:
-    members: dict[str, bytes] = {}
-    total = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                if len(members) >= limits.max_members:
-                    raise BundleTooLargeError(f"bundle has more than {limits.max_members} members")
-                _check_member(info, limits)
-                if info.name in members:
-                    raise UnsafeMemberError(f"bundle member {info.name!r} appears twice")
-                total += info.size
-                if total > limits.max_total_bytes:
-                    raise BundleTooLargeError(f"bundle payload exceeds {limits.max_total_bytes} bytes")
-                f = tar.extractfile(info)
-                content = f.read() if f is not None else b""
-                if len(content) != info.size:
-                    raise BundleCorruptError(f"bundle member {info.name!r} is truncated")
-                members[info.name] = content
-    except tarfile.TarError as exc:
-        raise BundleCorruptError(f"bundle is not a readable tar archive ({exc})") from exc
-    except (EOFError, OSError, ValueError) as exc:
-        raise BundleCorruptError(f"bundle archive is truncated or corrupt ({exc})") from exc
-    if not members:
-        raise BundleCorruptError("bundle archive is empty or truncated")
-    return members
+def _check_signing(manifest: dict[str, Any], record: keys_mod.SignatureRecord) -> None:
+    """The signed manifest's ``signing`` entry must name the record's algorithm and key (so the signature covers
+    them too)."""
+    signing = manifest.get("signing")
+    if signing is None:
+        return
+    if not isinstance(signing, dict):
+        raise ManifestError("manifest.signing must be an object")
+    if signing.get("alg") != record.alg:
+        raise SignatureError(f"manifest.signing names algorithm {repr(signing.get('alg'))[:40]}; edgekit verifies "
+                             f"only {keys_mod.ALGORITHM!r} signatures",
+                             hint="re-sign the bundle with 'edgekit bundle create'")
+    if signing.get("key_id") != record.key_id:
+        raise SignatureError(f"manifest.signing names key {repr(signing.get('key_id'))[:40]}, the signature record "
+                             f"key {record.key_id}: one of them was modified",
+                             hint="rebuild the bundle or fetch it again from a trusted source")
 
 
 def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: Path | None = None,
                  limits: Limits = DEFAULT_LIMITS) -> Bundle:
-    """Check a bundle held in memory; see :func:`read_bundle`."""
-    members = _read_members(data, limits)
+    """Check a bundle held in memory; see :func:`read_bundle`.
+
+    Order: the archive (canonical headers, bounds) → the signature record (bounded, canonical, ``ed25519`` only)
+    → with a key, the signature over the raw manifest bytes → the manifest, parsed only now (bounded) → its
+    ``signing`` entry against the record → pinned payloads → the TFLite model → canonical member order.
+    """
+    listed = archive.unpack(data, max_members=limits.max_members, max_member_bytes=limits.max_member_bytes,
+                            max_total_bytes=limits.max_total_bytes)
+    members = dict(listed)
     for required in (MANIFEST_NAME, SIGNATURE_NAME):
         if required not in members:
             raise BundleCorruptError(f"bundle lacks {required}")
     raw_manifest = members.pop(MANIFEST_NAME)
-    if len(raw_manifest) > limits.max_manifest_bytes:
-        raise BundleTooLargeError(f"manifest is over {limits.max_manifest_bytes} bytes")
-    manifest = parse_manifest(raw_manifest)
     raw_signature = members.pop(SIGNATURE_NAME)
-    try:
-        sig = json.loads(raw_signature)
-        sig_bytes = base64.b64decode(sig["sig"], validate=True)
-        if not isinstance(sig.get("key_id"), str):
-            raise ValueError("key_id")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SignatureError("bundle signature record is malformed") from exc
+    _check_manifest_size(raw_manifest, limits)
+    record = keys_mod.parse_record(raw_signature)
     verified = False
-    if pubkey is not None:
-        try:
-            keys_mod.verify(pubkey, raw_manifest, sig_bytes)
-        except SignatureError:
-            given = keys_mod.key_id(pubkey)
-            if sig["key_id"] != given:  # the recorded signer tells a wrong key from a tampered manifest
-                raise SignatureError(f"bundle was signed by key {sig['key_id']}, not by the given key {given}",
-                                     hint="verify with the public key of the fleet that signed it") from None
-            raise SignatureError("manifest does not match its signature: the bundle was tampered with",
-                                 hint="rebuild the bundle or fetch it again from a trusted source") from None
+    if pubkey is not None:  # authenticate the raw bytes before any parser sees them
+        keys_mod.verify_record(pubkey, raw_manifest, record)
         verified = True
+    manifest = parse_manifest(raw_manifest, max_bytes=limits.max_manifest_bytes)
+    _check_signing(manifest, record)
     extra = set(members) - set(manifest["files"])
     if extra:
         raise UnsafeMemberError(f"bundle holds files the manifest does not pin: {sorted(extra)}")
@@ -322,13 +286,14 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
             raise HashMismatchError(f"{name} does not match the sha256/size in the manifest: the file was modified")
     model = members[manifest["model_file"]]
     inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
-    # Last: the archive must be byte-for-byte the canonical packing of what was checked, so that no byte of the
-    # file (headers, padding, trailing blocks) can change without verification failing.
-    if pack_bytes(raw_manifest, raw_signature, members) != data:
-        raise BundleCorruptError("bundle archive is not in canonical form: it was modified after signing",
-                                 hint="fetch the bundle again, or rebuild it with 'edgekit bundle create'")
-    return Bundle(path=path, manifest=manifest, manifest_bytes=raw_manifest, signature=sig, files=members,
-                  sha256=sha256_hex(data), size=len(data), signature_verified=verified)
+    order = [name for name, _ in listed]
+    canonical_order = [MANIFEST_NAME, SIGNATURE_NAME, *sorted(members)]
+    if order != canonical_order:
+        raise BundleCorruptError(f"bundle archive is not in canonical form: member order {', '.join(order)}, "
+                                 f"expected {', '.join(canonical_order)}",
+                                 hint="rebuild the bundle with 'edgekit bundle create'")
+    return Bundle(path=path, manifest=manifest, manifest_bytes=raw_manifest, signature=record.to_dict(),
+                  files=members, sha256=sha256_hex(data), size=len(data), signature_verified=verified)
 
 
 def read_bundle(path: str | os.PathLike, pubkey: Ed25519PublicKey | str | os.PathLike | None = None, *,

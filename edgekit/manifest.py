@@ -10,11 +10,13 @@ import json
 import re
 from typing import Any
 
+from . import jsonlimits
 from .errors import ManifestError, SchemaVersionError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "signature"
+MAX_MANIFEST_BYTES = 1 << 20
 TARGETS = ("cpu", "edgetpu")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.\-+]+)?$")
@@ -47,12 +49,9 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def parse_manifest(raw: bytes) -> dict[str, Any]:
-    """Parse and validate manifest bytes; raise ManifestError / SchemaVersionError."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError("manifest.json is not valid UTF-8 JSON") from exc
+def parse_manifest(raw: bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> dict[str, Any]:
+    """Parse (bounded in size and depth) and validate manifest bytes; raise ManifestError / SchemaVersionError."""
+    data = jsonlimits.loads(raw, what="manifest.json", max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise ManifestError("manifest.json must be a JSON object")
     version = data.get("schema_version")

@@ -188,6 +188,39 @@ def test_verifier_child_process_agrees_with_in_process_checks(tmp_path, bundles)
         verifier.verify(entry.dir, bundles["pub"])
 
 
+@pytest.mark.parametrize("case", ["key-id", "alg", "record-layout", "deep-manifest"])
+def test_stored_entry_gets_the_bundle_readers_checks(tmp_path, bundles, case):
+    """An installed entry edited on disk as an attacker edits a bundle: refused in-process and by the verifier
+    child alike, with one line, and the deep manifest never reaches the JSON parser unauthenticated."""
+    import json
+
+    from device_agent import verifier
+
+    store = ModelStore(tmp_path / "store")
+    entry = store.install(bundles["int8"], bundles["pub"])
+    sig_path, man_path = entry.dir / "signature", entry.dir / "manifest.json"
+    rec = json.loads(sig_path.read_bytes())
+    if case == "key-id":
+        kid = rec["key_id"]
+        sig_path.write_bytes(json.dumps({**rec, "key_id": kid[:9] + ("0" if kid[9] != "0" else "1") + kid[10:]},
+                                        sort_keys=True).encode())
+    elif case == "alg":
+        sig_path.write_bytes(json.dumps({**rec, "alg": "rsa"}, sort_keys=True).encode())
+    elif case == "record-layout":
+        sig_path.write_bytes(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+    else:
+        man_path.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    for check in (lambda: entry.verify(bundles["pub"]), lambda: verifier.verify(entry.dir, bundles["pub"])):
+        with pytest.raises(SignatureError, match="does not verify") as err:
+            check()
+        assert "\n" not in err.value.message
+    if case == "alg":
+        assert "'rsa'" in err.value.message
+    if case == "deep-manifest":  # reading the entry's manifest (no signature involved) is bounded too
+        with pytest.raises(StoreError, match="too deeply nested"):
+            store.get(entry.sha256)
+
+
 def test_tf_lite_backend_is_imported_only_when_chosen_and_agrees(bundles, tmp_path):
     """The last-resort backend, on a machine that has TensorFlow (this one): same outputs as LiteRT."""
     import importlib.util

@@ -229,3 +229,77 @@ def test_extract_writes_only_inside_target(fp32_bundle, tmp_path):
     with pytest.raises(E.SignatureError):
         B.extract_bundle(unverified, tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+# --- the archive format: canonical ustar, bounded header by header ----------------------------------------------
+
+
+def _tarfile_pack(members: list[tuple[str, bytes]], fmt: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 511], [512, 513], [10240 - 1536, 7], [100_000, 3, 0]])
+def test_writer_packs_what_tarfile_packs_byte_for_byte(sizes):
+    """Bundles written by tarfile (USTAR or PAX format: the same bytes for such members) read unchanged."""
+    rng = np.random.default_rng(len(sizes))
+    files = {f"f{i}.bin": rng.integers(0, 256, n, dtype=np.uint8).tobytes() for i, n in enumerate(sizes)}
+    members = [("manifest.json", b"{}"), ("signature", b"sig"), *sorted(files.items())]
+    ours = B.pack_bytes(b"{}", b"sig", files)
+    assert ours == _tarfile_pack(members, tarfile.USTAR_FORMAT) == _tarfile_pack(members, tarfile.PAX_FORMAT)
+    assert len(ours) % 10240 == 0
+
+
+@pytest.mark.parametrize("name", ["x" * 101, "modèle.tflite", ""])
+def test_writer_refuses_names_the_format_cannot_hold(name):
+    with pytest.raises(E.UsageError, match="ASCII"):
+        B.pack_bytes(b"{}", b"sig", {name: b"x"})
+
+
+def _with_size_field(data: bytes, field: bytes) -> bytes:
+    """The first member's header with another size field (and a checksum that matches it)."""
+    block = bytearray(data[:512])
+    block[124:136] = field
+    block[148:156] = b" " * 8
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block) + data[512:]
+
+
+@pytest.mark.parametrize("field,error,words", [
+    (b"99999999999\0", E.BundleCorruptError, "not an octal number"),
+    (b"00000001x34\0", E.BundleCorruptError, "not an octal number"),
+    (b"\x80" + bytes(10) + b"\x01", E.BundleCorruptError, "base-256"),
+    (b"77777777777\0", E.BundleTooLargeError, "over the"),  # 8 GiB declared: refused before any read
+])
+def test_header_fields_are_bounded(fp32_bundle, tmp_path, field, error, words):
+    path, _, pub = fp32_bundle
+    bad = tmp_path / "h.ekb"
+    bad.write_bytes(_with_size_field(path.read_bytes(), field))
+    with pytest.raises(error, match=words):
+        B.verify_bundle(bad, pub)
+
+
+def test_member_count_is_bounded(fp32_bundle, tmp_path):
+    path, _, pub = fp32_bundle
+    bad = rewrite(path, tmp_path / "many.ekb", lambda m: m.update({f"x{i:02d}": b"" for i in range(20)}))
+    with pytest.raises(E.BundleTooLargeError, match="more than 16 members"):
+        B.verify_bundle(bad, pub)
+
+
+def test_create_refuses_a_manifest_no_reader_accepts(tmp_path, digits_fp32_tflite, signing_key):
+    priv, _ = signing_key
+    deep: dict = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    with pytest.raises(E.ManifestError, match="too deeply nested"):
+        B.create_bundle(digits_fp32_tflite, tmp_path / "d.ekb", name="d", version="1.0.0", key=priv,
+                        provenance={"deep": deep})
+    with pytest.raises(E.BundleTooLargeError, match="manifest is"):
+        B.create_bundle(digits_fp32_tflite, tmp_path / "d.ekb", name="d", version="1.0.0", key=priv,
+                        provenance={"pad": "x" * (1 << 20)})
+    assert not (tmp_path / "d.ekb").exists()

@@ -49,3 +49,35 @@ def test_errors_are_one_line_with_exit_code(tmp_path, digits_int8_tflite):
         assert "Traceback" not in res.stderr
         assert len([ln for ln in res.stderr.splitlines() if ln.startswith("edgekit: error:")]) == 1
     assert not (tmp_path / "x.ekb").exists()
+
+
+def test_every_mutation_class_is_a_one_line_cli_error(fp32_bundle, tmp_path):
+    """``bundle verify`` and ``bundle inspect`` (with and without a key) on every named mutation: exit non-zero
+    with one ``edgekit: error:`` line, never a traceback; in-process for all, as a subprocess for one per class."""
+    from edgekit.keys import load_private_key
+    from tests.support.bundle_mutations import CLASSES, all_cases
+
+    path, priv, pub = fp32_bundle
+    original = path.read_bytes()
+    cases = [m for m in all_cases(original, load_private_key(priv), tmp_path / "repack") if m.data != original]
+    r = CliRunner()
+    for i, mut in enumerate(cases):
+        bad = tmp_path / f"m{i}.ekb"
+        bad.write_bytes(mut.data)
+        for argv in (["verify", str(bad), "--pubkey", str(pub)], ["inspect", str(bad), "--pubkey", str(pub)],
+                     ["inspect", str(bad)], ["verify", str(bad), "--pubkey", str(pub), "--json"]):
+            res = r.invoke(cli, ["bundle", *argv])
+            assert res.exit_code != 0 and isinstance(res.exception, SystemExit), (mut.case, argv, res.exception)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("edgekit: error:"), (mut.case, argv, res.stderr)
+            assert res.stdout == "", (mut.case, argv, res.stdout)
+    firsts = {}
+    for i, mut in enumerate(cases):
+        firsts.setdefault(mut.cls, i)
+    assert set(firsts) == set(CLASSES)
+    for cls, i in firsts.items():
+        bad = tmp_path / f"m{i}.ekb"
+        for argv in (["verify", str(bad), "--pubkey", str(pub)], ["inspect", str(bad)]):
+            res = subprocess.run([EDGEKIT, "bundle", *argv], capture_output=True, text=True)
+            assert res.returncode == 1 and "Traceback" not in res.stderr, (cls, argv, res.stderr)
+            assert [ln.startswith("edgekit: error:") for ln in res.stderr.splitlines()] == [True], (cls, res.stderr)
