@@ -140,6 +140,16 @@ class LoadedModel:
             raise ModelLoadError(f"cannot freeze the model's variables: {exc}") from exc
         return self._frozen
 
+    def float_parameters(self) -> int:
+        """How many floating-point parameters the model has (trainable and not: batch-norm statistics count, the
+        optimizer's slots do not), as Keras's ``count_params`` counts them; SavedModel: its signature's variables."""
+        if self.keras_model is not None:
+            variables = list(self.keras_model.weights)
+        else:
+            variables = list(getattr(self.signature, "variables", None) or getattr(self.saved_model, "variables", ()))
+        return sum(int(np.prod(tuple(v.shape))) for v in variables
+                   if str(getattr(v.dtype, "name", v.dtype)).startswith(("float", "bfloat", "half")))
+
     def predict(self, arrays: list[np.ndarray], batch: int = 64) -> list[np.ndarray] | None:
         """Float reference outputs from the source model itself (Keras models only; None otherwise)."""
         if self.keras_model is None:

@@ -1,9 +1,13 @@
 """The conversion report card: a JSON document with a stable schema (``schema_version``), and a rich rendering.
 
-Schema (version 1) — see docs/report-card.md for field meanings:
-``schema_version, created_at, source{path,format,flavor,sha256,size}, conversion{mode,io,target,versions,timings},
-model{size,sha256,size_ratio,parameter_bytes,op_count,ops,inputs,outputs}, calibration, evaluation,
-accuracy, fallback, placement{cpu,edgetpu}, compiler, latency, warnings, outputs``.
+Schema (version 2) — see docs/report-card.md for field meanings:
+``schema_version, created_at, source{path,format,flavor,sha256,file_size,parameters,float_parameter_bytes,inputs},
+conversion{mode,io,target,versions,timings}, model{size,sha256,size_ratio,parameter_bytes,op_count,ops,inputs,
+outputs}, calibration, evaluation, accuracy, fallback, placement{cpu,edgetpu}, compiler, latency, warnings, outputs``.
+
+``model.size_ratio`` is the converted size over the source's float32 parameter bytes (4 per float parameter), the
+figure users compare a quantized model with; the source file's size (which for ``.keras``/``.h5`` also holds the
+optimizer's state) is ``source.file_size``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from edgekit.tflite_model import inspect_tflite
 
 from . import calibration as cal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: source.size became source.file_size; size_ratio is against float parameter bytes
+FLOAT_BYTES = 4  # a float32 parameter
 TOP_LEVEL_KEYS = ("schema_version", "created_at", "source", "conversion", "model", "calibration", "evaluation",
                   "accuracy", "fallback", "placement", "compiler", "latency", "warnings", "outputs")
 
@@ -41,16 +46,18 @@ def build(*, opts, plan, model, blob, calib, eval_ds, held_out, accuracy, fallba
           warnings, timings, versions) -> dict[str, Any]:
     info = inspect_tflite(blob)
     pre = precheck.to_dict()
+    params = model.float_parameters()
+    float_bytes = FLOAT_BYTES * params
     card = {
         "schema_version": SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "source": {"path": str(model.path), "format": model.format.kind, "flavor": model.format.flavor,
-                   "sha256": model.sha256, "size": model.size,
-                   "inputs": [s.to_dict() for s in model.inputs]},
+                   "sha256": model.sha256, "file_size": model.size, "parameters": params,
+                   "float_parameter_bytes": float_bytes, "inputs": [s.to_dict() for s in model.inputs]},
         "conversion": {"mode": plan.mode, "io": plan.io, "target": plan.target, "versions": versions,
                        "timings": {k: round(v, 3) for k, v in timings.items()}},
         "model": {"size": len(blob), "sha256": sha256_hex(blob),
-                  "size_ratio": round(len(blob) / model.size, 4) if model.size else None,
+                  "size_ratio": round(len(blob) / float_bytes, 4) if float_bytes else None,
                   "parameter_bytes": info.parameter_bytes, "op_count": sum(len(s.ops) for s in info.subgraphs),
                   "ops": info.op_histogram(), "inputs": [t.to_dict() for t in info.inputs],
                   "outputs": [t.to_dict() for t in info.outputs]},
@@ -77,6 +84,7 @@ def summary(card: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema_version": card["schema_version"],
         "size": card["model"]["size"], "size_ratio": card["model"]["size_ratio"],
+        "float_parameter_bytes": card["source"]["float_parameter_bytes"],
         "accuracy": {k: acc.get(k) for k in ("top1_float", "top1_converted", "top1_drop_pp", "agreement",
                                             "mean_abs_error", "snr_db") if k in acc},
         "edgetpu": {"all_mapped": et["all_mapped"], "cpu_ops": et["cpu_ops"]},
@@ -97,7 +105,10 @@ def _fmt(v, pct=False):
 def render(card: dict[str, Any], con) -> None:
     m, c = card["model"], card["conversion"]
     con.print(f"[bold]{card['source']['path']}[/bold] → {c['mode']} (io {c['io']}, target {c['target']})")
-    con.print(f"size {human_bytes(card['source']['size'])} → {human_bytes(m['size'])}  (ratio {m['size_ratio']})")
+    src = card["source"]
+    con.print(f"size {human_bytes(m['size'])} = {m['size_ratio']} × the float32 weights "
+              f"({src['parameters']:,} parameters, {human_bytes(src['float_parameter_bytes'])}); source file "
+              f"{human_bytes(src['file_size'])}")
     acc = card.get("accuracy")
     if acc:
         rows = [("samples", acc["samples"], acc.get("data"))]

@@ -28,8 +28,8 @@ from .errors import (ArrayFileError, BundleCorruptError, BundleTooLargeError, Fi
                      ManifestError, NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
 from .fsutil import atomic_write, fsync_dir
 from .hashing import file_sha256, sha256_hex
-from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name, check_version,
-                       parse_manifest, validate_manifest)
+from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, canonical_bytes, check_name,
+                       check_version, parse_manifest, validate_manifest)
 from .tflite_model import ModelInfo, inspect_tflite, is_tflite
 
 MODEL_FILE = "model.tflite"

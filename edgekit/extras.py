@@ -20,6 +20,10 @@ EXTRA_OF = {
     "alembic": "fleet",
     "psycopg": "fleet",
     "plotext": "fleet",
+    "starlette": "fleet",
+    "uvicorn": "fleet",
+    "argon2": "fleet",
+    "prometheus_client": "fleet",
 }
 
 

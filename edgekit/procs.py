@@ -56,10 +56,3 @@ def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool
         pass
     return True
 
-
-def find_mosquitto() -> str | None:
-    """The Mosquitto executable (Debian puts it in /usr/sbin, often not on a user's PATH), or None."""
-    import shutil
-
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)

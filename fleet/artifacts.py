@@ -3,7 +3,7 @@
 ``publish_bundle(path, artifacts_dir, base_url)`` verifies the bundle, copies it to ``<sha256>.ekb`` (temp → fsync →
 rename) and returns its URL. :class:`ArtifactServer` serves ``GET``/``HEAD /artifacts/<sha256>.ekb`` with single
 byte ranges (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``), keeps a bounded request log, and serves ``/stats`` (JSON
-counters supplied by the ingest service) and ``/healthz``.
+counters supplied by the ingest service), ``/metrics`` (Prometheus, when the service supplies it) and ``/healthz``.
 """
 
 from __future__ import annotations
@@ -102,8 +102,12 @@ class ArtifactServer:
     """A threading HTTP server over ``artifacts_dir``; ``start()`` runs it in a daemon thread."""
 
     def __init__(self, artifacts_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
-                 stats: Callable[[], dict] | None = None, log_size: int = 1000):
+                 stats: Callable[[], dict] | None = None, log_size: int = 1000,
+                 metrics: Callable[[], tuple[bytes, str]] | None = None):
         self.dir = Path(artifacts_dir)
+        self.metrics = metrics
+        self.downloads = 0    # GET of a bundle answered 200/206
+        self.bytes_sent = 0   # bundle bytes sent
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stats = stats
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=log_size)
@@ -133,6 +137,9 @@ class ArtifactServer:
 
     def record(self, rec: RequestRecord) -> None:
         self.requests.append(rec)
+        if rec.method == "GET" and rec.status in (200, 206) and rec.path.startswith("/artifacts/"):
+            self.downloads += 1
+            self.bytes_sent += rec.bytes_sent
         log.info("%s %s %s %s range=%s bytes=%d", rec.client, rec.method, rec.path, rec.status, rec.range,
                  rec.bytes_sent)
 
@@ -170,6 +177,9 @@ def _handler_for(server: ArtifactServer):
             if self.path == "/stats":
                 body = json.dumps(server.stats() if server.stats else {}, sort_keys=True).encode()
                 return self._send_small(200, body, "application/json")
+            if self.path == "/metrics" and server.metrics is not None:
+                body, ctype = server.metrics()
+                return self._send_small(200, body, ctype)
             m = _NAME.match(self.path)
             if not m:
                 return self._send_small(404, b"not found\n")

@@ -10,8 +10,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from edgekit import servers
 from edgekit.fsutil import atomic_write
-from edgekit import procs
 from edgekit.procs import stop_pid
 
 from .broker_conf import BrokerFiles, parse_passwd, render_acl, render_config, render_passwd
@@ -20,8 +20,8 @@ from .errors import BrokerError, BrokerNotInstalled
 
 
 def find_mosquitto() -> str:
-    """The Mosquitto executable (:func:`edgekit.procs.find_mosquitto`), or BrokerNotInstalled."""
-    exe = procs.find_mosquitto()
+    """The Mosquitto executable (:func:`edgekit.servers.find_mosquitto`), or BrokerNotInstalled."""
+    exe = servers.find_mosquitto()
     if exe is None:
         raise BrokerNotInstalled("mosquitto is not installed on this machine")
     return exe

@@ -11,6 +11,7 @@ import click
 
 from . import cli_setup, cli_views
 from .cli_context import FleetCliState, load_context
+from .dashboard import cli as dashboard_cli
 from .paths import ENV_DATA_DIR, default_data_dir
 from .rollout.cli import rollout
 
@@ -30,4 +31,5 @@ def fleet(ctx: click.Context, data_dir: Path | None, db_url: str | None) -> None
 
 cli_setup.register(fleet)
 cli_views.register(fleet)
+dashboard_cli.register(fleet)
 fleet.add_command(rollout)

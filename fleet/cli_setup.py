@@ -161,9 +161,18 @@ def revoke_cmd(device_id, as_json):
 @click.option("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until signalled)")
 @click.option("--rollouts/--no-rollouts", default=None,
               help="run the rollout engine in this replica (default: only in the replica named 'main')")
+@click.option("--metrics-per-device", is_flag=True,
+              help="also export per-device series on /metrics (small fleets: one series set per device)")
+@click.option("--dashboard-port", type=int, default=None,
+              help="also serve the web dashboard on this port (default: no dashboard; see 'fleet dashboard')")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              help="dashboard address; beyond loopback it is served over TLS from the fleet's CA")
+@click.option("--dashboard-insecure", is_flag=True, help="allow a plain-HTTP dashboard beyond loopback")
 @click.option("-v", "--verbose", is_flag=True)
-def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, rollouts, verbose):
-    """Run telemetry ingest and the artifact server until SIGTERM/SIGINT."""
+def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, rollouts, metrics_per_device,
+              dashboard_port, dashboard_host, dashboard_insecure, verbose):
+    """Run telemetry ingest, the artifact server (with /metrics) and optionally the dashboard until
+    SIGTERM/SIGINT."""
     from .service import FleetService
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -171,15 +180,25 @@ def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration,
     ctx = _ctx()
     svc = FleetService(ctx, ServiceOptions(replica=replica, http=not no_http, http_port=http_port,
                                            batch_size=batch_size, flush_interval=flush_interval,
-                                           rollouts=rollouts))
+                                           rollouts=rollouts, metrics_per_device=metrics_per_device))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     svc.start()
     click.echo(f"fleet {ctx.fleet_id!r} replica {replica!r} serving"
-               + (f"; artifacts at {svc.http.url}" if svc.http else ""), err=True)
-    done.wait(duration or None)
-    svc.stop()
+               + (f"; artifacts and /metrics at {svc.http.url}" if svc.http else ""), err=True)
+    dash = None
+    try:
+        if dashboard_port is not None:
+            from .dashboard.cli import start_dashboard
+
+            dash = start_dashboard(ctx, dashboard_host, dashboard_port, None, dashboard_insecure)
+            click.echo(f"dashboard at {dash.url}", err=True)
+        done.wait(duration or None)
+    finally:
+        if dash is not None:
+            dash.stop()
+        svc.stop()
     click.echo(f"stopped: {svc.ingest.stats.to_dict()}", err=True)
 
 

@@ -7,7 +7,8 @@
   down are delivered on reconnect; paho reconnects by itself after a broker restart.
 - Manual acknowledgement: a message is PUBACKed only after the batch holding it is committed, so a crash of the
   service loses nothing; the broker redelivers and the store's unique keys drop the duplicate.
-- Retention runs periodically; counters are written to ``run/serve-<replica>.json`` and served at ``/stats``.
+- Retention runs periodically; counters are written to ``run/serve-<replica>.json`` and served at ``/stats``;
+  Prometheus metrics (:mod:`fleet.metrics`) at ``/metrics`` on the same port.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class FleetService:
         self.rollouts = None  # fleet.rollout.engine.EngineThread
         self.started = time.time()
         self.acked = 0
+        self.stored = 0      # messages committed by the writer
+        self.lag_s = 0.0     # receive -> commit of the oldest message of the newest batch
         self._stats_dirty = True
         self.pidfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.pid"
         self.statsfile = ctx.paths.run_dir / f"serve-{self.opts.replica}.json"
@@ -66,7 +69,7 @@ class FleetService:
             port = self.ctx.config.artifacts.port if self.opts.http_port is None else self.opts.http_port
             try:
                 self.http = ArtifactServer(self.ctx.paths.artifacts, self.ctx.config.artifacts.host, port,
-                                           stats=self.stats).start()
+                                           stats=self.stats, metrics=self._metrics()).start()
             except OSError as exc:
                 self.pidfile.unlink(missing_ok=True)
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
@@ -86,6 +89,13 @@ class FleetService:
 
             self.rollouts = start_engine(self.ctx, self.link, self.opts.rollout_interval)
         return self
+
+    def _metrics(self):
+        if not self.opts.metrics:
+            return None
+        from .metrics import Metrics
+
+        return Metrics(self.ctx, self.stats, per_device=self.opts.metrics_per_device).render
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,6 +156,7 @@ class FleetService:
                     to_ack.append((mid, qos, gen))
                 if first_pending is None:
                     first_pending = time.monotonic()
+                    oldest_received = received
                 n += 1
                 if n >= self.opts.batch_size:
                     break
@@ -159,7 +170,8 @@ class FleetService:
                                                  or self.queue.empty())
             if due:
                 try:
-                    self.ingest.flush()
+                    self.stored += self.ingest.flush()
+                    self.lag_s = max(0.0, time.time() - oldest_received)
                 except (StoreUnavailableError, SQLAlchemyError):
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -207,11 +219,14 @@ class FleetService:
         link = self.link
         return {"replica": self.opts.replica, "fleet": self.ctx.fleet_id, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "ingest": self.ingest.stats.to_dict(),
-                "acked": self.acked, "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
+                "acked": self.acked, "stored": self.stored, "lag_s": round(self.lag_s, 4),
+                "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,
-                         "requests": len(self.http.requests) if self.http else 0}}
+                         "requests": len(self.http.requests) if self.http else 0,
+                         "downloads": self.http.downloads if self.http else 0,
+                         "bytes_sent": self.http.bytes_sent if self.http else 0}}
 
     def _write_stats(self) -> None:
         try:

@@ -18,3 +18,5 @@ class ServiceOptions:
     receive_maximum: int = 1000
     rollouts: bool | None = None   # run the rollout engine (fleet.rollout) here; None: only in replica "main"
     rollout_interval: float = 1.0  # seconds between rollout engine ticks
+    metrics: bool = True           # Prometheus /metrics on the HTTP port
+    metrics_per_device: bool = False  # per-device series (small fleets only: one series set per device)

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import json
 
-from sqlalchemy import JSON, and_, case, func, select, update
+from sqlalchemy import JSON, Integer, and_, case, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .db import store_call
@@ -139,6 +139,28 @@ def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | 
             out.setdefault(dev, {})[ver] = {
                 "count": count, "errors": errors, "error_rate": errors / count if count else 0.0,
                 "p95_ms": (p95w / wc) if p95w is not None and wc else p95max, "p95_max_ms": p95max, "samples": n}
+    return out
+
+
+@store_call
+def fleet_inference_series(engine: Engine, since: float, until: float, bucket_seconds: float
+                           ) -> list[dict[str, Any]]:
+    """Fleet-wide inference figures per time bucket and model version: count, errors, error_rate and p95_ms (the
+    count-weighted mean of the devices' interval p95s), oldest bucket first. Raw samples only."""
+    t = InferenceSample
+    step = float(bucket_seconds)
+    slot = (func.floor(t.ts / step) if engine.dialect.name != "sqlite"
+            else func.cast(t.ts / step, Integer))  # SQLite's CAST truncates: the floor for positive times
+    q = (select(slot.label("slot"), t.model_version, func.sum(t.count), func.sum(t.errors),
+                func.sum(t.p95_ms * t.count), func.sum(case((t.p95_ms.is_not(None), t.count), else_=0)))
+         .where(t.ts >= since, t.ts <= until).group_by(slot, t.model_version).order_by(slot, t.model_version))
+    out = []
+    with engine.connect() as conn:
+        for b, ver, count, errors, p95w, wc in conn.execute(q):
+            count, errors = int(count or 0), int(errors or 0)
+            out.append({"ts": float(b) * step, "model_version": ver, "count": count, "errors": errors,
+                        "error_rate": errors / count if count else 0.0,
+                        "p95_ms": float(p95w) / float(wc) if p95w is not None and wc else None})
     return out
 
 

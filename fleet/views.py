@@ -9,7 +9,6 @@ from sqlalchemy.engine import Engine
 
 from edgekit.durations import ago, parse_duration
 
-from .models import Device
 from .registry import Registry
 from .store import inference_summary, latest_system, series
 
@@ -55,14 +54,16 @@ def text_plot(values: list[float], width: int = 72, height: int = 10) -> str:
 def device_rows(engine: Engine, fleet: str, now: float | None = None) -> list[dict[str, Any]]:
     """One row per provisioned device: registry fields + newest CPU/temperature + p95 of its current model."""
     now = now or time.time()
-    devices = Registry(engine, fleet).list()
-    ids = [d.id for d in devices]
-    system = latest_system(engine, ids) if ids else {}
-    inf = inference_summary(engine, now - P95_WINDOW, ids) if ids else {}
+    devices = Registry(engine, fleet).summaries()
+    if not devices:
+        return []
+    # the whole fleet: read every device's figures at once (no IN list of thousands of ids); revoked ones drop out
+    system = latest_system(engine)
+    inf = inference_summary(engine, now - P95_WINDOW)
     return [_row(d, system.get(d.id, {}), inf.get(d.id, {})) for d in devices]
 
 
-def _row(d: Device, sys_: dict[str, Any], inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _row(d: Any, sys_: dict[str, Any], inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
     cur = current_model_figures(d, inf)
     return {"id": d.id, "online": bool(d.online), "model": d.model_name, "version": d.model_version,
             "last_seen": d.last_seen, "p95_ms": cur.get("p95_ms"), "cpu": sys_.get("cpu"), "temp": sys_.get("temp"),
@@ -74,7 +75,7 @@ def model_keys(name: str | None, version: str | None) -> list[str]:
     return [k for k in (f"{name}@{version}" if name and version else None, version) if k]
 
 
-def current_model_figures(d: Device, inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def current_model_figures(d: Any, inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for k in model_keys(d.model_name, d.model_version):
         if k in inf:
             return inf[k]

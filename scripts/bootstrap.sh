@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-APT_PACKAGES=(mosquitto mosquitto-clients postgresql systemd iproute2 nftables)
+APT_PACKAGES=(mosquitto mosquitto-clients postgresql systemd iproute2 nftables chromium chromium-driver prometheus)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (see bootstrap.sh), run the static checks (scripts/lint.sh: ruff, mypy against
-# its baseline, import contracts; any new finding fails), then the test suite.
+# its baseline, import contracts; any new finding fails), the test suite, then every benchmark in smoke mode
+# (scripts/bench.sh --smoke: tiny sizes, a few minutes) so that a benchmark that crashes fails the run too.
 #   scripts/test.sh                  everything
-#   scripts/test.sh --quick          skip the tests marked slow (TensorFlow conversions, outages, end to end)
+#   scripts/test.sh --quick          skip the tests marked slow (TensorFlow conversions, outages, end to end) and
+#                                    the smoke benchmarks
 #   scripts/test.sh tests/core -x    extra arguments go to pytest
+# With arguments (or --quick) the smoke benchmarks are skipped unless EDGEKIT_BENCH_SMOKE=1 (EDGEKIT_BENCH_SMOKE=0
+# skips them for the whole suite too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
@@ -20,6 +24,14 @@ rc=$?
 set -e
 if [ "$rc" = 5 ]; then
   echo "no tests were collected" >&2
-  exit 1
+  rc=1
 fi
-exit "$rc"
+smoke="${EDGEKIT_BENCH_SMOKE:-$([ $# -eq 0 ] && [ ${#quick[@]} -eq 0 ] && echo 1 || echo 0)}"
+bench_rc=0
+if [ "$smoke" = 1 ]; then
+  EDGEKIT_BOOTSTRAPPED=1 ./scripts/bench.sh --smoke || bench_rc=$?
+fi
+if [ "$rc" != 0 ]; then
+  exit "$rc"
+fi
+exit "$bench_rc"

@@ -12,7 +12,10 @@ The rate is N / (time of the last message counted — for ingest: committed to t
 Each consumer runs in its own process; phases run one after another; the whole sequence repeats --rounds times and
 the report gives the median. Usage:
 
-    .venv/bin/python benchmarks/ingest/bench_ingest.py --messages 20000 --rounds 3
+    .venv/bin/python benchmarks/ingest/bench_ingest.py [--messages 20000] [--rounds 3] [--smoke] [--out FILE]
+
+A full run writes benchmarks/ingest/bench_ingest.json; ``--smoke`` drains 300 messages from 5 devices once per
+consumer and writes nothing into the repository.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import REPO  # noqa: E402
 
 
 def payload(dev: str, seq: int) -> bytes:
@@ -161,26 +165,25 @@ def publish_backlog(ctx, devices, n):
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child_main(sys.argv[2:])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=20000)
-    ap.add_argument("--devices", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
+    ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--messages", type=int, default=None, help="backlog per phase (default 20000; smoke 300)")
+    ap.add_argument("--devices", type=int, default=None, help="devices publishing it (default 20; smoke 5)")
+    ap.add_argument("--rounds", type=int, default=None, help="default 3 (smoke 1)")
     args = ap.parse_args()
+    args.messages = args.messages or (300 if args.smoke else 20000)
+    args.devices = args.devices or (5 if args.smoke else 20)
+    args.rounds = args.rounds or (1 if args.smoke else 3)
+    run = benchlib.Run(__file__, args)
 
     from fleet import broker
     from fleet.db import upgrade
     from fleet.provision import provision
     from fleet.setup import init_fleet
-    from tests.support.procs import Postgres, free_port
+    from edgekit.procs import free_port
+    from edgekit.servers import Postgres
 
     import shutil
-    import signal
 
-    def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so the broker and PostgreSQL are stopped
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-ingest-"))
     pg = Postgres(work / "pg").start()
     results: dict[str, list[dict]] = {"raw": [], "sqlite": [], "pg": []}
@@ -230,15 +233,17 @@ def main() -> int:
             pg.stop()
             shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
-    report = {"messages": args.messages, "rounds": args.rounds, "median_rate": med,
+    report = {"messages": args.messages, "devices": args.devices, "rounds": args.rounds, "median_rate": med,
               "ratio_sqlite_vs_raw": med["sqlite"] / med["raw"], "ratio_pg_vs_raw": med["pg"] / med["raw"],
               "all": results}
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print(f"raw subscriber   {med['raw']:>9,.0f} msg/s")
-        print(f"ingest SQLite    {med['sqlite']:>9,.0f} msg/s   {report['ratio_sqlite_vs_raw']:.2f}x raw")
-        print(f"ingest Postgres  {med['pg']:>9,.0f} msg/s   {report['ratio_pg_vs_raw']:.2f}x raw")
+    print(f"raw subscriber   {med['raw']:>9,.0f} msg/s", file=sys.stderr)
+    print(f"ingest SQLite    {med['sqlite']:>9,.0f} msg/s   {report['ratio_sqlite_vs_raw']:.2f}x raw", file=sys.stderr)
+    print(f"ingest Postgres  {med['pg']:>9,.0f} msg/s   {report['ratio_pg_vs_raw']:.2f}x raw", file=sys.stderr)
+    rows = [["raw paho subscriber (baseline)", f"{med['raw']:,.0f} msg/s", "1.00×", ""],
+            ["ingest → SQLite (WAL)", f"{med['sqlite']:,.0f} msg/s", f"**{report['ratio_sqlite_vs_raw']:.2f}×**",
+             "≥ 0.5×"],
+            ["ingest → PostgreSQL", f"{med['pg']:,.0f} msg/s", f"**{report['ratio_pg_vs_raw']:.2f}×**", "≥ 0.5×"]]
+    run.finish(report, {"columns": [f"consumer (median of {args.rounds})", "rate", "vs raw", "goal"], "rows": rows})
     return 0
 
 

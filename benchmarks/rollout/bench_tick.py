@@ -1,11 +1,13 @@
 """How long one rollout-engine tick takes for a large fleet, against reading the same devices from the registry.
 
-    .venv/bin/python benchmarks/rollout/bench_tick.py [--devices 1000 5000] [--db sqlite|postgresql]
+    .venv/bin/python benchmarks/rollout/bench_tick.py [--devices 1000 5000] [--repeat 5] [--smoke] [--out FILE]
 
 For each fleet size: N provisioned devices with a birth message, 10 inference samples each of v1 and of v2, and an
 outcome event per device already on v2; a rollout of v2 to all of them at its 50% stage (half assigned and
 committed). The figure is the median wall time of ``RolloutEngine.tick()`` (planning + one transaction, nothing to
 publish) divided by the median time of ``Registry.list()`` over the same database: the cheapest read any tick needs.
+A full run writes benchmarks/rollout/bench_tick.json; ``--smoke`` uses 50 devices, 2 repeats, and writes nothing
+into the repository.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402,I001 (puts the repository on sys.path)
 
 from fleet.db import make_engine, upgrade  # noqa: E402
 from fleet.models import DeviceEvent, InferenceSample  # noqa: E402
@@ -93,19 +95,27 @@ def median_time(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--devices", type=int, nargs="+", default=[1000, 5000])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--devices", type=int, nargs="+", default=None, help="fleet sizes (default 1000 5000; smoke 50)")
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs per figure (default 5; smoke 2)")
     args = ap.parse_args()
-    print("| devices | registry read (ms) | engine tick (ms) | ratio |")
-    print("|---:|---:|---:|---:|")
-    for n in args.devices:
+    sizes = args.devices or ([50] if args.smoke else [1000, 5000])
+    repeat = args.repeat or (2 if args.smoke else 5)
+    run = benchlib.Run(__file__, args)
+    figures, rows = [], []
+    for n in sizes:
         with tempfile.TemporaryDirectory() as d:
             engine, reg, eng = setup(f"sqlite:///{d}/bench.db", n)
-            base = median_time(reg.list, args.repeat)
-            tick = median_time(eng.tick, args.repeat)
-            print(f"| {n} | {base * 1000:.1f} | {tick * 1000:.1f} | {tick / base:.2f}x |")
+            base = median_time(reg.list, repeat)
+            tick = median_time(eng.tick, repeat)
             engine.dispose()
+        figures.append({"devices": n, "registry_read_ms": round(base * 1000, 2), "tick_ms": round(tick * 1000, 2),
+                        "ratio": round(tick / base, 2)})
+        rows.append([f"{n:,}", f"{base * 1000:.1f} ms", f"{tick * 1000:.1f} ms", f"{tick / base:.1f}×"])
+        print(f"{n} devices: registry read {base * 1000:.1f} ms, tick {tick * 1000:.1f} ms, {tick / base:.2f}x",
+              file=sys.stderr)
+    run.finish({"db": "sqlite", "repeat": repeat, "sizes": figures},
+               {"columns": ["devices", "registry read (baseline)", "engine tick", "ratio"], "rows": rows})
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def target_devices(ctx: Any, target: str) -> list[str]:
     return sorted(d.id for d in Registry(ctx.engine(), ctx.fleet_id).select(target))
 
 
-def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, target: str, **options: Any) -> Rollout:
+def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, target: str, *, actor: str = "operator",
+                   **options: Any) -> Rollout:
     """Validate everything first (policy, target, bundle), then publish the bundle and insert the rollout."""
     policy = build_policy(**{k: v for k, v in options.items() if v is not None})
     devices = target_devices(ctx, target)
@@ -51,7 +52,7 @@ def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, tar
     if not Path(bundle).is_file():
         raise RolloutError(f"bundle {bundle} does not exist", hint="pass the path of a .ekb file")
     ref = publish(ctx, bundle)
-    return store.create(ref, target, devices, policy)
+    return store.create(ref, target, devices, policy, actor=actor)
 
 
 def find_previous_bundle(store: RolloutStore, to: str | None) -> BundleRef:

@@ -64,7 +64,8 @@ class RolloutStore:
     # --- creating ------------------------------------------------------------------------------------------------
 
     def create(self, bundle: BundleRef, target: str, device_ids: Sequence[str], policy: Policy, *,
-               kind: str = RolloutKind.ROLLOUT, message: str = "", supersede: bool = False) -> Rollout:
+               kind: str = RolloutKind.ROLLOUT, message: str = "", supersede: bool = False,
+               actor: str = "operator") -> Rollout:
         """Insert a running rollout over ``device_ids``. Refuses a target that overlaps an active rollout unless
         ``supersede`` (fleet-wide rollback), which ends those rollouts as superseded (no revert)."""
         if not device_ids:
@@ -81,7 +82,7 @@ class RolloutStore:
                              soak_started_at=None, acknowledged_at=None, reverted=False, created_at=now,
                              updated_at=now, finished_at=None))
             s.flush()
-            self._audit(s, rid, now, "operator", RolloutEvent.CREATE, None, RUNNING, 0,
+            self._audit(s, rid, now, actor, RolloutEvent.CREATE, None, RUNNING, 0,
                         message or f"{kind} of {bundle.name} {bundle.version} to {target}: {policy.describe()}",
                         {"devices": len(device_ids), "bundle_sha256": bundle.sha256, "policy": policy.to_dict()})
         return self.get(rid)
@@ -315,14 +316,15 @@ class RolloutStore:
 
     # --- operator commands ---------------------------------------------------------------------------------------
 
-    def command(self, rollout_id: str, event: str, message: str = "") -> Rollout:
-        """pause / resume / abort / approve, checked against the transition table and audited."""
+    def command(self, rollout_id: str, event: str, message: str = "", actor: str = "operator") -> Rollout:
+        """pause / resume / abort / approve, checked against the transition table and audited as ``actor``
+        ("operator" from the CLI, "user:NAME" from the dashboard)."""
         now = self.clock()
         with self.Session.begin() as s:
             row = s.get(RolloutRow, rollout_id, with_for_update=True)
             if row is None:
                 raise RolloutNotFoundError(f"no rollout {rollout_id!r}")
-            self._state_change(s, row, event, "operator", message or f"operator: {event}", {}, now)
+            self._state_change(s, row, event, actor, message or f"{actor}: {event}", {}, now)
         return self.get(rollout_id)
 
     # --- the desired-state outbox --------------------------------------------------------------------------------
@@ -355,8 +357,22 @@ def rollout_view(r: Rollout) -> dict[str, Any]:
         "stage": r.stage, "stage_label": r.policy.stages[r.stage].label(),
         "stages": [s.label() for s in r.policy.stages],
         "stage_sizes": sizes, "devices": len(r.devices), "created_at": r.created_at,
-        "soak_started_at": r.soak_started_at, "counts": summarize(r), "policy": r.policy.to_dict(),
+        "soak_started_at": r.soak_started_at, "counts": summarize(r), "stage_counts": stage_counts(r, sizes),
+        "policy": r.policy.to_dict(),
         "assignments": [{"device_id": a.device_id, "stage": a.stage, "status": a.status, "assigned_at": a.assigned_at,
                          "status_at": a.status_at, "reason": a.reason,
                          "previous_version": a.previous_version} for a in r.assignments.values()],
     }
+
+
+def stage_counts(r: Rollout, sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Per stage: its label, its cumulative size and how many of the devices assigned in it are in each status."""
+    out = [{"stage": i, "label": st.label(), "size": sizes[i], **{k: 0 for k in STATUS_KEYS}}
+           for i, st in enumerate(r.policy.stages)]
+    for a in r.assignments.values():
+        if 0 <= a.stage < len(out):
+            out[a.stage][a.status] = out[a.stage].get(a.status, 0) + 1
+    return out
+
+
+STATUS_KEYS = ("committed", "pending", "failed", "timed_out", "reverted", "replaced")

@@ -66,7 +66,7 @@ class AuditRow(Base):
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     rollout_id: Mapped[str] = mapped_column(String(64))
     ts: Mapped[float] = mapped_column(Double)
-    actor: Mapped[str] = mapped_column(String(32))       # planner | operator | engine
+    actor: Mapped[str] = mapped_column(String(32))       # planner | operator | engine | user:NAME (dashboard)
     event: Mapped[str] = mapped_column(String(32))       # create, assign, soak, advance, complete, fail_pause, ...
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str | None] = mapped_column(String(32))

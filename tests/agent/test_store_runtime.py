@@ -217,7 +217,7 @@ def test_stored_entry_gets_the_bundle_readers_checks(tmp_path, bundles, case):
     if case == "alg":
         assert "'rsa'" in err.value.message
     if case == "deep-manifest":  # reading the entry's manifest (no signature involved) is bounded too
-        with pytest.raises(StoreError, match="too deeply nested"):
+        with pytest.raises(ModelStoreError, match="too deeply nested"):
             store.get(entry.sha256)
 
 

@@ -34,7 +34,7 @@ def converted(digits, session_key, tmp_path_factory):
 def test_mode_report_has_measured_accuracy(converted, digits, mode):
     res, d = converted[mode]
     card = json.loads((d / "report.json").read_text())
-    assert card["schema_version"] == 1
+    assert card["schema_version"] == 2
     assert card["conversion"]["mode"] == mode
     acc = card["accuracy"]
     assert acc["data"] == "eval" and acc["samples"] == len(np.load(digits["eval"])["y"])
@@ -50,6 +50,25 @@ def test_sizes_shrink_with_quantization(converted):
     assert size["fp16"] < 0.6 * size["fp32"]
     assert size["dynamic"] < 0.35 * size["fp32"]
     assert size["int8"] < 0.35 * size["fp32"]
+
+
+def test_size_ratio_is_against_the_float_weights_and_the_file_size_is_its_own_field(converted, digits):
+    import keras
+
+    params = keras.models.load_model(digits["model"]).count_params()
+    ratio = {}
+    for mode in MODES:
+        card = converted[mode][0].report
+        src = card["source"]
+        assert src["file_size"] == Path(digits["model"]).stat().st_size  # .keras: weights + optimizer state
+        assert src["parameters"] == params and src["float_parameter_bytes"] == 4 * params
+        assert card["model"]["size_ratio"] == round(card["model"]["size"] / (4 * params), 4)
+        ratio[mode] = card["model"]["size_ratio"]
+    # fp32 holds every float weight (plus the graph); int8 holds one byte of four (plus the graph and scales)
+    assert 1.0 <= ratio["fp32"] < 1.3, ratio
+    assert 0.25 <= ratio["int8"] < 0.25 * ratio["fp32"] + 0.1, ratio
+    # the trained model's .keras file carries Adam's two slots per weight: the old file-based ratio understated
+    assert converted["int8"][0].report["source"]["file_size"] > 2.5 * 4 * params
 
 
 def test_int8_drop_within_half_a_point(converted):

@@ -106,14 +106,12 @@ def test_bad_inputs_are_one_line_errors(fleet):
 
 
 def test_missing_mosquitto_names_the_debian_package(fleet, monkeypatch):
+    from edgekit import servers
     from fleet import broker
     from fleet.errors import BrokerNotInstalled
 
-    import os
-    import shutil
-
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    monkeypatch.setattr(servers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(servers.os.path, "exists", lambda p: False)
     with pytest.raises(BrokerNotInstalled) as exc:
         broker.find_mosquitto()
     assert "apt-get install mosquitto" in exc.value.one_line()
