@@ -156,7 +156,20 @@ class ImageDirectory(Source):
             out.append(arr.reshape(h, w, c))
         if not out:
             raise CalibrationError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {spec}")
-        return [np.stack(out)], None
+        return [np.stack(out)], folder_labels(Path(spec), files)
+
+
+def folder_labels(root: Path, files: list[Path]) -> np.ndarray | None:
+    """Labels from class subfolders (``root/<class>/<image>``): the folder name when every name is a whole number,
+    else its index in the sorted folder names. None unless every image sits directly in a subfolder."""
+    parents = [q.parent for q in files]
+    if any(p.parent != root for p in parents):
+        return None
+    names = sorted({p.name for p in parents})
+    if all(n.isdigit() for n in names):
+        return np.asarray([int(p.name) for p in parents], np.int64)
+    index = {n: i for i, n in enumerate(names)}
+    return np.asarray([index[p.name] for p in parents], np.int64)
 
 
 @register_source
@@ -178,19 +191,28 @@ class Generator(Source):
                                    ) from exc
         names = [i.name for i in inputs]
         cols: list[list[np.ndarray]] = [[] for _ in inputs]
+        labels: list = []
         limit = limit or 1000
         for k, sample in enumerate(fn()):
             if k >= limit:
                 break
+            label = None
             if isinstance(sample, dict):
                 missing = [n for n in names if n not in sample]
                 if missing:
                     raise CalibrationError(f"generator {spec} yielded keys {sorted(sample)}, missing {missing}")
                 parts = [sample[n] for n in names]
+                label = sample.get("y", sample.get("label"))
             elif isinstance(sample, (list, tuple)):
                 parts = list(sample)
+                if len(parts) == len(inputs) + 1:  # (x, y): the last item is the label
+                    label = parts.pop()
             else:
                 parts = [sample]
+            if label is not None or labels:
+                if label is None:
+                    raise CalibrationError(f"generator {spec}: sample {k} has no label while earlier ones had")
+                labels.append(np.asarray(label).reshape(-1)[0] if np.ndim(label) else label)
             if len(parts) != len(inputs):
                 raise CalibrationError(f"generator {spec} yields {len(parts)} array(s) per sample, "
                                        f"the model has {len(inputs)} input(s)")
@@ -202,7 +224,7 @@ class Generator(Source):
         if not cols[0]:
             raise CalibrationError(f"generator {spec} yielded no samples")
         try:
-            return [np.stack(c) for c in cols], None
+            return [np.stack(c) for c in cols], (np.asarray(labels) if labels else None)
         except ValueError as exc:
             raise CalibrationError(f"generator {spec} yielded samples of different shapes: {exc}") from exc
 

@@ -19,6 +19,26 @@ TARGET_NAMES = ["cpu", "edgetpu"]
 IO_NAMES = ["int8", "uint8", "int16", "float"]
 
 
+# the defaults the options show and use are ConvertOptions' own
+_D = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
+
+
+def bundle_options(command):
+    """The options every command that ends in a report card and a signed bundle shares (convert, optimize)."""
+    options = [
+        click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle."),
+        click.option("--name", help="Model name (default: the source file's stem)."),
+        click.option("--version", "version", default=_D["version"], show_default=True, help="Bundle version."),
+        click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle."),
+        click.option("--force", is_flag=True, help="Overwrite existing output files."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _range(ctx, param, value):
     if value is None:
         return None
@@ -27,10 +47,6 @@ def _range(ctx, param, value):
     except ValueError:
         raise click.BadParameter("expected LO,HI, e.g. 0,1") from None
     return lo, hi
-
-
-# the defaults the options show and use are ConvertOptions' own
-_D = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
 
 
 @click.command("convert")
@@ -55,13 +71,7 @@ _D = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
               help="LiteRT threads for latency.")
 @click.option("--runs", type=click.IntRange(0), default=_D["runs"], show_default=True, help="Latency runs (0: skip).")
 @click.option("--no-eval", is_flag=True, help="Skip evaluation and latency (fastest).")
-@click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle.")
-@click.option("--name", help="Model name (default: the source file's stem).")
-@click.option("--version", "version", default=_D["version"], show_default=True, help="Bundle version.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@bundle_options
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,
             max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
             quiet) -> None:

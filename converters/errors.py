@@ -52,3 +52,9 @@ class CompilerError(ConversionError):
     """edgetpu_compiler failed or produced no usable model."""
 
     default_hint = "read the compiler log above; 'edgekit edgetpu check' predicts which ops cannot be mapped"
+
+
+class KerasBridgeError(ModelLoadError):
+    """A Keras 3 model that cannot be rebuilt as a tf_keras model (subclassed, or a layer without a tf_keras twin)."""
+
+    default_hint = "build the model from keras.layers built-ins with the functional API or Sequential"

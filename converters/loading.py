@@ -199,6 +199,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             import keras
 
             model = keras.saving.load_model(p, compile=False)
+            _check_graph_network(model, p)
             loaded = LoadedModel(p, fmt, _keras_inputs(model), keras_model=model, sha256=sha, size=size)
     except ModelLoadError:
         raise
@@ -208,6 +209,19 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if not loaded.inputs:
         raise ModelLoadError(f"{p} has no inputs")
     return loaded
+
+
+def _check_graph_network(model, p: Path) -> None:
+    """Functional and Sequential models have a layer graph to convert and rebuild; subclassed ones only code."""
+    from keras.src.models.functional import Functional
+
+    import keras
+
+    if isinstance(model, (keras.Sequential, Functional)) or getattr(model, "_is_graph_network", False):
+        return
+    raise ModelLoadError(f"{p} holds a subclassed model ({type(model).__name__}); its layers cannot be read as a "
+                         "graph", hint="rebuild it as a Sequential or Functional model (keras.Model(inputs, outputs)) "
+                         "and save it as .keras")
 
 
 def _load_legacy(p: Path, fmt: SourceFormat):

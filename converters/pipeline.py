@@ -292,7 +292,8 @@ class Converter:
         return compiled, {"log": log.to_dict(), "disagreements": dis, "notes": notes,
                           "sha256": sha256_hex(compiled), "size": len(compiled)}
 
-    def _write(self, staging: Staging, names, card, blob, compiled, key, plan, model, data) -> dict[str, Path]:
+    def _write(self, staging: Staging, names, card, blob, compiled, key, plan, model, data,
+               extra_provenance: dict[str, Any] | None = None) -> dict[str, Path]:
         o = self.opts
         with staging:
             staging.write(names["model"], blob)
@@ -310,6 +311,7 @@ class Converter:
                     "converter": {"edgekit": edgekit_version, **versions()},
                     "mode": plan.mode, "io": plan.io, "target": plan.target,
                     "report": report.summary(card),
+                    **(extra_provenance or {}),
                 }
                 create_bundle(payload, staging.path(names["bundle"]), name=Path(names["model"]).stem,
                               version=o.version, key=key, labels=o.labels, golden_inputs=golden,

@@ -69,10 +69,19 @@ def quiet_absl():
         logger.setLevel(level)
 
 
-def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, quiet: bool = True) -> bytes:
-    """Convert and return the flatbuffer; TF's failures become ConverterFailed with the first line of its message."""
+def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, quiet: bool = True,
+            sparsity: bool = False) -> bytes:
+    """Convert and return the flatbuffer; TF's failures become ConverterFailed with the first line of its message.
+
+    ``sparsity`` adds ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``: pruned weights are stored sparse (DENSIFY or
+    XNNPACK's sparse kernels read them).
+    """
     with quiet_absl():
         conv = make_converter(model, plan, dataset)
+    if sparsity:
+        import tensorflow as tf
+
+        conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     try:
         with quiet_native() if quiet else contextlib.nullcontext():
             return conv.convert()

@@ -22,6 +22,8 @@ from .extras import missing_extra_for
 LAZY_COMMANDS = {
     "convert": ("converters.cli", "convert", "Convert a Keras/SavedModel model to TFLite and bundle it."),
     "edgetpu": ("converters.cli", "edgetpu", "Edge TPU precheck and compilation."),
+    "optimize": ("converters.optimize.cli", "optimize", "Prune, cluster, QAT, distill or int4 a model, measured "
+                 "against plain int8."),
     "agent": ("device_agent.cli", "agent", "Run, install and query the device agent."),
     "fleet": ("fleet.cli", "fleet", "Fleet manager: broker, provisioning, telemetry, rollouts."),
 }

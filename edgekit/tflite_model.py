@@ -122,9 +122,11 @@ class TensorInfo:
     shape: list[int]
     shape_signature: list[int]
     buffer: int
+    block_size: int = 0  # blockwise quantization (BlockwiseQuantization details): weights per scale along a row
     scale: list[float] = field(default_factory=list)
     zero_point: list[int] = field(default_factory=list)
     quantized_dimension: int = 0
+    sparse: bool = False  # carries SparsityParameters: the buffer holds a compressed (e.g. CSR) encoding
 
     @property
     def dtype(self) -> str:
@@ -191,6 +193,7 @@ class ModelInfo:
     subgraphs: list[SubgraphInfo]
     buffer_sizes: list[int]
     size: int
+    buffer_spans: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (file offset, length)
 
     @property
     def main(self) -> SubgraphInfo:
@@ -211,6 +214,13 @@ class ModelInfo:
     @property
     def parameter_bytes(self) -> int:
         return sum(self.buffer_sizes)
+
+    def buffer_data(self, data: bytes, index: int) -> bytes:
+        """The raw bytes of buffer ``index`` of ``data`` (the flatbuffer this info was parsed from)."""
+        if not 0 <= index < len(self.buffer_spans):
+            raise NotTFLiteError(f"buffer {index} does not exist")
+        pos, n = self.buffer_spans[index]
+        return _slice(data, pos, n)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +251,14 @@ def inspect_tflite(data: bytes) -> ModelInfo:
         raise NotTFLiteError(f"malformed TFLite flatbuffer: {exc}") from exc
 
 
+def _block_size(q: Table | None) -> int:
+    """QuantizationParameters.details (field 5) when details_type (field 4) is BlockwiseQuantization (2)."""
+    if q is None or q.scalar(4, "B", 0) != 2:
+        return 0
+    details = q.table(5)
+    return details.scalar(2, "i", 0) if details is not None else 0
+
+
 def _parse_model(buf: bytes) -> ModelInfo:
     root = Table(buf, _unpack("<I", buf, 0))
     opcodes = []
@@ -250,12 +268,16 @@ def _parse_model(buf: bytes) -> ModelInfo:
         if name == "CUSTOM":
             name = "CUSTOM:" + oc.string(1, "?")
         opcodes.append((name, oc.scalar(2, "i", 1)))
-    buffer_sizes = []
+    buffer_sizes, buffer_spans = [], []
     for b in root.tables(4):
         size = b.bytes_len(0)
+        start = b._target(0)
+        pos = 0 if start is None else start + 4
         if size == 0 and b.has(2):
             size = b.scalar(2, "Q", 0)
+            pos = b.scalar(1, "Q", 0)
         buffer_sizes.append(size)
+        buffer_spans.append((pos, size))
     subgraphs = []
     for sg in root.tables(2):
         tensors = []
@@ -268,9 +290,11 @@ def _parse_model(buf: bytes) -> ModelInfo:
                 shape=t.scalars(0, "i"),
                 shape_signature=t.scalars(7, "i"),
                 buffer=t.scalar(2, "I", 0),
+                block_size=_block_size(q),
                 scale=q.scalars(2, "f") if q else [],
                 zero_point=q.scalars(3, "q") if q else [],
                 quantized_dimension=q.scalar(6, "i", 0) if q else 0,
+                sparse=t.has(6),
             ))
         ops = []
         for i, op in enumerate(sg.tables(3)):
@@ -290,4 +314,4 @@ def _parse_model(buf: bytes) -> ModelInfo:
         subgraphs.append(SubgraphInfo(sg.string(4), tensors, sg.scalars(1, "i"), sg.scalars(2, "i"), ops))
     if not subgraphs:
         raise NotTFLiteError("TFLite model has no subgraph")
-    return ModelInfo(root.scalar(0, "I", 0), root.string(3), subgraphs, buffer_sizes, len(buf))
+    return ModelInfo(root.scalar(0, "I", 0), root.string(3), subgraphs, buffer_sizes, len(buf), buffer_spans)

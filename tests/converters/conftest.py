@@ -93,3 +93,29 @@ def doubly_sensitive_model(sensitive_model):
         m.get_layer("probs").set_weights([w2, b2])
         m.save(model)
     return model
+
+
+@pytest.fixture(scope="session")
+def digits_legacy():
+    """The digits CNN built with tf_keras (.h5): tfmot's native input."""
+    from tests.support.models import digits_keras
+
+    return digits_keras(legacy=True)
+
+
+@pytest.fixture(scope="session")
+def digits_train(tmp_path_factory):
+    """The digits training split with labels (x, y) as .npz, for --train."""
+    import sys
+
+    from tests.support.models import REPO
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import train_digits
+    finally:
+        sys.path.pop(0)
+    (xtr, ytr), _ = train_digits.load_digits_split()
+    path = tmp_path_factory.mktemp("digits-train") / "train.npz"
+    np.savez(path, x=xtr, y=ytr)
+    return path

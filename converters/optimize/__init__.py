@@ -1,0 +1,27 @@
+"""``edgekit optimize``: training-time and weight-level optimizations, each measured against plain int8 PTQ.
+
+The library call is :func:`optimize` (``OptimizeOptions`` in, a :class:`~converters.pipeline.Result` out); the recipe
+registry lives in :mod:`converters.optimize.recipes`. Nothing here imports TensorFlow at module level.
+"""
+
+from __future__ import annotations
+
+from .recipes import ORDER, RECIPES, Chain, Recipe, parse_chain, register_recipe
+
+
+def optimize(opts, progress=None):
+    """Run one optimization (see :class:`converters.optimize.runner.OptimizeOptions`)."""
+    from .runner import optimize as _run
+
+    return _run(opts, progress)
+
+
+def __getattr__(name):
+    if name == "OptimizeOptions":
+        from .runner import OptimizeOptions
+
+        return OptimizeOptions
+    raise AttributeError(name)
+
+
+__all__ = ["ORDER", "RECIPES", "Chain", "Recipe", "OptimizeOptions", "optimize", "parse_chain", "register_recipe"]

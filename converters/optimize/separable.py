@@ -1,0 +1,256 @@
+"""An automatic depthwise-separable student: eligible ``Conv2D`` layers become ``DepthwiseConv2D`` + 1x1 ``Conv2D``.
+
+The rule (:class:`SeparableRule`): a ``Conv2D`` is rewritten when
+
+* its kernel has more than one tap (``kh * kw > 1``), it has ``groups == 1`` and is ``channels_last``;
+* it has at least ``min_in_channels`` (default 8) input channels — below that the depthwise stage has too few
+  channels to carry the layer (the classic case is the first convolution on a 1- or 3-channel image, which
+  MobileNets also keep dense);
+* it pays: the separable pair costs at most ``max_cost_ratio`` (default 0.5) of the original's MACs. Per output
+  pixel the pair costs ``kh*kw*Cin + Cin*Cout`` against ``kh*kw*Cin*Cout``, i.e. ``1/Cout + 1/(kh*kw)``.
+
+The depthwise layer takes the original's kernel size, strides, padding and dilation (no bias, linear); the 1x1
+layer takes its filters, bias and fused activation and keeps its name's meaning (``<name>_pw``), so a following
+BatchNormalization and activation layer stay where they were, with their weights. The pair is initialised from the
+original kernel by the best rank-1 (SVD) factorisation of each input channel's ``kh*kw x Cout`` slice, so the
+student starts close to the teacher before distillation. Every other layer keeps its weights; nested models are
+rewritten inside. The student is a tf_keras model (Keras 3 models are bridged first).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+
+
+@dataclass(frozen=True)
+class SeparableRule:
+    min_in_channels: int = 8
+    max_cost_ratio: float = 0.5
+
+    def __post_init__(self):
+        if self.min_in_channels < 1:
+            raise OptionError(f"separable min_in_channels must be >= 1, not {self.min_in_channels}")
+        if not 0 < self.max_cost_ratio <= 1:
+            raise OptionError(f"separable max_cost_ratio must be in (0, 1], not {self.max_cost_ratio}")
+
+    def decide(self, cfg: dict, in_channels: int) -> str | None:
+        """None when the Conv2D (its tf_keras config) is rewritten, else why it is skipped."""
+        kh, kw = _pair(cfg["kernel_size"])
+        if kh * kw == 1:
+            return "1x1 kernel (already pointwise)"
+        if int(cfg.get("groups", 1)) != 1:
+            return f"grouped convolution (groups={cfg['groups']})"
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            return "channels_first data format"
+        if in_channels < self.min_in_channels:
+            return f"{in_channels} input channels < {self.min_in_channels}"
+        ratio = separable_cost_ratio(kh, kw, int(cfg["filters"]))
+        if ratio > self.max_cost_ratio:
+            return f"separable pair would cost {ratio:.2f}x the MACs (> {self.max_cost_ratio})"
+        return None
+
+
+def separable_cost_ratio(kh: int, kw: int, filters: int) -> float:
+    return 1.0 / filters + 1.0 / (kh * kw)
+
+
+@dataclass
+class SeparableReport:
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    rule: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "rewritten": self.rewritten, "skipped": self.skipped,
+                "params": {"before": self.params_before, "after": self.params_after,
+                           "ratio": round(self.params_after / self.params_before, 4) if self.params_before else None},
+                "macs": {"before": self.macs_before, "after": self.macs_after,
+                         "ratio": round(self.macs_after / self.macs_before, 4) if self.macs_before else None}}
+
+
+def make_separable(model: Any, rule: SeparableRule | None = None) -> tuple[Any, SeparableReport]:
+    """The separable student of ``model`` (tf_keras or Keras 3) and the report of what changed."""
+    from ..keras_bridge import to_tf_keras
+
+    rule = rule or SeparableRule()
+    teacher = to_tf_keras(model)
+    import tf_keras
+
+    report = SeparableReport(rule={"min_in_channels": rule.min_in_channels, "max_cost_ratio": rule.max_cost_ratio})
+    pairs: dict[str, tuple[str, str]] = {}
+    cfg = _rewrite_config(teacher, rule, report, pairs)
+    if isinstance(teacher, tf_keras.Sequential):
+        student = tf_keras.Sequential.from_config(cfg)
+    else:
+        student = tf_keras.Model.from_config(cfg)
+    _copy_weights(teacher, student, pairs, tf_keras)
+    before, after = count_params_macs(teacher), count_params_macs(student)
+    report.params_before, report.macs_before = before["params"], before["macs"]
+    report.params_after, report.macs_after = after["params"], after["macs"]
+    return student, report
+
+
+def _rewrite_config(model, rule: SeparableRule, report: SeparableReport, pairs: dict, prefix: str = "") -> dict:
+    """The model's config with eligible Conv2D entries replaced (recursing into nested models)."""
+    import tf_keras
+
+    cfg = copy.deepcopy(model.get_config())
+    sequential = isinstance(model, tf_keras.Sequential)
+    new_layers, renamed = [], {}
+    for entry in cfg["layers"]:
+        cls = entry["class_name"]
+        name = entry["config"].get("name", entry.get("name"))
+        if cls in ("Functional", "Sequential", "Model"):
+            sub = model.get_layer(name)
+            entry["config"] = _rewrite_config(sub, rule, report, pairs, prefix=f"{prefix}{name}/")
+            new_layers.append(entry)
+            continue
+        if cls != "Conv2D":
+            new_layers.append(entry)
+            continue
+        layer = model.get_layer(name)
+        in_channels = int(layer.kernel.shape[2]) * int(entry["config"].get("groups", 1))
+        reason = rule.decide(entry["config"], in_channels)
+        if reason is not None:
+            report.skipped.append({"layer": prefix + name, "reason": reason})
+            new_layers.append(entry)
+            continue
+        dw, pw = _pair_entries(entry)
+        new_layers += [dw, pw]
+        renamed[name] = pw["config"]["name"]
+        pairs[id(layer)] = (dw["config"]["name"], pw["config"]["name"])
+        kh, kw = _pair(entry["config"]["kernel_size"])
+        filters = int(entry["config"]["filters"])
+        report.rewritten.append({
+            "layer": prefix + name, "kernel": [kh, kw], "in_channels": in_channels, "filters": filters,
+            "into": [prefix + dw["config"]["name"], prefix + pw["config"]["name"]],
+            "params_before": int(layer.count_params()),
+            "params_after": kh * kw * in_channels + in_channels * filters + (filters if layer.use_bias else 0),
+        })
+    if not sequential:
+        for entry in new_layers:
+            for node in entry.get("inbound_nodes", []):
+                for ref in node:
+                    if ref[0] in renamed:
+                        ref[0] = renamed[ref[0]]
+        for ref in cfg["output_layers"] if isinstance(cfg["output_layers"][0], list) else [cfg["output_layers"]]:
+            if ref[0] in renamed:
+                ref[0] = renamed[ref[0]]
+    cfg["layers"] = new_layers
+    return cfg
+
+
+def _pair_entries(entry: dict) -> tuple[dict, dict]:
+    conf = entry["config"]
+    name = conf["name"]
+    dw_conf = {
+        "name": f"{name}_dw", "trainable": conf.get("trainable", True), "dtype": conf.get("dtype", "float32"),
+        "kernel_size": conf["kernel_size"], "strides": conf["strides"], "padding": conf["padding"],
+        "data_format": conf.get("data_format", "channels_last"), "dilation_rate": conf.get("dilation_rate", (1, 1)),
+        "depth_multiplier": 1, "activation": "linear", "use_bias": False,
+    }
+    pw_conf = dict(conf)
+    pw_conf.update({"name": f"{name}_pw", "kernel_size": (1, 1), "strides": (1, 1), "padding": "valid",
+                    "dilation_rate": (1, 1), "groups": 1})
+    dw = {"class_name": "DepthwiseConv2D", "config": dw_conf, "name": dw_conf["name"]}
+    pw = {"class_name": "Conv2D", "config": pw_conf, "name": pw_conf["name"]}
+    if "inbound_nodes" in entry:
+        dw["inbound_nodes"] = copy.deepcopy(entry["inbound_nodes"])
+        pw["inbound_nodes"] = [[[dw_conf["name"], k, 0, {}]] for k in range(len(entry["inbound_nodes"]))]
+    return dw, pw
+
+
+def _copy_weights(teacher, student, pairs: dict, tf_keras) -> None:
+    for layer in teacher.layers:
+        if isinstance(layer, tf_keras.Model):
+            _copy_weights(layer, student.get_layer(layer.name), pairs, tf_keras)
+        elif id(layer) in pairs:
+            dw_name, pw_name = pairs[id(layer)]
+            kernel, *bias = layer.get_weights()
+            depthwise, pointwise = factorize_kernel(kernel)
+            student.get_layer(dw_name).set_weights([depthwise])
+            student.get_layer(pw_name).set_weights([pointwise, *bias])
+        elif layer.weights:
+            student.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def factorize_kernel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best per-input-channel rank-1 split of a (kh, kw, Cin, Cout) kernel: depthwise (kh, kw, Cin, 1), pointwise
+    (1, 1, Cin, Cout), with ``kernel[:, :, c, o] ~= depthwise[:, :, c, 0] * pointwise[0, 0, c, o]``."""
+    kh, kw, cin, cout = kernel.shape
+    depthwise = np.zeros((kh, kw, cin, 1), kernel.dtype)
+    pointwise = np.zeros((1, 1, cin, cout), kernel.dtype)
+    for c in range(cin):
+        u, s, vt = np.linalg.svd(kernel[:, :, c, :].reshape(kh * kw, cout), full_matrices=False)
+        root = np.sqrt(s[0])
+        depthwise[:, :, c, 0] = (u[:, 0] * root).reshape(kh, kw)
+        pointwise[0, 0, c, :] = vt[0] * root
+    return depthwise, pointwise
+
+
+# --- counting --------------------------------------------------------------------------------------------------------
+
+
+def count_params_macs(model: Any) -> dict[str, Any]:
+    """Parameters and multiply-accumulates per inference (batch 1) of a tf_keras or Keras 3 model, per layer too.
+
+    MACs count Conv2D/DepthwiseConv2D/SeparableConv2D/Conv1D and Dense; BatchNormalization, activations and
+    pooling count 0 (they fold into the convolutions or are negligible on device).
+    """
+    layers: list[dict[str, Any]] = []
+    _count(model, "", layers)
+    return {"params": int(model.count_params()), "macs": int(sum(item["macs"] for item in layers)),
+            "layers": layers}
+
+
+def _count(model, prefix: str, out: list) -> None:
+    for layer in model.layers:
+        if hasattr(layer, "layers") and getattr(layer, "layers", None) and hasattr(layer, "inputs"):
+            _count(layer, f"{prefix}{layer.name}/", out)
+            continue
+        macs = _layer_macs(layer)
+        params = int(layer.count_params()) if layer.weights else 0
+        if params or macs:
+            out.append({"layer": prefix + layer.name, "type": type(layer).__name__, "params": params, "macs": macs})
+
+
+def _layer_macs(layer) -> int:
+    kind = type(layer).__name__
+    if kind not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv1D", "Dense"):
+        return 0
+    out_shape = [int(d) for d in list(_shape(layer.output))[1:] if d is not None]
+    in_shape = [int(d) for d in list(_shape(layer.input))[1:] if d is not None]
+    cin = in_shape[-1]
+    spatial = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
+    if kind == "Dense":
+        return spatial * cin * out_shape[-1]
+    ks = _pair(layer.kernel_size) if kind != "Conv1D" else (int(layer.kernel_size[0]), 1)
+    taps = ks[0] * ks[1]
+    if kind == "DepthwiseConv2D":
+        return spatial * taps * cin * int(layer.depth_multiplier)
+    if kind == "SeparableConv2D":
+        mid = cin * int(layer.depth_multiplier)
+        return spatial * (taps * mid + mid * out_shape[-1])
+    groups = int(getattr(layer, "groups", 1) or 1)
+    return spatial * taps * (cin // groups) * out_shape[-1]
+
+
+def _shape(t):
+    return t.shape if not isinstance(t, (list, tuple)) else t[0].shape
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    v = list(v)
+    return int(v[0]), int(v[-1] if len(v) > 1 else v[0])
