@@ -1,7 +1,8 @@
 """Calibration and evaluation data: .npy/.npz arrays, an image directory, or a ``module:function`` generator.
 
 Each source is a registered object with ``matches(spec)`` and ``load(...)``; the result is a :class:`Dataset` with
-one array ``[N, *input_shape]`` per model input (float32, or the input's integer dtype), checked by :mod:`converters.calibration_qa`.
+one array ``[N, *input_shape]`` per model input (float32, or the input's integer dtype), checked by
+:mod:`converters.calibration_qa`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import importlib
 import os
 import re
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from edgekit.arrays import load_arrays
+from edgekit.errors import ArrayFileError
 
 from . import calibration_qa as qa
 from .errors import CalibrationError
@@ -99,18 +102,14 @@ OBJECT_ARRAY_HINT = "store numbers, not Python objects: numpy.save(path, x.astyp
 def _read_arrays(p: Path) -> dict[str, np.ndarray]:
     """Every array of an .npy/.npz file; object (pickled) arrays are refused, never unpickled."""
     try:
-        z = np.load(p, allow_pickle=False)
-        if isinstance(z, np.ndarray):
-            return {"x": z}
-        with z:
-            return {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        arrays, _ = load_arrays(p, single="x", what=str(p))
+    except ArrayFileError as exc:
+        if isinstance(exc.original, ValueError) and "allow_pickle" in str(exc.original):
             raise CalibrationError(f"{p} holds an object array (dtype object, saved with pickling), not numbers",
                                    hint=OBJECT_ARRAY_HINT) from None
-        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CalibrationError(f"cannot read {p}: {exc}", hint="write it with numpy.save / numpy.savez") from None
+        raise CalibrationError(f"cannot read {p}: {exc.original}",
+                               hint="write it with numpy.save / numpy.savez") from None
+    return arrays
 
 
 @register_source
@@ -201,7 +200,8 @@ class Generator(Source):
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
             raise CalibrationError(f"cannot import generator {spec}: {exc}",
-                                   hint="pass module:function with the module importable from the current directory") from exc
+                                   hint="pass module:function with the module importable from the current directory"
+                                   ) from exc
         names = [i.name for i in inputs]
         cols: list[list[np.ndarray]] = [[] for _ in inputs]
         labels: list = []

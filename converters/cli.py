@@ -5,15 +5,22 @@ Nothing here imports TensorFlow at module level, so ``edgekit convert --help`` s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from edgekit.render import console, emit_json
 
+from .pipeline import ConvertOptions
+
 MODE_NAMES = ["fp32", "fp16", "dynamic", "int8", "int16x8"]  # mirrors converters.modes.MODES (checked by a test)
 TARGET_NAMES = ["cpu", "edgetpu"]
 IO_NAMES = ["int8", "uint8", "int16", "float"]
+
+
+# the defaults the options show and use are ConvertOptions' own
+_D = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
 
 
 def bundle_options(command):
@@ -21,7 +28,7 @@ def bundle_options(command):
     options = [
         click.option("--key", type=click.Path(path_type=Path), help="Ed25519 private key to sign the bundle."),
         click.option("--name", help="Model name (default: the source file's stem)."),
-        click.option("--version", "version", default="0.1.0", show_default=True, help="Bundle version."),
+        click.option("--version", "version", default=_D["version"], show_default=True, help="Bundle version."),
         click.option("--labels", type=click.Path(path_type=Path), help="Labels file for the bundle."),
         click.option("--force", is_flag=True, help="Overwrite existing output files."),
         click.option("--json", "as_json", is_flag=True, help="Print the report card as JSON."),
@@ -48,19 +55,21 @@ def _range(ctx, param, value):
 @click.option("--mode", type=click.Choice(MODE_NAMES), help="Quantization mode (default: the target's).")
 @click.option("--io", "io", type=click.Choice(IO_NAMES), help="Input/output type for int8 (int8|uint8|float) and "
               "int16x8 (float|int16).")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True)
+@click.option("--target", type=click.Choice(TARGET_NAMES), default=_D["target"], show_default=True)
 @click.option("--calibration", help="Calibration data: .npz/.npy, an image directory, or module:function.")
-@click.option("--calibration-samples", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--calibration-samples", type=click.IntRange(1), default=_D["calibration_samples"], show_default=True)
 @click.option("--eval", "eval_data", help="Evaluation data (.npz with x and optional y labels).")
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply every input by this (x*scale+offset).")
-@click.option("--offset", type=float, default=0.0, show_default=True)
+@click.option("--scale", type=float, default=_D["scale"], show_default=True,
+              help="Multiply every input by this (x*scale+offset).")
+@click.option("--offset", type=float, default=_D["offset"], show_default=True)
 @click.option("--input-range", callback=_range, help="Expected input range LO,HI; data outside it is a warning.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), help="Budget in percentage points; keeps the most "
               "sensitive layers in float until it is met, exits 4 when it cannot be.")
-@click.option("--max-float-layers", type=click.IntRange(1), default=8, show_default=True,
+@click.option("--max-float-layers", type=click.IntRange(1), default=_D["max_float_layers"], show_default=True,
               help="At most this many layers kept in float by --max-accuracy-drop.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="LiteRT threads for latency.")
-@click.option("--runs", type=click.IntRange(0), default=50, show_default=True, help="Latency runs (0: skip).")
+@click.option("--threads", type=click.IntRange(1), default=_D["threads"], show_default=True,
+              help="LiteRT threads for latency.")
+@click.option("--runs", type=click.IntRange(0), default=_D["runs"], show_default=True, help="Latency runs (0: skip).")
 @click.option("--no-eval", is_flag=True, help="Skip evaluation and latency (fastest).")
 @bundle_options
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,

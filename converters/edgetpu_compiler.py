@@ -117,7 +117,8 @@ def compile_model(model: bytes, *, timeout: float = 600.0) -> tuple[bytes, Compi
                                   text=True, timeout=timeout)
         except subprocess.CalledProcessError as exc:
             tail = (exc.stdout or "").strip().splitlines()[-3:] + (exc.stderr or "").strip().splitlines()[-3:]
-            raise CompilerError(f"edgetpu_compiler exited with status {exc.returncode}: {' | '.join(tail)[:400]}") from exc
+            raise CompilerError(f"edgetpu_compiler exited with status {exc.returncode}: "
+                                f"{' | '.join(tail)[:400]}") from exc
         except subprocess.TimeoutExpired as exc:
             raise CompilerError(f"edgetpu_compiler did not finish within {timeout:.0f} s") from exc
         text = proc.stdout + ("\n" + proc.stderr if proc.stderr else "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import EdgekitError, ExitCode, UsageError
 
 from .hints import GENERIC_CONVERTER
 
@@ -22,7 +22,7 @@ class ModelLoadError(ConversionError):
 class OptionError(ConversionError, UsageError):
     """A mode/target/io combination that cannot work."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
     default_hint = "see 'edgekit convert --help' for the valid combinations"
 
 
@@ -49,8 +49,9 @@ class TargetOptionError(OptionError, TargetRefusal):
 class AccuracyBudgetError(ConversionError):
     """--max-accuracy-drop could not be met, even with the most sensitive layers kept in float."""
 
-    exit_code = 4
-    default_hint = "raise --max-accuracy-drop, calibrate with more representative data, or use quantization-aware training"
+    exit_code = ExitCode.BUDGET_NOT_MET
+    default_hint = ("raise --max-accuracy-drop, calibrate with more representative data, "
+                    "or use quantization-aware training")
 
 
 class CompilerError(ConversionError):

@@ -190,7 +190,8 @@ class EdgeTpu(Target):
             if dynamic:
                 raise TargetRefusal(
                     f"input '{spec.name}' has dynamic dimension(s) {dynamic} (shape [batch, "
-                    f"{', '.join('?' if d is None else str(d) for d in spec.shape)}]); the Edge TPU needs static shapes",
+                    f"{', '.join('?' if d is None else str(d) for d in spec.shape)}]); "
+                    "the Edge TPU needs static shapes",
                     hint="rebuild the model with a fixed input size")
             if spec.dtype not in ("float32", "int8", "uint8"):
                 raise TargetRefusal(f"input '{spec.name}' is {spec.dtype}; the Edge TPU takes 8-bit image-like inputs")

@@ -22,7 +22,8 @@ import numpy as np
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import atomic_write
-from edgekit.protocol import CommandMessage, CommandReply, DesiredMessage, EventMessage, StateMessage
+from edgekit.protocol import (Channel, CommandMessage, CommandName, CommandReply, DesiredMessage, EventMessage,
+                              EventName, StateMessage)
 
 from . import verifier
 from .config import AgentConfig
@@ -122,7 +123,7 @@ class Agent:
                       exc.one_line(), prev.sha256[:12])
             runner = self._verified_runner(prev)
             self.store.rollback()
-            self.publish_event(event="load_failed", reason=exc.code, model=entry.model_ref(),
+            self.publish_event(event=EventName.LOAD_FAILED, reason=exc.code, model=entry.model_ref(),
                                detail={"error": exc.one_line(), "serving": prev.model_ref()})
             entry = prev
         self.slot.swap(runner, entry)
@@ -244,16 +245,16 @@ class Agent:
         kwargs.pop("seq", None)
         # a malformed event is the caller's bug: say so now, not when the link finds it unpublishable
         EventMessage.from_dict({"device_id": self.config.device_id, "seq": 0, **kwargs})
-        return self.spool.append("events", kwargs)
+        return self.spool.append(Channel.EVENTS, kwargs)
 
     def publish_state(self) -> None:
         if self.link is not None:
             self.link.request_state()
 
     def on_message(self, channel: str, msg: Any) -> None:
-        if channel == "desired":
+        if channel == Channel.DESIRED:
             self.on_desired(msg)
-        elif channel == "cmd":
+        elif channel == Channel.CMD:
             self.on_command(msg)
 
     def on_desired(self, msg: DesiredMessage) -> None:
@@ -266,7 +267,7 @@ class Agent:
 
     def on_command(self, msg: CommandMessage) -> None:
         handler = self.updater.handle_command if self.updater is not None else None
-        if msg.name == "ping":
+        if msg.name == CommandName.PING:
             reply = CommandReply(id=msg.id, ok=True, result={"pong": time.time(), "health": self.health()})
         elif handler is not None:
             try:
@@ -311,7 +312,7 @@ class Agent:
                                  batch_max=cfg.telemetry.batch_max)
             self.link.start()
         if cfg.telemetry.enabled:
-            self.sampler = TelemetrySampler(lambda s: self.spool.append("telemetry", s), self.stats,
+            self.sampler = TelemetrySampler(lambda s: self.spool.append(Channel.TELEMETRY, s), self.stats,
                                             SystemProbe(self.data_dir), cfg.telemetry.interval,
                                             extra=self.telemetry_extra)
             self.sampler.start()

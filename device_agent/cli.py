@@ -10,16 +10,15 @@ from typing import Any
 
 import click
 
-from edgekit.errors import UsageError
+from edgekit.cli import BoundaryGroup
+from edgekit.errors import ExitCode, UsageError
 from edgekit.render import emit_json
 
-from .config import DEFAULT_CONFIG
-
-CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=str(DEFAULT_CONFIG),
-                             show_default=True, help="agent config (TOML)")
+from .cli_options import CONFIG_OPTION
+from .update.cli import register as register_update_commands
 
 
-@click.group()
+@click.group(cls=BoundaryGroup)
 def agent() -> None:
     """Run, install and query the device agent."""
 
@@ -34,7 +33,8 @@ def agent() -> None:
 @click.option("--mqtt-host", help="broker host")
 @click.option("--mqtt-port", type=int, help="broker port")
 @click.option("--api-port", type=int, help="local API port on 127.0.0.1")
-@click.option("--bundle", type=click.Path(exists=True, dir_okay=False), help="bundle to serve until the fleet sends one")
+@click.option("--bundle", type=click.Path(exists=True, dir_okay=False),
+              help="bundle to serve until the fleet sends one")
 @click.option("--user", default="edgekit-agent", show_default=True, help="system user of the service")
 @click.option("--force", is_flag=True, help="replace an existing config")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -135,7 +135,7 @@ def status(config_path, url, as_json) -> None:
             click.echo(f"agent not running ({exc.message})")
             click.echo(f"model    {model.get('name', '-')} {model.get('version', '')} {model.get('sha256', '')[:12]}")
             click.echo(f"spool    {offline['spool'].get('items', 0)} queued")
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.NOT_RUNNING)
     if as_json:
         emit_json(health)
         return
@@ -185,15 +185,14 @@ def infer(file, config_path, url, out, as_json) -> None:
 
     from .client import AgentClient
 
+    from edgekit.arrays import load_arrays
+    from edgekit.errors import ArrayFileError
+
     try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {file} as .npy/.npz ({exc})", hint="save inputs with numpy.save") from exc
-    if isinstance(loaded, np.ndarray):
-        arrays = [loaded]
-    else:
-        with loaded:
-            arrays = [loaded[k] for k in loaded.files]
+        arrays = list(load_arrays(file, what=str(file))[0].values())
+    except ArrayFileError as exc:
+        raise UsageError(f"cannot read {file} as .npy/.npz ({exc.original})",
+                         hint="save inputs with numpy.save") from exc
     client = AgentClient(_api_url(config_path, url))
     outputs = client.infer(arrays)
     if out:
@@ -208,9 +207,4 @@ def infer(file, config_path, url, out, as_json) -> None:
         click.echo(f"output {j}: {o.dtype.name} {list(o.shape)} argmax={top} {np.array2string(flat[:10])}")
 
 
-try:  # commands of the update package (rollback, history), when present
-    from device_agent.update.cli import register
-except ImportError:
-    pass
-else:
-    register(agent)
+register_update_commands(agent)  # rollback, history

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from edgekit.arrays import load_arrays
+from edgekit.errors import ArrayFileError
+
 from . import codec
 from .errors import ApiError
 
@@ -163,8 +166,8 @@ class AgentClient:
         fast = codec.read_npy(data) if rtype == codec.NPY else None
         if fast is not None:
             return [fast]
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return [loaded]
-        with loaded:
-            return [loaded[k] for k in loaded.files]
+        try:
+            return list(load_arrays(data, what="the agent's answer")[0].values())
+        except ArrayFileError as exc:
+            raise ApiError(exc.message, status=502,
+                           hint="the agent answered with a body that is not .npy/.npz") from exc

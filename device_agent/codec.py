@@ -14,6 +14,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgekit.arrays import load_arrays
+from edgekit.errors import ArrayFileError
+
 from .errors import InvalidInputError
 
 JSON = "application/json"
@@ -86,15 +89,17 @@ def _looks_like_single(raw: list, spec: Any) -> bool:
     return ndim > 0 and ndim in (len(spec.shape), len(spec.shape) - 1)
 
 
-def _load(body: bytes, what: str) -> Any:
+def _load(body: bytes, what: str) -> tuple[dict[str, np.ndarray], bool]:
+    """The body's arrays by name and whether it was an ``.npy`` (see :func:`edgekit.arrays.load_arrays`)."""
     if what == ".npy":
         fast = read_npy(body)
         if fast is not None:
-            return fast
+            return {"arr_0": fast}, True
     try:
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, EOFError, tokenize.TokenError, SyntaxError…
-        raise InvalidInputError(f"the request body is not a valid {what} file ({type(exc).__name__}: {exc})") from None
+        return load_arrays(body, what="the request body")
+    except ArrayFileError as exc:
+        err = exc.original
+        raise InvalidInputError(f"the request body is not a valid {what} file ({type(err).__name__}: {err})") from None
 
 
 # --- fast .npy: the header of a given dtype/shape is parsed (or written) once, then cached -------------------------
@@ -157,18 +162,16 @@ def _check_dtype(arr: np.ndarray, spec: Any) -> np.ndarray:
 def decode_npy(body: bytes, specs: Sequence[Any]) -> list[np.ndarray]:
     if len(specs) != 1:
         raise InvalidInputError(f"the model takes {len(specs)} inputs: send an .npz ({NPZ}) with one array each")
-    arr = _load(body, ".npy")
-    if not isinstance(arr, np.ndarray):
+    arrays, is_npy = _load(body, ".npy")
+    if not is_npy:
         raise InvalidInputError("the request body is an .npz, send it as " + NPZ)
-    return [_check_dtype(arr, specs[0])]
+    return [_check_dtype(arrays["arr_0"], specs[0])]
 
 
 def decode_npz(body: bytes, specs: Sequence[Any]) -> list[np.ndarray]:
-    z = _load(body, ".npz")
-    if isinstance(z, np.ndarray):
+    arrays, is_npy = _load(body, ".npz")
+    if is_npy:
         return decode_npy(body, specs)
-    with z:
-        arrays = {k: z[k] for k in z.files}
     names = [s.name for s in specs]
     if all(n in arrays for n in names):
         chosen = [arrays[n] for n in names]

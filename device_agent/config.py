@@ -2,8 +2,9 @@
 
 Every key is a dataclass field whose metadata carries its check. Unknown keys and bad values raise
 :class:`~device_agent.errors.AgentConfigError` naming the dotted key (``mqtt.port``). An environment variable
-``EDGEKIT_AGENT__<SECTION>__<KEY>`` (e.g. ``EDGEKIT_AGENT__MQTT__HOST``) overrides that key of the file and keeps the rest of its table; top-level keys
-use ``EDGEKIT_AGENT__<KEY>``. Relative paths are resolved against the config file's directory.
+``EDGEKIT_AGENT__<SECTION>__<KEY>`` (e.g. ``EDGEKIT_AGENT__MQTT__HOST``) overrides that key of the file and keeps
+the rest of its table; top-level keys use ``EDGEKIT_AGENT__<KEY>``.
+Relative paths are resolved against the config file's directory.
 
 The ``[update]`` table is the update policy (:class:`~device_agent.update.policy.Policy`), a typed section like the
 others. Loading, coercion and the merge of overrides are :mod:`edgekit.config`'s, shared with the fleet config.

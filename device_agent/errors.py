@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from edgekit.errors import ConfigError, EdgekitError
 
-__all__ = ["AgentError", "BackendError", "NoBackendError", "DelegateError", "ModelLoadError", "StoreError",
-           "NoModelError", "RunnerClosedError", "InvalidInputError", "ApiError", "AgentConfigError", "InstallError"]
+__all__ = ["AgentError", "BackendError", "NoBackendError", "DelegateError", "InterpreterLoadError",
+           "ModelStoreError", "NoModelError", "RunnerClosedError", "InvalidInputError", "ApiError", "AgentConfigError",
+           "InstallError"]
 
 
 class AgentError(EdgekitError):
@@ -29,19 +30,19 @@ class DelegateError(AgentError):
                     "or set runtime.allow_cpu_fallback = true")
 
 
-class ModelLoadError(AgentError):
+class InterpreterLoadError(AgentError):
     """The interpreter refuses the model (unsupported op, bad flatbuffer, missing custom op)."""
 
     default_hint = "check that the bundle was built for this runtime and target"
 
 
-class RunnerClosedError(ModelLoadError):
+class RunnerClosedError(InterpreterLoadError):
     """The runner was unloaded (pushed out by model swaps) before this call reached it; retry on the current one."""
 
     default_hint = "retry: a newer model is serving"
 
 
-class StoreError(AgentError):
+class ModelStoreError(AgentError):
     """The local model store is missing an entry or cannot be changed as asked."""
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from edgekit.errors import ProtocolError
 from edgekit.extras import require
-from edgekit.protocol import EventMessage, StateMessage, TelemetryMessage, Topic, decode
+from edgekit.protocol import Channel, DeviceStatus, EventMessage, StateMessage, TelemetryMessage, Topic, decode
 
 from .config import AgentConfig
 from .spool import Item, Spool
@@ -68,7 +68,7 @@ def batch_items(items: list[Item], batch_max: int) -> list[list[Item]]:
     """Group consecutive telemetry items into batches of at most ``batch_max``; every other item goes alone."""
     batches: list[list[Item]] = []
     for item in items:
-        if (item.channel == "telemetry" and batches and batches[-1][0].channel == "telemetry"
+        if (item.channel == Channel.TELEMETRY and batches and batches[-1][0].channel == Channel.TELEMETRY
                 and len(batches[-1]) < batch_max):
             batches[-1].append(item)
         else:
@@ -114,8 +114,8 @@ class MqttLink:
                              protocol=mqtt.MQTTv5, reconnect_on_failure=False)
         client.max_inflight_messages_set(max(m.inflight_max, 1) + 10)
         client.max_queued_messages_set(0)
-        will = self._state("offline")
-        client.will_set(self.topic("state"), will.encode(), qos=1, retain=True)
+        will = self._state(DeviceStatus.OFFLINE)
+        client.will_set(self.topic(Channel.STATE), will.encode(), qos=1, retain=True)
         if m.username:
             password = m.password
             if m.password_file:
@@ -155,7 +155,7 @@ class MqttLink:
         self._connected.set()
         log.info("connected to %s:%s (session present: %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
                  getattr(flags, "session_present", None))
-        client.subscribe([(self.topic("desired"), 1), (self.topic("cmd"), 1)])
+        client.subscribe([(self.topic(Channel.DESIRED), 1), (self.topic(Channel.CMD), 1)])
         self._publish_state()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -202,27 +202,27 @@ class MqttLink:
     def _publish_state(self) -> None:
         self._state_wanted.clear()
         try:
-            payload = self._state("online").encode()
+            payload = self._state(DeviceStatus.ONLINE).encode()
         except Exception:  # noqa: BLE001
             log.exception("cannot build the state message")
             return
-        self._client.publish(self.topic("state"), payload, qos=1, retain=True)
+        self._client.publish(self.topic(Channel.STATE), payload, qos=1, retain=True)
 
     def publish_reply(self, payload: bytes) -> None:
-        self._client.publish(self.topic("cmd/reply"), payload, qos=1)
+        self._client.publish(self.topic(Channel.CMD_REPLY), payload, qos=1)
 
     def _encode(self, batch: list[Item]) -> tuple[str, bytes, int]:
         first = batch[0]
-        if first.channel == "telemetry":
+        if first.channel == Channel.TELEMETRY:
             dropped = 0
             if not self._reporting_dropped:
                 dropped = self.spool.dropped()
             msg = TelemetryMessage(device_id=self.cfg.device_id, samples=[i.body for i in batch], dropped=dropped)
-            return self.topic("telemetry"), msg.encode(), dropped
-        if first.channel == "events":
+            return self.topic(Channel.TELEMETRY), msg.encode(), dropped
+        if first.channel == Channel.EVENTS:
             body = dict(first.body, device_id=self.cfg.device_id)
             msg = EventMessage.from_dict(body)
-            return self.topic("events"), msg.encode(), 0
+            return self.topic(Channel.EVENTS), msg.encode(), 0
         raise ProtocolError(f"spool holds an item for unknown channel {first.channel!r}")
 
     def pump(self) -> int:
@@ -310,7 +310,8 @@ class MqttLink:
             self._thread.join(timeout=5)
         if self._connected.is_set():
             try:
-                info = self._client.publish(self.topic("state"), self._state("offline").encode(), qos=1,
+                offline = self._state(DeviceStatus.OFFLINE).encode()
+                info = self._client.publish(self.topic(Channel.STATE), offline, qos=1,
                                             retain=True)
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline and (not info.is_published() or self._inflight):

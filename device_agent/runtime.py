@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import (BackendError, DelegateError, InvalidInputError, ModelLoadError, NoBackendError,
+from .errors import (BackendError, DelegateError, InvalidInputError, InterpreterLoadError, NoBackendError,
                      RunnerClosedError)
 
 # --- delegates -------------------------------------------------------------------------------------------------------
@@ -304,12 +304,12 @@ def load_runner(model: bytes | str | os.PathLike, *, backend: str = "auto", thre
         else:
             path = Path(model)
             if not path.is_file():
-                raise ModelLoadError(f"model file {path} does not exist")
+                raise InterpreterLoadError(f"model file {path} does not exist")
             interp = cls(model_path=str(path), **kwargs)
         interp.allocate_tensors()
-    except ModelLoadError:
+    except InterpreterLoadError:
         raise
     except (ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"the {be.name} interpreter cannot load the model: {first}") from exc
+        raise InterpreterLoadError(f"the {be.name} interpreter cannot load the model: {first}") from exc
     return Runner(interp, be.name, target, threads, delegate_names, fallback)

@@ -24,7 +24,7 @@ from edgekit.fsutil import fsync_dir
 from edgekit.hashing import file_sha256, sha256_hex
 from edgekit.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
-from .errors import StoreError
+from .errors import ModelStoreError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 POINTERS = ("current", "previous")
@@ -44,7 +44,7 @@ def _public_key(pubkey: PublicKey):
 
 def check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA.match(sha):
-        raise StoreError(f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+        raise ModelStoreError(f"{sha!r} is not a sha256 (64 lowercase hex digits)")
     return sha
 
 
@@ -100,8 +100,8 @@ def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> Manifest:
         raw = (entry_dir / MANIFEST_NAME).read_bytes()
         raw_sig = (entry_dir / SIGNATURE_NAME).read_bytes()
     except OSError as exc:
-        raise StoreError(f"stored model {what} is unreadable ({exc})",
-                         hint="remove it and install the bundle again") from exc
+        raise ModelStoreError(f"stored model {what} is unreadable ({exc})",
+                              hint="remove it and install the bundle again") from exc
     try:
         keys_mod.verify_record(pubkey, raw, keys_mod.parse_record(raw_sig))
     except SignatureError as exc:
@@ -110,12 +110,12 @@ def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> Manifest:
     try:
         manifest = Manifest.parse(raw)
     except EdgekitError as exc:
-        raise StoreError(f"stored model {what} has a bad manifest: {exc.message}",
+        raise ModelStoreError(f"stored model {what} has a bad manifest: {exc.message}",
                          hint="remove it and install the bundle again") from exc
     for name, meta in manifest.files.items():
         path = entry_dir / name
         if not path.is_file() or path.stat().st_size != meta.size or file_sha256(path) != meta.sha256:
-            raise StoreError(f"stored file {name} of model {what} was modified",
+            raise ModelStoreError(f"stored file {name} of model {what} was modified",
                              hint="remove the entry and install the bundle again")
     return manifest
 
@@ -141,11 +141,11 @@ class ModelStore:
         try:
             raw = (d / MANIFEST_NAME).read_bytes()
         except FileNotFoundError:
-            raise StoreError(f"model {sha[:12]} is not in the store {self.root}") from None
+            raise ModelStoreError(f"model {sha[:12]} is not in the store {self.root}") from None
         try:
             manifest = Manifest.parse(raw)
         except EdgekitError as exc:
-            raise StoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
+            raise ModelStoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
                              hint="remove it and install the bundle again") from exc
         return StoreEntry(sha, d, manifest)
 
@@ -155,7 +155,7 @@ class ModelStore:
             if _SHA.match(child.name) and child.is_dir() and not child.is_symlink():
                 try:
                     out.append(self.get(child.name))
-                except StoreError:
+                except ModelStoreError:
                     continue
         return out
 
@@ -197,7 +197,7 @@ class ModelStore:
         """Delete an entry. The current and previous models are refused unless ``force``."""
         with self._lock:
             if not force and sha in (self._pointer("current"), self._pointer("previous")):
-                raise StoreError(f"refusing to remove model {sha[:12]}: it is the current or previous model")
+                raise ModelStoreError(f"refusing to remove model {sha[:12]}: it is the current or previous model")
             d = self._dir(sha)
             if not d.exists():
                 return
@@ -281,7 +281,7 @@ class ModelStore:
         with self._lock:
             prev, cur = self._pointer("previous"), self._pointer("current")
             if prev is None or not self.has(prev):
-                raise StoreError("there is no previous model to roll back to")
+                raise ModelStoreError("there is no previous model to roll back to")
             self._point("current", prev)
             self._point("previous", cur)
             fsync_dir(self.root)

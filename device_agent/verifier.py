@@ -19,7 +19,7 @@ from typing import Any
 from edgekit.errors import EdgekitError, SignatureError
 
 from . import child
-from .errors import StoreError
+from .errors import ModelStoreError
 
 _ERRORS = {"SignatureError": SignatureError}
 
@@ -32,14 +32,14 @@ class Pending:
     def result(self, timeout: float = 60.0) -> None:
         res = self.child.wait(timeout)
         if res.timed_out:
-            raise StoreError(f"verifying {self.what} took over {timeout:.0f} s")
+            raise ModelStoreError(f"verifying {self.what} took over {timeout:.0f} s")
         doc = res.doc or {}
         if res.returncode == 0 and doc.get("ok"):
             return
         if doc.get("message"):
-            cls = _ERRORS.get(doc.get("type", ""), StoreError)
+            cls = _ERRORS.get(doc.get("type", ""), ModelStoreError)
             raise cls(doc["message"], hint=doc.get("hint") or None)
-        raise StoreError(f"the verifier of {self.what} failed (exit {res.returncode}: {res.stderr_tail})")
+        raise ModelStoreError(f"the verifier of {self.what} failed (exit {res.returncode}: {res.stderr_tail})")
 
     def cancel(self) -> None:
         self.child.kill()

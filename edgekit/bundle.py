@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import archive
 from . import golden as golden_mod
 from . import keys as keys_mod
-from .errors import (BundleCorruptError, BundleTooLargeError, FileExistsRefusal, HashMismatchError, ManifestError,
-                     NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
+from .arrays import load_arrays
+from .errors import (ArrayFileError, BundleCorruptError, BundleTooLargeError, FileExistsRefusal, HashMismatchError,
+                     ManifestError, NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
 from .fsutil import atomic_write, fsync_dir
 from .hashing import file_sha256, sha256_hex
 from .manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, SCHEMA_VERSION, SIGNATURE_NAME, Manifest, canonical_bytes,
@@ -109,14 +110,9 @@ def signature_record(key: Ed25519PrivateKey, manifest_bytes: bytes) -> bytes:
 
 def _load_golden_inputs(path: str | os.PathLike, specs: list[dict[str, Any]]) -> list[np.ndarray]:
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read golden inputs {path}: {exc}", hint="pass an .npz or .npy file") from exc
-    if isinstance(z, np.ndarray):
-        arrays = {"arr_0": z}
-    else:
-        with z:
-            arrays = {k: z[k] for k in z.files}
+        arrays, _ = load_arrays(path, what=f"golden inputs {path}")
+    except ArrayFileError as exc:
+        raise UsageError(f"cannot read golden inputs {path}: {exc.original}", hint="pass an .npz or .npy file") from exc
     names = [s["name"] for s in specs]
     if all(n in arrays for n in names):
         chosen = [arrays[n] for n in names]

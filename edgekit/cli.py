@@ -7,9 +7,11 @@ Every :class:`~edgekit.errors.EdgekitError` is caught once, here, printed as one
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
+from typing import Iterator
 
 import click
 
@@ -49,8 +51,39 @@ def wants_json(args: list[str]) -> bool:
     return "--json" in (args[:args.index("--")] if "--" in args else args)
 
 
-class RootGroup(click.Group):
-    """Loads subcommands on demand and turns EdgekitError into a one-line message and exit code."""
+@contextlib.contextmanager
+def error_boundary(as_json: bool = False) -> Iterator[None]:
+    """The one place where an :class:`EdgekitError` (or a missing extra) becomes a one-line message and its exit
+    code. Every command group that can be run on its own (``edgekit``, ``python -m device_agent``) invokes through
+    it, via :class:`BoundaryGroup`."""
+    try:
+        yield
+    except EdgekitError as exc:
+        report_error(exc, as_json)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    except click.ClickException as exc:  # bad options: click prints its usage message and exits 2
+        if as_json:
+            emit_json_error("usage", exc.format_message(), "run the command with --help", exc.exit_code)
+        raise
+    except ModuleNotFoundError as exc:
+        # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
+        mapped = missing_extra_for(exc)
+        if mapped is None:
+            raise
+        report_error(mapped, as_json)
+        raise click.exceptions.Exit(mapped.exit_code) from None
+
+
+class BoundaryGroup(click.Group):
+    """A click group whose commands run inside :func:`error_boundary`."""
+
+    def invoke(self, ctx):
+        with error_boundary(ctx.meta.get("edgekit.json", False)):
+            return super().invoke(ctx)
+
+
+class RootGroup(BoundaryGroup):
+    """Loads subcommands on demand; errors go through :func:`error_boundary`."""
 
     def list_commands(self, ctx):
         return sorted({**LAZY_COMMANDS, **CORE_COMMANDS})
@@ -83,25 +116,6 @@ class RootGroup(click.Group):
     def parse_args(self, ctx, args):
         ctx.meta["edgekit.json"] = wants_json(list(args))
         return super().parse_args(ctx, args)
-
-    def invoke(self, ctx):
-        as_json = ctx.meta.get("edgekit.json", False)
-        try:
-            return super().invoke(ctx)
-        except EdgekitError as exc:
-            report_error(exc, as_json)
-            ctx.exit(exc.exit_code)
-        except click.ClickException as exc:  # bad options: click prints its usage message and exits 2
-            if as_json:
-                emit_json_error("usage", exc.format_message(), "run the command with --help", exc.exit_code)
-            raise
-        except ModuleNotFoundError as exc:
-            # a command imports its heavy dependencies lazily; a missing one is an extra to install, not a bug
-            mapped = missing_extra_for(exc)
-            if mapped is None:
-                raise
-            report_error(mapped, as_json)
-            ctx.exit(mapped.exit_code)
 
 
 @click.group(cls=RootGroup)

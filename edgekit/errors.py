@@ -10,11 +10,24 @@ Packages add their own subclasses in their own modules (``converters.errors``, `
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit status an edgekit command returns; the README's "Exit codes" table lists the same."""
+
+    OK = 0
+    ERROR = 1           # an error, printed as one line with a hint; or the awaited outcome did not happen
+    USAGE = 2           # a bad option, argument or combination of them
+    MISSING_EXTRA = 3   # the command needs an optional dependency group that is not installed
+    BUDGET_NOT_MET = 4  # convert --max-accuracy-drop could not be met
+    NOT_RUNNING = 5     # 'agent status' / 'fleet broker status': the service asked about is not running
+
 
 class EdgekitError(Exception):
     """Root of every error edgekit raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
     default_hint = ""
 
     def __init__(self, message: str, *, hint: str | None = None, code: str | None = None, retryable: bool = False):
@@ -35,13 +48,13 @@ class EdgekitError(Exception):
 class UsageError(EdgekitError):
     """Bad command-line input or arguments."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class MissingExtraError(EdgekitError):
     """A command needs an optional dependency group that is not installed."""
 
-    exit_code = 3
+    exit_code = ExitCode.MISSING_EXTRA
 
     def __init__(self, extra: str, module: str):
         super().__init__(
@@ -59,6 +72,16 @@ class ConfigError(EdgekitError):
     def __init__(self, message: str, *, key: str | None = None, hint: str | None = None):
         super().__init__(message, hint=hint, code="config_invalid")
         self.key = key
+
+
+class ArrayFileError(UsageError):
+    """An ``.npy``/``.npz`` input cannot be read; ``original`` is the reader's own exception."""
+
+    default_hint = "write it with numpy.save (one array) or numpy.savez (several, named)"
+
+    def __init__(self, what: str, original: BaseException):
+        super().__init__(f"cannot read {what} ({type(original).__name__}: {original})")
+        self.original = original
 
 
 class FileExistsRefusal(EdgekitError):

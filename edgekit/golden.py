@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import BundleError, UsageError
+from .arrays import load_arrays
+from .errors import ArrayFileError, BundleError, UsageError
 from .extras import require
 
 GOLDEN_FILE = "golden.npz"
@@ -56,10 +57,10 @@ def pack(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> bytes:
 
 def unpack(data: bytes) -> tuple[list[np.ndarray], list[np.ndarray]]:
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            ins = [z[f"in{i}"] for i in range(sum(1 for k in z.files if k.startswith("in")))]
-            outs = [z[f"out{j}"] for j in range(sum(1 for k in z.files if k.startswith("out")))]
-    except (ValueError, KeyError, OSError, EOFError) as exc:
+        z, _ = load_arrays(data, what="golden.npz")
+        ins = [z[f"in{i}"] for i in range(sum(1 for k in z if k.startswith("in")))]
+        outs = [z[f"out{j}"] for j in range(sum(1 for k in z if k.startswith("out")))]
+    except (ArrayFileError, KeyError) as exc:
         raise BundleError("golden.npz is not a valid golden-vector archive") from exc
     return ins, outs
 

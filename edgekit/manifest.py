@@ -78,7 +78,8 @@ def validate_manifest(m: dict[str, Any]) -> None:
         check_file_name(name)
         if name in (MANIFEST_NAME, SIGNATURE_NAME):
             raise ManifestError(f"payload file may not be called {name}")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not _SHA256.match(entry["sha256"])):
             raise ManifestError(f"manifest.files[{name!r}] needs a lowercase hex sha256")
         if not isinstance(entry.get("size"), int) or entry["size"] < 0:
             raise ManifestError(f"manifest.files[{name!r}] needs a non-negative integer size")

@@ -55,3 +55,4 @@ def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool
     except (ProcessLookupError, ChildProcessError):
         pass
     return True
+

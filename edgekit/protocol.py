@@ -7,6 +7,7 @@ never let crash them). See ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import time
@@ -20,7 +21,112 @@ ROOT = "edgekit/v1"
 SHARED_GROUP = "edgekit-fleet"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-CHANNELS = ("state", "desired", "events", "telemetry", "cmd", "cmd/reply")
+
+
+# --- the wire vocabulary ---------------------------------------------------------------------------------------------
+# Every word a device and the fleet exchange lives here, as a str-enum: members compare equal to (and serialise as)
+# their plain string values, so JSON payloads and database rows stay plain strings.
+
+
+class Channel(enum.StrEnum):
+    """The last topic segment(s): what a message on that topic is."""
+
+    STATE = "state"           # device -> fleet, retained: birth certificate / Last Will
+    DESIRED = "desired"       # fleet -> device, retained: the model the device should run
+    EVENTS = "events"         # device -> fleet: update progress and outcomes
+    TELEMETRY = "telemetry"   # device -> fleet: batches of samples
+    CMD = "cmd"               # fleet -> device: a command
+    CMD_REPLY = "cmd/reply"   # device -> fleet: the reply to a command
+
+
+CHANNELS = tuple(c.value for c in Channel)
+
+
+class DeviceStatus(enum.StrEnum):
+    """``state.status``."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class UpdateState(enum.StrEnum):
+    """The device updater's state, as reported in ``state.update.state`` and ``events.from_state/to_state``."""
+
+    IDLE = "IDLE"
+    DOWNLOADING = "DOWNLOADING"
+    VERIFYING = "VERIFYING"
+    STAGED = "STAGED"
+    SELF_TEST = "SELF_TEST"
+    SWITCHING = "SWITCHING"
+    PROBATION = "PROBATION"
+    COMMITTED = "COMMITTED"
+    ROLLING_BACK = "ROLLING_BACK"
+    FAILED = "FAILED"
+
+
+class EventName(enum.StrEnum):
+    """``events.event``: one per update transition, plus what the agent reports outside an update."""
+
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    VERIFIED = "verified"
+    SELF_TEST = "self_test"
+    SELF_TEST_PASSED = "self_test_passed"
+    SWITCHED = "switched"
+    COMMITTED = "committed"
+    IDLE = "idle"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLBACK_REQUESTED = "rollback_requested"
+    ROLLED_BACK = "rolled_back"
+    LOAD_FAILED = "load_failed"   # the model on disk could not be loaded at start-up
+    # notes: reported like transitions, but the state does not change
+    REJECTED = "rejected"                  # the desired model already failed here for this rollout
+    RESUMED = "resumed"                    # the updater restarted and picked up its persisted state
+    ROLLBACK_REFUSED = "rollback_refused"  # a rollback was asked for but cannot be done
+    STATE_RECOVERED = "state_recovered"    # the persisted state was unreadable and was rebuilt
+
+
+#: The events that end an update: what a rollout waits for.
+OUTCOME_EVENTS = (EventName.COMMITTED, EventName.FAILED, EventName.ROLLED_BACK)
+
+
+class Reason(enum.StrEnum):
+    """Reason codes carried by FAIL / ROLLBACK transitions and the ``failed``/``rolled_back`` events."""
+
+    DOWNLOAD_FAILED = "download_failed"          # HTTP error, connection lost, retries exhausted
+    HASH_MISMATCH = "hash_mismatch"              # the artifact's sha256 or size is not the desired one
+    SIGNATURE_INVALID = "signature_invalid"      # wrong key or tampered manifest
+    BUNDLE_INVALID = "bundle_invalid"            # not a readable bundle (corrupt tar, payload hash, bad manifest)
+    DISK_FULL = "disk_full"                      # not enough free space for the download
+    GOLDEN_MISMATCH = "golden_mismatch"          # golden outputs outside the tolerance
+    INCOMPATIBLE_MODEL = "incompatible_model"    # unsupported ops, missing delegate, interpreter failure
+    LATENCY_REGRESSION = "latency_regression"    # slower than the policy allows vs the previous model
+    ERROR_RATE = "error_rate"                    # inference errors above the policy in probation
+    CRASH = "crash"                              # the agent restarted while the new model was (maybe) serving
+    CRASH_LOOP = "crash_loop"                    # the loop guard: this update crashed the agent too often
+    SUPERSEDED = "superseded"                    # a newer desired model replaced this one mid-way
+    MANUAL = "manual"                            # `edgekit agent rollback` or a rollback command
+    SWITCH_FAILED = "switch_failed"              # the new model could not be made current / loaded for serving
+    ROLLBACK_FAILED = "rollback_failed"          # the previous model could not be restored
+    NO_PREVIOUS = "no_previous"                  # a rollback was asked for but there is nothing to go back to
+    INTERNAL = "internal"                        # an unexpected error in the updater itself
+
+
+#: Reasons that mean the on-device self-test refused the model (the rollout counts them separately).
+SELF_TEST_REASONS = frozenset({Reason.GOLDEN_MISMATCH, Reason.INCOMPATIBLE_MODEL})
+
+
+class CommandName(enum.StrEnum):
+    """``cmd.name``: what the fleet may ask a device."""
+
+    PING = "ping"                    # liveness: the reply carries the agent's health
+    ROLLBACK = "rollback"            # go back to the previous model (reason ``manual``)
+    UPDATE_STATUS = "update_status"  # the updater's state summary (``status`` is accepted as an alias)
+
+
+#: Accepted spellings of commands, mapped to the command.
+COMMAND_ALIASES = {"status": CommandName.UPDATE_STATUS}
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -75,13 +181,6 @@ def fleet_filter(fleet: str, channel: str, shared: bool = False) -> str:
 
 
 # --- messages --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelRef:
-    name: str
-    version: str
-    sha256: str
 
 
 @dataclass
@@ -141,7 +240,7 @@ class StateMessage(_Message):
 
     def validate(self) -> None:
         check_id(self.device_id, "device id")
-        if self.status not in ("online", "offline"):
+        if self.status not in tuple(DeviceStatus):
             raise ProtocolError(f"state.status must be online or offline, got {self.status!r}")
         _model_ok(self.model, "state")
 
@@ -208,7 +307,8 @@ class TelemetryMessage(_Message):
         if not isinstance(self.samples, list):
             raise ProtocolError("telemetry.samples must be a list")
         for s in self.samples:
-            if not isinstance(s, dict) or not isinstance(s.get("seq"), int) or not isinstance(s.get("ts"), (int, float)):
+            if (not isinstance(s, dict) or not isinstance(s.get("seq"), int)
+                    or not isinstance(s.get("ts"), (int, float))):
                 raise ProtocolError("each telemetry sample needs an integer seq and a numeric ts")
             for key in ("system", "inference"):
                 if key in s and not isinstance(s[key], dict):
@@ -219,7 +319,7 @@ class TelemetryMessage(_Message):
 
 @dataclass
 class CommandMessage(_Message):
-    """fleet → device request: ping, rollback, restart, diagnostics."""
+    """fleet → device request: one of :class:`CommandName` (ping, rollback, update_status)."""
 
     kind: ClassVar[str] = "cmd"
     required: ClassVar[tuple[str, ...]] = ("id", "name")

@@ -160,12 +160,22 @@ class Postgres:
         self._relocate_for_postgres_user()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._run_as([self._bin("initdb"), "-D", str(self.datadir), "-U", "edgekit", "--auth=trust", "-E", "UTF8"])
+        return self.start_server()
+
+    def start_server(self) -> "Postgres":
+        """Start the server on the cluster (again, after :meth:`stop_server`): same port, same data."""
         self._run_as([self._bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.workdir / "pg.log"), "-w",
                       "-o", f"-h 127.0.0.1 -p {self.port} -k {self.workdir} -F", "start"])
         pidfile = self.datadir / "postmaster.pid"
         self.pid = int(pidfile.read_text().splitlines()[0])
         wait_port(self.port)
         return self
+
+    def stop_server(self) -> None:
+        """Stop the server and keep the cluster: a fast shutdown (SIGINT) that drops every client connection."""
+        if self.pid is not None:
+            stop_pid(self.pid, timeout=30, sig=signal.SIGINT)
+            self.pid = None
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://edgekit@127.0.0.1:{self.port}/{db}"

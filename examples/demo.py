@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{work} already holds a demo fleet; pass another --workdir or remove it")
     work.mkdir(parents=True, exist_ok=True)
 
-    from fleet.rollout.local import LoadGenerator, LocalFleet, wait_for
+    from examples.localfleet import LoadGenerator, LocalFleet, wait_for
     from fleet.rollout.service import create_rollout, open_store
 
     started = time.monotonic()

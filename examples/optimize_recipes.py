@@ -2,7 +2,8 @@
 
     python examples/optimize_recipes.py [--epochs 3] [--runs 200] RECIPE [RECIPE ...]
 
-Trains (once, cached under .cache/examples/) the Keras 3 digits CNN of examples/train_digits.py, then runs each recipe with
+Trains (once, cached under .cache/examples/) the Keras 3 digits CNN of examples/train_digits.py, then runs each
+recipe with
 the library call; every row is measured against plain int8 PTQ of the same model in the same run.
 """
 

@@ -20,6 +20,7 @@ from .errors import BrokerError, BrokerNotInstalled
 
 
 def find_mosquitto() -> str:
+    """The Mosquitto executable (:func:`edgekit.servers.find_mosquitto`), or BrokerNotInstalled."""
     exe = servers.find_mosquitto()
     if exe is None:
         raise BrokerNotInstalled("mosquitto is not installed on this machine")
@@ -181,7 +182,7 @@ def start(ctx: FleetContext, timeout: float = 15.0) -> BrokerStatus:
 def _tail(ctx: FleetContext) -> str:
     for p in (ctx.paths.broker_stderr, ctx.paths.broker_log):
         try:
-            lines = [l for l in p.read_text(errors="replace").splitlines() if l.strip()]
+            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
         except FileNotFoundError:
             continue
         if lines:

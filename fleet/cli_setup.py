@@ -10,17 +10,24 @@ from pathlib import Path
 
 import click
 
+from edgekit.errors import ExitCode
 from edgekit.render import emit_json
+
+from .config import ArtifactsConfig, BrokerConfig, FleetSection
+from .service_options import ServiceOptions
+
+# the defaults shown and used by the commands are the dataclasses' own
+_BROKER, _ARTIFACTS, _SERVE = BrokerConfig(), ArtifactsConfig(), ServiceOptions()
 
 
 def _ctx():
-    from .cli import load_context
+    from .cli_context import load_context
 
     return load_context()
 
 
 def _state():
-    from .cli import FleetCliState
+    from .cli_context import FleetCliState
 
     return click.get_current_context().find_object(FleetCliState)
 
@@ -38,12 +45,12 @@ def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command("init")
-@click.option("--fleet-id", default="default", show_default=True, help="fleet id used in MQTT topics")
-@click.option("--broker-host", default="127.0.0.1", show_default=True)
-@click.option("--tls-port", type=int, default=8883, show_default=True, help="mTLS listener port")
-@click.option("--password-port", type=int, default=0, show_default=True,
+@click.option("--fleet-id", default=FleetSection().id, show_default=True, help="fleet id used in MQTT topics")
+@click.option("--broker-host", default=_BROKER.host, show_default=True)
+@click.option("--tls-port", type=int, default=_BROKER.tls_port, show_default=True, help="mTLS listener port")
+@click.option("--password-port", type=int, default=_BROKER.password_port, show_default=True,
               help="username/password listener port (0: none)")
-@click.option("--artifacts-port", type=int, default=8080, show_default=True)
+@click.option("--artifacts-port", type=int, default=_ARTIFACTS.port, show_default=True)
 @click.option("--public-url", default="", help="artifact URL devices use (default http://HOST:PORT)")
 @click.option("--host", "extra_hosts", multiple=True, help="extra broker host name/IP for its certificate")
 @click.option("--json", "as_json", is_flag=True)
@@ -98,7 +105,7 @@ def broker_status(as_json):
     else:
         click.echo(f"running (pid {st.pid})" if st.running else "not running")
     if not st.running:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.NOT_RUNNING)
 
 
 @broker_group.command("config")
@@ -161,12 +168,12 @@ def revoke_cmd(device_id, as_json):
 
 
 @click.command("serve")
-@click.option("--replica", default="main", show_default=True,
+@click.option("--replica", default=_SERVE.replica, show_default=True,
               help="replica name; each replica of one fleet needs its own")
 @click.option("--http-port", type=int, default=None, help="artifact/stats HTTP port (default: fleet.toml)")
 @click.option("--no-http", is_flag=True, help="do not serve artifacts")
-@click.option("--batch-size", type=int, default=2000, show_default=True)
-@click.option("--flush-interval", type=float, default=0.1, show_default=True)
+@click.option("--batch-size", type=int, default=_SERVE.batch_size, show_default=True)
+@click.option("--flush-interval", type=float, default=_SERVE.flush_interval, show_default=True)
 @click.option("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until signalled)")
 @click.option("--rollouts/--no-rollouts", default=None,
               help="run the rollout engine in this replica (default: only in the replica named 'main')")
@@ -182,7 +189,7 @@ def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration,
               dashboard_port, dashboard_host, dashboard_insecure, verbose):
     """Run telemetry ingest, the artifact server (with /metrics) and optionally the dashboard until
     SIGTERM/SIGINT."""
-    from .service import FleetService, ServiceOptions
+    from .service import FleetService
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -59,7 +59,7 @@ def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_f
     from simulator.package import load_package
     from simulator.run import SimOptions, format_summary, simulate
 
-    from .cli import load_context
+    from .cli_context import load_context
 
     if count <= 0:
         raise UsageError(f"--devices must be positive, got {count}", hint="e.g. --devices 100")

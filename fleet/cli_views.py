@@ -12,7 +12,7 @@ COLUMNS = ("id", "online", "model", "version", "last seen", "p95 ms", "cpu %", "
 
 
 def _ctx():
-    from .cli import load_context
+    from .cli_context import load_context
 
     return load_context()
 
@@ -84,9 +84,9 @@ def device_cmd(device_id, as_json):
     con.print(f"runtime    {d['capabilities'].get('runtime', {})}")
     con.print(f"hardware   {d['capabilities'].get('hardware', {})}")
     if d["latest"]:
-        l = d["latest"]
-        con.print(f"system     cpu {_fmt(l['cpu'])}%  mem {_fmt(l['mem'])}%  temp {_fmt(l['temp'])}°C  "
-                  f"disk {_fmt(l['disk'])}%  ({ago(l['ts'], now)})")
+        last = d["latest"]
+        con.print(f"system     cpu {_fmt(last['cpu'])}%  mem {_fmt(last['mem'])}%  temp {_fmt(last['temp'])}°C  "
+                  f"disk {_fmt(last['disk'])}%  ({ago(last['ts'], now)})")
     for ver, s in sorted(d["inference_5m"].items()):
         con.print(f"inference  {ver}: {s['count']} runs, {s['errors']} errors, "
                   f"p95 {_fmt(s['p95_ms'], '.2f')} ms (5 min)")
@@ -104,13 +104,15 @@ def device_cmd(device_id, as_json):
 def telemetry_cmd(device_id, since, metrics, plot, as_json):
     """DEVICE_ID's telemetry over a window, as sparklines, a plot, or JSON."""
     from .store import check_metric
-    from .views import parse_duration, sparkline, telemetry_view
+    from edgekit.durations import parse_duration
+
+    from .views import sparkline, telemetry_view
 
     ctx = _ctx()
     metrics = list(metrics) or ["cpu", "temp", "p95_ms"]
     for m in metrics:
         check_metric(m)
-    view = telemetry_view(_engine(ctx), ctx.fleet_id, device_id, parse_duration(since), metrics)
+    view = telemetry_view(_engine(ctx), ctx.fleet_id, device_id, parse_duration(since, "--since"), metrics)
     if as_json:
         return emit_json(view)
     con = console()

@@ -3,14 +3,18 @@
 Migrations live in ``fleet/migrations/versions`` as one normal alembic chain; :func:`upgrade` runs them
 programmatically (``alembic upgrade heads``). Other fleet packages add their own revision files to the same chain.
 
-Current head revision of the fleet-manager tables: ``0001_fleet_core``
-(a new migration sets ``down_revision = "0001_fleet_core"``, or the newest head at the time).
+A new migration sets ``down_revision`` to the newest head at the time (``alembic heads`` names it; the chain starts
+at ``0001_fleet_core``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import weakref
 from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
 from edgekit.extras import require
 
@@ -18,11 +22,11 @@ require("sqlalchemy", "fleet")
 
 from sqlalchemy import MetaData, create_engine, event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker  # noqa: E402
 
-from .errors import StoreError  # noqa: E402
+from .errors import StoreConflictError, StoreError, StoreUnavailableError  # noqa: E402
 
-HEAD_REVISION = "0001_fleet_core"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 NAMING = {
@@ -86,6 +90,58 @@ def make_engine(url: str, **kw) -> Engine:
                      hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
 
 
+# --- the error boundary of every store ------------------------------------------------------------------------------
+
+
+def _cause(exc: StatementError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return (text.splitlines() or ["?"])[0][:300]
+
+
+@contextlib.contextmanager
+def db_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy's errors into the fleet's, once, where a store talks to the database.
+
+    ``OperationalError``/``InterfaceError`` (server down, connection dropped, SQLite locked) become a retryable
+    :class:`StoreUnavailableError`, ``IntegrityError`` a :class:`StoreConflictError`, any other driver error a
+    :class:`StoreError` (as does a value the driver cannot bind). Errors of SQLAlchemy's own usage (a bug, not the
+    database) pass through unchanged."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailableError(f"the database is unavailable ({what}): {_cause(exc)}") from exc
+    except IntegrityError as exc:
+        raise StoreConflictError(f"the database refused a conflicting write ({what}): {_cause(exc)}") from exc
+    except StatementError as exc:
+        raise StoreError(f"the database refused the request ({what}): {_cause(exc)}") from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+
+def store_call(fn: F) -> F:
+    """Decorate a store function so that its database errors leave it as fleet errors (see :func:`db_errors`)."""
+    if inspect.isgeneratorfunction(fn):  # pragma: no cover - stores return lists, never generators
+        raise TypeError(f"{fn.__qualname__}: a generator would leave db_errors before it runs")
+    what = fn.__name__.strip("_").replace("_", " ")
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with db_errors(what):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def store_boundary(cls: C) -> C:
+    """Class decorator: every public method of a store maps its database errors (see :func:`db_errors`)."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, store_call(member))
+    return cls
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -103,7 +159,6 @@ def alembic_config(url: str):
 def upgrade(url: str | Engine, revision: str = "heads") -> None:
     """Bring the database at ``url`` (or an engine) to the newest schema."""
     from alembic import command
-    from sqlalchemy.exc import OperationalError
 
     engine = url if isinstance(url, Engine) else make_engine(url)
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
@@ -111,9 +166,9 @@ def upgrade(url: str | Engine, revision: str = "heads") -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-    except OperationalError as exc:
-        raise StoreError(f"cannot migrate the database {engine.url!r}: {exc.orig}",
-                         hint="check the --db url and that the database server runs", retryable=True) from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailableError(f"cannot migrate the database {engine.url!r}: {_cause(exc)}",
+                                    hint="check the --db url and that the database server runs") from exc
     finally:
         if not isinstance(url, Engine):
             engine.dispose()

@@ -49,6 +49,25 @@ class StoreError(FleetError):
     """The database cannot be opened, migrated or written."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now (server down or restarting, connection lost, SQLite locked).
+    Always ``retryable``: nothing was written, and the same call can succeed later."""
+
+    default_hint = "check that the database server runs (the --db url / store.url in fleet.toml); retry when it is back"
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint, code="store_unavailable", retryable=True)
+
+
+class StoreConflictError(StoreError):
+    """A write conflicts with a row already in the database (a unique key or a foreign key)."""
+
+    default_hint = "another process changed the same rows; look at the current state and retry"
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint, code="store_conflict")
+
+
 class ArtifactError(FleetError):
     """A bundle cannot be published or served."""
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from edgekit.errors import ProtocolError
-from edgekit.protocol import EventMessage, StateMessage, TelemetryMessage, Topic, decode
+from edgekit.protocol import Channel, EventMessage, StateMessage, TelemetryMessage, Topic, decode
 
+from .db import db_errors
+from .errors import StoreError, StoreUnavailableError
 from .models import Device
 from .registry import apply_state_to
 from .rows import event_row, telemetry_rows
@@ -28,7 +30,7 @@ from .store import write_batch
 
 log = logging.getLogger("edgekit.fleet.ingest")
 
-CHANNELS = ("state", "events", "telemetry")
+CHANNELS = (Channel.STATE, Channel.EVENTS, Channel.TELEMETRY)
 
 
 @dataclass
@@ -206,13 +208,13 @@ class Ingest:
             states, last_seen, n = self.states, self.last_seen, self.pending_messages
             self._reset()
         try:
-            with self.engine.begin() as conn:
+            with db_errors("writing a batch"), self.engine.begin() as conn:
                 write_batch(conn, telemetry=telemetry, inference=inference, events=events, last_seen=last_seen)
                 if states:
                     self._apply_states(conn, states)
-        except (OperationalError, InterfaceError) as exc:  # database unreachable/locked: keep the batch, retry
+        except StoreUnavailableError as exc:  # database unreachable/locked: keep the batch, retry
             self.stats.db_errors += 1
-            self._log.warn("db", "writing a batch of %d messages failed (kept for retry): %s", n, exc)
+            self._log.warn("db", "writing a batch of %d messages failed (kept for retry): %s", n, exc.message)
             with self._lock:  # put it back in front of anything that arrived meanwhile
                 self.telemetry[:0], self.inference[:0], self.events[:0] = telemetry, inference, events
                 for d, sm in states.items():
@@ -221,8 +223,8 @@ class Ingest:
                     self.last_seen[d] = max(s, self.last_seen.get(d, 0.0))
                 self.pending_messages += n
             raise
-        except SQLAlchemyError as exc:  # a row the database refuses: isolate it instead of retrying forever
-            self._log.warn("db", "a batch was refused (%s); writing its rows one by one", exc)
+        except (StoreError, SQLAlchemyError) as exc:  # a row the database refuses: isolate it, do not retry forever
+            self._log.warn("db", "a batch was refused (%s); writing its rows one by one", getattr(exc, "message", exc))
             self._write_one_by_one(telemetry, inference, events, states, last_seen)
         self.stats.batches += 1
         return n
@@ -232,19 +234,19 @@ class Ingest:
                 + [{"events": [r]} for r in events] + [{"last_seen": last_seen}])
         for job in jobs:
             try:
-                with self.engine.begin() as conn:
+                with db_errors("writing a row"), self.engine.begin() as conn:
                     write_batch(conn, **job)
-            except (OperationalError, InterfaceError):
+            except StoreUnavailableError:
                 raise
-            except SQLAlchemyError:
+            except (StoreError, SQLAlchemyError):
                 self.stats.by_reason["db_rejected"] += 1
         for dev, sm in states.items():
             try:
-                with self.engine.begin() as conn:
+                with db_errors("writing a device state"), self.engine.begin() as conn:
                     self._apply_states(conn, {dev: sm})
-            except (OperationalError, InterfaceError):
+            except StoreUnavailableError:
                 raise
-            except SQLAlchemyError:
+            except (StoreError, SQLAlchemyError):
                 self.stats.by_reason["db_rejected"] += 1
 
     def _apply_states(self, conn, states: dict[str, tuple[StateMessage, float]]) -> None:

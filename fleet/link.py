@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from edgekit.extras import require
-from edgekit.protocol import CommandMessage, DesiredMessage, Topic
+from edgekit.protocol import Channel, CommandMessage, DesiredMessage, Topic
 
 from .errors import LinkError
 
@@ -133,7 +133,7 @@ class FleetLink:
     def publish_desired(self, device_id: str, desired: DesiredMessage, timeout: float = 10.0) -> None:
         """Set what ``device_id`` should run: retained, QoS 1; returns after the broker's PUBACK."""
         desired.validate()
-        self.publish(str(Topic(self.fleet, device_id, "desired")), desired.encode(), retain=True, timeout=timeout)
+        self.publish(str(Topic(self.fleet, device_id, Channel.DESIRED)), desired.encode(), retain=True, timeout=timeout)
 
     def publish_desired_many(self, items: list[tuple[str, DesiredMessage | None]], timeout: float = 10.0) -> int:
         """Put every (device, desired or None to clear) in flight at once, then wait for the PUBACKs; returns how
@@ -160,7 +160,7 @@ class FleetLink:
         return done
 
     def clear_desired(self, device_id: str, timeout: float = 10.0) -> None:
-        self.publish(str(Topic(self.fleet, device_id, "desired")), b"", retain=True, timeout=timeout)
+        self.publish(str(Topic(self.fleet, device_id, Channel.DESIRED)), b"", retain=True, timeout=timeout)
 
     def send_command(self, device_id: str, command: CommandMessage, timeout: float = 10.0) -> None:
-        self.publish(str(Topic(self.fleet, device_id, "cmd")), command.encode(), timeout=timeout)
+        self.publish(str(Topic(self.fleet, device_id, Channel.CMD)), command.encode(), timeout=timeout)

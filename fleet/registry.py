@@ -7,21 +7,23 @@ messages, including the Last Will.
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any, Iterable
 
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 
-from edgekit.protocol import StateMessage, check_id
+from edgekit.protocol import DeviceStatus, StateMessage, check_id
 
-from .db import session_factory
+from .db import session_factory, store_boundary
 from .errors import DeviceExistsError, UnknownDeviceError
 from .models import Device
 from .rows import clean_json, short_str
 from .targets import Target, parse_target
 
 
+@store_boundary
 class Registry:
     def __init__(self, engine: Engine, fleet: str):
         self.engine = engine
@@ -115,7 +117,7 @@ class Registry:
                 q = q.where(Device.provisioned.is_(True))
             return list(s.scalars(q))
 
-    def summaries(self) -> list[Any]:
+    def summaries(self) -> builtins.list[Any]:  # (list: the method above)
         """The provisioned devices' view columns (id, online, model, version, last seen, update state, tags,
         groups) as lightweight rows, ordered by id: what the device tables show, without loading whole objects
         (5,000 devices: ~10x faster than :meth:`list`)."""
@@ -125,7 +127,7 @@ class Registry:
         with self.engine.connect() as conn:
             return list(conn.execute(q))
 
-    def select(self, target: str | Target) -> list[Device]:
+    def select(self, target: str | Target) -> builtins.list[Device]:  # (list: the method above)
         """Provisioned devices matching ``tag:k=v``, ``group:g``, ``devices:a,b`` (or ``all``)."""
         t = parse_target(target) if isinstance(target, str) else target
         return [d for d in self.list() if t.matches(d)]
@@ -149,8 +151,8 @@ def apply_state_to(dev: Device, msg: StateMessage, received: float) -> None:
     if dev.state_ts is not None and msg.ts < dev.state_ts:
         return
     dev.state_ts = msg.ts
-    dev.online = msg.status == "online"
-    if msg.status == "offline" and not msg.agent_version and not msg.model:
+    dev.online = msg.status == DeviceStatus.ONLINE
+    if msg.status == DeviceStatus.OFFLINE and not msg.agent_version and not msg.model:
         return  # a bare Last Will: keep what the last birth message said
     if dev.registered_at is None:
         dev.registered_at = received

@@ -19,40 +19,23 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from edgekit.fsutil import atomic_write
-from edgekit.protocol import fleet_filter
+from edgekit.protocol import Channel, fleet_filter
 
 from .artifacts import ArtifactServer
+from .service_options import ServiceOptions
 from .config import FleetContext
 from .db import make_engine, upgrade
-from .errors import FleetError
+from .errors import FleetError, StoreUnavailableError
 from .ingest import Ingest
 from .link import FleetLink
 from .retention import apply_retention
 
 log = logging.getLogger("edgekit.fleet.service")
-
-
-@dataclass
-class ServiceOptions:
-    replica: str = "main"
-    batch_size: int = 2000
-    flush_interval: float = 0.1
-    session_expiry: int = 24 * 3600
-    http: bool = True
-    http_port: int | None = None  # None: fleet.toml artifacts.port
-    retention_interval: float = 3600.0
-    stats_interval: float = 2.0
-    receive_maximum: int = 1000
-    rollouts: bool | None = None   # run the rollout engine (fleet.rollout) here; None: only in replica "main"
-    rollout_interval: float = 1.0  # seconds between rollout engine ticks
-    metrics: bool = True           # Prometheus /metrics on the HTTP port
-    metrics_per_device: bool = False  # per-device series (small fleets only: one series set per device)
 
 
 class FleetService:
@@ -93,8 +76,8 @@ class FleetService:
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
                                  hint="pass --http-port or change artifacts.port in fleet.toml") from exc
         fleet = self.ctx.fleet_id
-        subs = [(fleet_filter(fleet, "telemetry", shared=True), 1), (fleet_filter(fleet, "events", shared=True), 1),
-                (fleet_filter(fleet, "state"), 1)]
+        subs = [(fleet_filter(fleet, Channel.TELEMETRY, shared=True), 1),
+                (fleet_filter(fleet, Channel.EVENTS, shared=True), 1), (fleet_filter(fleet, Channel.STATE), 1)]
         self.link = FleetLink.from_context(
             self.ctx, client_id=f"edgekit-fleet-{fleet}-{self.opts.replica}", clean_start=False,
             session_expiry=self.opts.session_expiry, subscriptions=subs, on_mqtt_message=self._on_message,
@@ -190,16 +173,16 @@ class FleetService:
                 try:
                     self.stored += self.ingest.flush()
                     self.lag_s = max(0.0, time.time() - oldest_received)
-                except SQLAlchemyError:
+                except (StoreUnavailableError, SQLAlchemyError):
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     if stopping:
                         break
-                    continue
-                backoff = 0.1
-                self._ack(to_ack)
-                to_ack = []
-                first_pending = None
+                else:  # while the database is away the batch stays pending; the stats below still go out
+                    backoff = 0.1
+                    self._ack(to_ack)
+                    to_ack = []
+                    first_pending = None
             if now - last_stats >= self.opts.stats_interval or self._stats_dirty:
                 self._stats_dirty = False
                 self._write_stats()

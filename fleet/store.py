@@ -14,6 +14,7 @@ import json
 from sqlalchemy import JSON, Integer, and_, case, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from .db import store_call
 from .errors import StoreError
 from .models import Device, DeviceEvent, InferenceRollup, InferenceSample, TelemetryRollup, TelemetrySample
 from .rows import METRICS
@@ -44,6 +45,7 @@ def _insert(conn: Connection, table, rows: list[dict]) -> None:
     conn.exec_driver_sql(sql, data)
 
 
+@store_call
 def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list[dict] = (), events: list[dict] = (),
                 last_seen: dict[str, float] | None = None) -> None:
     """Insert one batch (inside the caller's transaction)."""
@@ -69,6 +71,7 @@ def check_metric(metric: str) -> str:
     return METRICS[metric]
 
 
+@store_call
 def series(engine: Engine, device_id: str, metric: str, since: float, until: float | None = None,
            model_version: str | None = None) -> list[dict[str, Any]]:
     """Time series of one metric for one device: raw samples, plus rollup buckets where raw data has expired."""
@@ -100,6 +103,7 @@ def series(engine: Engine, device_id: str, metric: str, since: float, until: flo
     return out
 
 
+@store_call
 def latest_system(engine: Engine, device_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
     """The newest system sample of each device: {device: {ts, cpu, mem, temp, disk, load1}}."""
     t = TelemetrySample
@@ -114,6 +118,7 @@ def latest_system(engine: Engine, device_ids: Iterable[str] | None = None) -> di
                               "load1": r.load1} for r in conn.execute(q)}
 
 
+@store_call
 def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | None = None,
                       until: float | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Per device and model version over [since, until]: count, errors, error_rate, p95_ms (count-weighted mean of
@@ -137,6 +142,7 @@ def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | 
     return out
 
 
+@store_call
 def fleet_inference_series(engine: Engine, since: float, until: float, bucket_seconds: float
                            ) -> list[dict[str, Any]]:
     """Fleet-wide inference figures per time bucket and model version: count, errors, error_rate and p95_ms (the
@@ -158,6 +164,7 @@ def fleet_inference_series(engine: Engine, since: float, until: float, bucket_se
     return out
 
 
+@store_call
 def events(engine: Engine, *, device_id: str | None = None, since: float = 0.0, rollout_id: str | None = None,
            limit: int | None = None) -> list[dict[str, Any]]:
     e = DeviceEvent
@@ -173,6 +180,7 @@ def events(engine: Engine, *, device_id: str | None = None, since: float = 0.0, 
         return [{c: getattr(r, c) for c in cols} for r in conn.execute(q.with_only_columns(*e.__table__.columns))]
 
 
+@store_call
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {name: conn.execute(select(func.count()).select_from(m.__table__)).scalar_one()

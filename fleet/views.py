@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from edgekit.errors import UsageError
+from edgekit.durations import ago, parse_duration
 
 from .registry import Registry
 from .store import inference_summary, latest_system, series
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+__all__ = ["ago", "parse_duration", "sparkline", "text_plot", "device_rows", "telemetry_view"]
+
 SPARKS = "▁▂▃▄▅▆▇█"
 P95_WINDOW = 300.0
-
-
-def parse_duration(text: str) -> float:
-    m = _DURATION.match(text or "")
-    if not m:
-        raise UsageError(f"cannot read duration {text!r}", hint="use e.g. 90s, 15m, 1h, 2d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -57,16 +49,6 @@ def text_plot(values: list[float], width: int = 72, height: int = 10) -> str:
         label = f"{hi:>10.2f} " if r == height else (f"{lo:>10.2f} " if r == 1 else " " * 11)
         rows.append(label + "│" + line)
     return "\n".join(rows)
-
-
-def ago(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "never"
-    d = max(0.0, now - ts)
-    for unit, sec in (("d", 86400), ("h", 3600), ("m", 60)):
-        if d >= sec:
-            return f"{d / sec:.0f}{unit} ago"
-    return f"{d:.0f}s ago"
 
 
 def device_rows(engine: Engine, fleet: str, now: float | None = None) -> list[dict[str, Any]]:

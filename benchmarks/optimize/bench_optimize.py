@@ -277,7 +277,7 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         g = "; ".join(f"{x['goal']}: {x['value']}" + ("" if x["limit"] is None else f" (≤ {x['limit']})")
                       + ("" if x["limit"] is None else (" met" if x["met"] else " NOT met")) for x in r["goals"])
-        pct = (lambda v: "–" if v is None else f"{100 * v:.2f}%")
+        pct = (lambda v: "–" if v is None else f"{100 * v:.2f}%")  # noqa: E731
         lines.append(f"| {r['case']} | {pct(r['top1_float'])} → {pct(r['top1'])} ({pct(r['top1_int8_ptq'])}) | "
                      f"{r['bytes_ratio']} | {r['gzip_ratio']} | {r['params_ratio']} | {r['latency_ratio']} | "
                      f"{r['wall_s']} s | {g} |")

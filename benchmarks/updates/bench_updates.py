@@ -20,7 +20,8 @@ serving thread (and, on a shared machine, with everything else), against the cur
 root at load average ~5-8 it refused the identical model at the default ×1.5 (p95 2.9 vs 1.8 ms) and at ×3
 (8.2 vs 0.43 ms). The agent therefore runs with ``latency_ratio = 1000``: the self-test still does all its work
 (golden vectors and the 30 timed invokes of each model, whose cost is part of what is measured), only its verdict
-is neutral. A refused update stops the run at once with the agent's reason. A full run writes benchmarks/updates/bench_updates.json; ``--smoke`` uses a tiny CNN in a temporary
+is neutral. A refused update stops the run at once with the agent's reason. A full run writes
+benchmarks/updates/bench_updates.json; ``--smoke`` uses a tiny CNN in a temporary
 directory, one run of each mode and a 1 s steady window, and writes nothing into the repository.
 """
 

@@ -75,7 +75,8 @@ def resolve_plan(chain: Chain, mode: str | None, io: str | None) -> Plan:
     """The conversion the chain ends in: qat is full int8; int4 starts from float weights; otherwise --mode."""
     if chain.has("qat"):
         if mode not in (None, "int8"):
-            raise RecipeError(f"recipe qat ends in full int8, not --mode {mode}", hint="drop --mode or pass --mode int8")
+            raise RecipeError(f"recipe qat ends in full int8, not --mode {mode}",
+                              hint="drop --mode or pass --mode int8")
         mode = "int8"
     elif chain.has("int4"):
         if mode not in (None, "fp32"):
@@ -344,7 +345,8 @@ def _check_labels(ds, classes: int | None, what: str, *, required: bool, chain: 
         raise TrainingDataError(f"{what} labels are {y.dtype}, not integer class indices")
     if classes is not None and y.size and (y.min() < 0 or y.max() >= classes):
         bad = int(y.max()) if y.max() >= classes else int(y.min())
-        raise TrainingDataError(f"{what} label {bad} is out of range: the model has {classes} classes (0..{classes - 1})",
+        raise TrainingDataError(f"{what} label {bad} is out of range: the model has {classes} classes "
+                                f"(0..{classes - 1})",
                                 hint="use labels 0..N-1 matching the model's output units")
 
 

@@ -37,7 +37,8 @@ def parse_workers(text: str | None, index: int | None) -> Cluster | None:
     for w in workers:
         host, sep, port = w.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise WorkersError(f"--workers entry {w!r} is not host:port", hint="e.g. --workers 10.0.0.5:12345,10.0.0.6:12345")
+            raise WorkersError(f"--workers entry {w!r} is not host:port",
+                               hint="e.g. --workers 10.0.0.5:12345,10.0.0.6:12345")
     if len(set(workers)) != len(workers):
         raise WorkersError("--workers lists a worker twice", hint="give each host:port once")
     if index is None:

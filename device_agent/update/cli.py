@@ -8,7 +8,7 @@ import click
 
 from edgekit.render import console, emit_json, table
 
-from ..cli import CONFIG_OPTION
+from ..cli_options import CONFIG_OPTION
 
 
 def _config(path: str):

@@ -18,23 +18,16 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from edgekit.protocol import EventName, Reason, UpdateState
+
 from .errors import UpdateStateError
 
+__all__ = ["State", "Event", "Reason", "TRANSITIONS", "PRE_SWITCH", "POST_SWITCH", "InvalidTransition", "next_state",
+           "event_name"]
 
-class State(str, enum.Enum):
-    IDLE = "IDLE"
-    DOWNLOADING = "DOWNLOADING"
-    VERIFYING = "VERIFYING"
-    STAGED = "STAGED"
-    SELF_TEST = "SELF_TEST"
-    SWITCHING = "SWITCHING"
-    PROBATION = "PROBATION"
-    COMMITTED = "COMMITTED"
-    ROLLING_BACK = "ROLLING_BACK"
-    FAILED = "FAILED"
 
-    def __str__(self) -> str:
-        return self.value
+#: The states and reason codes are wire vocabulary: they live in :mod:`edgekit.protocol`.
+State = UpdateState
 
 
 class Event(str, enum.Enum):
@@ -85,31 +78,6 @@ PRE_SWITCH = frozenset({S.DOWNLOADING, S.VERIFYING, S.STAGED, S.SELF_TEST})
 POST_SWITCH = frozenset({S.SWITCHING, S.PROBATION})
 
 
-class Reason(str, enum.Enum):
-    """Reason codes carried by FAIL / ROLLBACK transitions and the ``failed``/``rolled_back`` events."""
-
-    DOWNLOAD_FAILED = "download_failed"          # HTTP error, connection lost, retries exhausted
-    HASH_MISMATCH = "hash_mismatch"              # the artifact's sha256 or size is not the desired one
-    SIGNATURE_INVALID = "signature_invalid"      # wrong key or tampered manifest
-    BUNDLE_INVALID = "bundle_invalid"            # not a readable bundle (corrupt tar, payload hash, bad manifest)
-    DISK_FULL = "disk_full"                      # not enough free space for the download
-    GOLDEN_MISMATCH = "golden_mismatch"          # golden outputs outside the tolerance
-    INCOMPATIBLE_MODEL = "incompatible_model"    # unsupported ops, missing delegate, interpreter failure
-    LATENCY_REGRESSION = "latency_regression"    # slower than the policy allows vs the previous model
-    ERROR_RATE = "error_rate"                    # inference errors above the policy in probation
-    CRASH = "crash"                              # the agent restarted while the new model was (maybe) serving
-    CRASH_LOOP = "crash_loop"                    # the loop guard: this update crashed the agent too often
-    SUPERSEDED = "superseded"                    # a newer desired model replaced this one mid-way
-    MANUAL = "manual"                            # `edgekit agent rollback` or a rollback command
-    SWITCH_FAILED = "switch_failed"              # the new model could not be made current / loaded for serving
-    ROLLBACK_FAILED = "rollback_failed"          # the previous model could not be restored
-    NO_PREVIOUS = "no_previous"                  # a rollback was asked for but there is nothing to go back to
-    INTERNAL = "internal"                        # an unexpected error in the updater itself
-
-    def __str__(self) -> str:
-        return self.value
-
-
 class InvalidTransition(UpdateStateError):
     """(state, event) is not in the table: a bug in the caller, never a user error."""
 
@@ -126,15 +94,16 @@ def next_state(state: State | str, event: Event | str) -> State:
         raise InvalidTransition(f"no transition from {key[0].value} on {key[1].value}") from None
 
 
-def event_name(src: State, event: Event, dst: State) -> str:
+def event_name(src: State, event: Event, dst: State) -> EventName:
     """The name published on the ``events`` topic for one transition."""
+    N = EventName
     if dst is S.FAILED:
-        return "rolled_back" if src is S.ROLLING_BACK and event is E.ROLLED_BACK else "failed"
+        return N.ROLLED_BACK if src is S.ROLLING_BACK and event is E.ROLLED_BACK else N.FAILED
     if dst is S.ROLLING_BACK:
-        return "rollback_requested" if event is E.ROLLBACK else "rolling_back"
+        return N.ROLLBACK_REQUESTED if event is E.ROLLBACK else N.ROLLING_BACK
     return {
-        S.DOWNLOADING: "downloading", S.VERIFYING: "downloaded", S.STAGED: "verified", S.SELF_TEST: "self_test",
-        S.SWITCHING: "self_test_passed", S.PROBATION: "switched", S.COMMITTED: "committed", S.IDLE: "idle",
+        S.DOWNLOADING: N.DOWNLOADING, S.VERIFYING: N.DOWNLOADED, S.STAGED: N.VERIFIED, S.SELF_TEST: N.SELF_TEST,
+        S.SWITCHING: N.SELF_TEST_PASSED, S.PROBATION: N.SWITCHED, S.COMMITTED: N.COMMITTED, S.IDLE: N.IDLE,
     }[dst]
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from edgekit.protocol import CommandMessage, DesiredMessage
+from edgekit.protocol import COMMAND_ALIASES, CommandMessage, CommandName, DesiredMessage
 
 from . import control
 from .errors import RollbackError, Superseded, UpdateFailed
@@ -73,10 +73,11 @@ class Updater:
 
     def handle_command(self, msg: CommandMessage) -> dict[str, Any]:
         """``cmd`` messages for the updater: ``rollback`` and ``update_status``."""
-        if msg.name == "rollback":
+        name = COMMAND_ALIASES.get(msg.name, msg.name)
+        if name == CommandName.ROLLBACK:
             self.request_rollback(Reason.MANUAL.value)
             return {"accepted": True, "state": self.rec.state}
-        if msg.name in ("update_status", "status"):
+        if name == CommandName.UPDATE_STATUS:
             return self.state_summary()
         raise RollbackError(f"unknown command {msg.name!r}", hint="use ping, rollback or update_status")
 

@@ -13,7 +13,7 @@ from edgekit.render import console, emit_json, table
 
 
 def _ctx():
-    from fleet.cli import load_context
+    from fleet.cli_context import load_context
 
     return load_context()
 

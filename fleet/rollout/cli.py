@@ -13,13 +13,19 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from edgekit.errors import ExitCode
 from edgekit.render import console, emit_json, table
 
-from .policy import format_duration, format_pct
+from edgekit.durations import ago
+
+from .model import AssignmentStatus, RolloutEvent, RolloutState
+from .policy import FAILURE_MODES, Policy, format_duration, format_pct
+
+_P = Policy()  # the defaults the help shows are the policy's own
 
 
 def _store():
-    from fleet.cli import load_context
+    from fleet.cli_context import load_context
 
     from .service import open_store
 
@@ -28,9 +34,7 @@ def _store():
 
 
 def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return format_duration(max(0.0, time.time() - ts)) + " ago"
+    return ago(ts, time.time(), never="-")
 
 
 @click.group()
@@ -41,18 +45,26 @@ def rollout() -> None:
 @rollout.command("create")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", required=True, help="tag:KEY=VALUE | group:NAME | devices:ID1,ID2 | all")
-@click.option("--stages", default=None, help="cumulative stage sizes (default 1,10%,50%,100%)")
-@click.option("--success-threshold", default=None, help="share of a stage that must commit (default 95%)")
-@click.option("--failure-threshold", default=None, help="share of a stage that may fail (default 5%)")
-@click.option("--max-p95-regression", default=None, help="p95 of the new model vs the previous one (default 20%)")
+@click.option("--stages", default=None,
+              help=f"cumulative stage sizes (default {','.join(s.label() for s in _P.stages)})")
+@click.option("--success-threshold", default=None,
+              help=f"share of a stage that must commit (default {format_pct(_P.success_threshold)})")
+@click.option("--failure-threshold", default=None,
+              help=f"share of a stage that may fail (default {format_pct(_P.failure_threshold)})")
+@click.option("--max-p95-regression", default=None,
+              help=f"p95 of the new model vs the previous one (default {format_pct(_P.max_p95_regression)})")
 @click.option("--p95-slack", "p95_slack_ms", default=None,
-              help="a p95 increase below this is noise, whatever the ratio (default 1ms)")
-@click.option("--max-error-rate", default=None, help="inference errors of the new model (default 1%)")
+              help=f"a p95 increase below this is noise, whatever the ratio (default {_P.p95_slack_ms:g}ms)")
+@click.option("--max-error-rate", default=None,
+              help=f"inference errors of the new model (default {format_pct(_P.max_error_rate)})")
 @click.option("--min-inferences", type=int, default=None,
-              help="inferences of the new model a stage must report before it passes (default 0)")
-@click.option("--soak", default=None, help="time a stage must stay healthy before the next (default 5m)")
-@click.option("--device-timeout", default=None, help="time an online device may take to report (default 10m)")
-@click.option("--on-failure", type=click.Choice(["pause", "abort"]), default=None, help="default pause")
+              help=f"inferences of the new model a stage must report before it passes (default {_P.min_inferences})")
+@click.option("--soak", default=None,
+              help=f"time a stage must stay healthy before the next (default {format_duration(_P.soak)})")
+@click.option("--device-timeout", default=None,
+              help=f"time an online device may take to report (default {format_duration(_P.device_timeout)})")
+@click.option("--on-failure", type=click.Choice(list(FAILURE_MODES)), default=None,
+              help=f"default {_P.on_failure}")
 @click.option("--require-approval", is_flag=True, default=None, help="wait for 'rollout approve' between stages")
 @click.option("--json", "as_json", is_flag=True, help="print the rollout as JSON")
 def create(bundle: Path, target: str, as_json: bool, **options: Any) -> None:
@@ -161,12 +173,12 @@ def follow(store, rollout_id: str, con, timeout: float, poll: float = 0.5) -> st
         task = bar.add_task("starting", total=len(r.devices))
         while True:
             r = store.get(rollout_id)
-            committed = sum(1 for a in r.assignments.values() if a.status == "committed")
+            committed = sum(1 for a in r.assignments.values() if a.status == AssignmentStatus.COMMITTED)
             bar.update(task, completed=committed,
                        description=f"{r.bundle.name} {r.bundle.version}: {r.state}, stage {r.stage + 1}/"
                                    f"{len(r.policy.stages)} ({r.policy.stages[r.stage].describe()})")
             for e in store.audit(rollout_id):
-                if e["id"] in shown or e["event"] in ("create", "device_committed"):
+                if e["id"] in shown or e["event"] in (RolloutEvent.CREATE, RolloutEvent.DEVICE_COMMITTED):
                     continue
                 shown.add(e["id"])
                 bar.console.print(f"  [cyan]{e['event']:<10}[/cyan] {escape(e['message'])}"
@@ -191,8 +203,8 @@ def watch(rollout_id: str, timeout: str) -> None:
     _, store = _store()
     state = follow(store, rollout_id, console(), limit)
     click.echo(f"rollout {rollout_id}: {state}")
-    if state != "completed":
-        raise SystemExit(1)
+    if state != RolloutState.COMPLETED:
+        raise SystemExit(ExitCode.ERROR)
 
 
 def _command(event: str, rollout_id: str, message: str | None, as_json: bool) -> None:
@@ -200,8 +212,8 @@ def _command(event: str, rollout_id: str, message: str | None, as_json: bool) ->
     r = store.command(rollout_id, event, message or "")
     if as_json:
         return emit_json(_view(r, store, audit=False))
-    click.echo(f"rollout {r.id}: {r.state}"
-               + (" (the fleet service republishes the previous desired states)" if event == "abort" else ""))
+    note = " (the fleet service republishes the previous desired states)" if event == RolloutEvent.ABORT else ""
+    click.echo(f"rollout {r.id}: {r.state}{note}")
 
 
 for _event, _help in (("pause", "Stop assigning devices; devices already assigned keep their new desired state."),

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.protocol import DesiredMessage
+from fleet.errors import StoreUnavailableError
 
 from .model import Rollout
 from .planner import Decide, plan
@@ -91,6 +92,8 @@ class RolloutEngine:
         for rid in self.store.needing_ticks():
             try:
                 decisions += self.step(self.store.get(rid))
+            except StoreUnavailableError:
+                raise  # the whole tick waits for the database, not one rollout
             except EdgekitError as exc:
                 self.errors += 1
                 log.warning("rollout %s: %s", rid, exc.one_line())
@@ -138,13 +141,18 @@ class RolloutEngine:
 
 
 class EngineThread:
-    """Runs :meth:`RolloutEngine.tick` every ``interval`` seconds in a daemon thread (for ``fleet serve``)."""
+    """Runs :meth:`RolloutEngine.tick` every ``interval`` seconds in a daemon thread (for ``fleet serve``).
+
+    While the database is unavailable every tick fails before it decides anything; that is logged once when the
+    outage starts (one line, no traceback) and once when the database is back, and the ticks go on retrying."""
 
     def __init__(self, engine: RolloutEngine, interval: float = 1.0):
         self.engine = engine
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.outage_since: float | None = None   # monotonic time the current database outage was first seen
+        self.outages = 0
 
     def start(self) -> "EngineThread":
         self._thread = threading.Thread(target=self._run, name="rollout-engine", daemon=True)
@@ -155,9 +163,21 @@ class EngineThread:
         while not self._stop.is_set():
             try:
                 self.engine.tick()
+            except StoreUnavailableError as exc:
+                self.engine.errors += 1
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    self.outages += 1
+                    log.warning("rollout engine waiting for the database, retrying every %.1fs: %s", self.interval,
+                                exc.one_line())
             except Exception:  # the service must outlive any one bad tick; the next one starts from the database
                 self.engine.errors += 1
                 log.exception("rollout engine tick failed")
+            else:
+                if self.outage_since is not None:
+                    log.warning("rollout engine: the database is back after %.0fs; continuing",
+                                time.monotonic() - self.outage_since)
+                    self.outage_since = None
             self._stop.wait(self.interval)
 
     def stop(self, timeout: float = 10.0) -> None:

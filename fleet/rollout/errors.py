@@ -1,15 +1,16 @@
-"""Errors of the rollout package, rooted at the core exception tree."""
+"""Errors of the rollout package: :class:`RolloutError` is a :class:`~fleet.errors.FleetError`."""
 
 from __future__ import annotations
 
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import UsageError
+from fleet.errors import FleetError
 
 
 class PolicyError(UsageError):
     """A rollout option (stages, threshold, duration, target) is malformed."""
 
 
-class RolloutError(EdgekitError):
+class RolloutError(FleetError):
     """Base for problems with a rollout that exists (or should)."""
 
 

@@ -5,6 +5,7 @@ These are plain dataclasses shared by the pure planner, the engine (which loads 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -13,37 +14,72 @@ from .policy import Policy
 
 # --- rollout states: a transition table (state, event) -> state -------------------------------------------------------
 
+
+class RolloutState(enum.StrEnum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    SUPERSEDED = "superseded"
+
+
+class RolloutEvent(enum.StrEnum):
+    """State-machine events, and the audit log's names for them."""
+
+    ADVANCE = "advance"                  # stage passed; the next stage starts
+    AWAIT_APPROVAL = "await_approval"
+    COMPLETE = "complete"
+    FAIL_PAUSE = "fail_pause"
+    FAIL_ABORT = "fail_abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    APPROVE = "approve"
+    SUPERSEDE = "supersede"
+    # audit-only: not transitions
+    CREATE = "create"
+    REVERT = "revert"
+    DEVICE_COMMITTED = "device_committed"
+
+
+class RolloutKind(enum.StrEnum):
+    ROLLOUT = "rollout"
+    ROLLBACK = "rollback"
+
+
+R, V = RolloutState, RolloutEvent
 RUNNING, AWAITING_APPROVAL, PAUSED, COMPLETED, ABORTED, SUPERSEDED = (
-    "running", "awaiting_approval", "paused", "completed", "aborted", "superseded")
+    R.RUNNING, R.AWAITING_APPROVAL, R.PAUSED, R.COMPLETED, R.ABORTED, R.SUPERSEDED)
 ACTIVE_STATES = (RUNNING, AWAITING_APPROVAL, PAUSED)
 TERMINAL_STATES = (COMPLETED, ABORTED, SUPERSEDED)
 
-TRANSITIONS: dict[tuple[str, str], str] = {
-    (RUNNING, "advance"): RUNNING,              # stage passed; the next stage starts
-    (RUNNING, "await_approval"): AWAITING_APPROVAL,
-    (RUNNING, "complete"): COMPLETED,
-    (RUNNING, "fail_pause"): PAUSED,
-    (RUNNING, "fail_abort"): ABORTED,
-    (RUNNING, "pause"): PAUSED,
-    (RUNNING, "abort"): ABORTED,
-    (RUNNING, "supersede"): SUPERSEDED,
-    (AWAITING_APPROVAL, "approve"): RUNNING,    # the next stage starts
-    (AWAITING_APPROVAL, "pause"): PAUSED,
-    (AWAITING_APPROVAL, "abort"): ABORTED,
-    (AWAITING_APPROVAL, "supersede"): SUPERSEDED,
-    (PAUSED, "resume"): RUNNING,
-    (PAUSED, "abort"): ABORTED,
-    (PAUSED, "supersede"): SUPERSEDED,
+TRANSITIONS: dict[tuple[RolloutState, RolloutEvent], RolloutState] = {
+    (R.RUNNING, V.ADVANCE): R.RUNNING,              # stage passed; the next stage starts
+    (R.RUNNING, V.AWAIT_APPROVAL): R.AWAITING_APPROVAL,
+    (R.RUNNING, V.COMPLETE): R.COMPLETED,
+    (R.RUNNING, V.FAIL_PAUSE): R.PAUSED,
+    (R.RUNNING, V.FAIL_ABORT): R.ABORTED,
+    (R.RUNNING, V.PAUSE): R.PAUSED,
+    (R.RUNNING, V.ABORT): R.ABORTED,
+    (R.RUNNING, V.SUPERSEDE): R.SUPERSEDED,
+    (R.AWAITING_APPROVAL, V.APPROVE): R.RUNNING,    # the next stage starts
+    (R.AWAITING_APPROVAL, V.PAUSE): R.PAUSED,
+    (R.AWAITING_APPROVAL, V.ABORT): R.ABORTED,
+    (R.AWAITING_APPROVAL, V.SUPERSEDE): R.SUPERSEDED,
+    (R.PAUSED, V.RESUME): R.RUNNING,
+    (R.PAUSED, V.ABORT): R.ABORTED,
+    (R.PAUSED, V.SUPERSEDE): R.SUPERSEDED,
 }
 # events that move the rollout to its next stage
-STAGE_EVENTS = ("advance", "approve")
+STAGE_EVENTS = (V.ADVANCE, V.APPROVE)
 # events an operator may send (the others come from the planner or the engine)
-OPERATOR_EVENTS = ("pause", "resume", "abort", "approve")
+OPERATOR_EVENTS = (V.PAUSE, V.RESUME, V.ABORT, V.APPROVE)
 
 
-def transition(state: str, event: str, rollout_id: str = "") -> str:
+def transition(state: str, event: str, rollout_id: str = "") -> RolloutState:
     """The next state, or RolloutStateError for a pair the table does not allow."""
-    nxt = TRANSITIONS.get((state, event))
+    nxt = TRANSITIONS.get((state, event))  # type: ignore[call-overload]  # a str hashes as its enum
     if nxt is None:
         allowed = sorted(e for (s, e) in TRANSITIONS if s == state and e in OPERATOR_EVENTS)
         what = f"rollout {rollout_id} is {state}" if rollout_id else f"a {state} rollout"
@@ -55,8 +91,20 @@ def transition(state: str, event: str, rollout_id: str = "") -> str:
 
 # --- device assignment statuses ---------------------------------------------------------------------------------------
 
-PENDING, COMMITTED, FAILED, TIMED_OUT, REVERTED = "pending", "committed", "failed", "timed_out", "reverted"
-REPLACED = "replaced"  # a later rollout took the device over before it reported an outcome for this one
+
+
+class AssignmentStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REVERTED = "reverted"
+    REPLACED = "replaced"  # a later rollout took the device over before it reported an outcome for this one
+
+
+A = AssignmentStatus
+PENDING, COMMITTED, FAILED, TIMED_OUT, REVERTED, REPLACED = (A.PENDING, A.COMMITTED, A.FAILED, A.TIMED_OUT, A.REVERTED,
+                                                             A.REPLACED)
 FINAL_STATUSES = (REVERTED, REPLACED)
 FAILURE_STATUSES = (FAILED, TIMED_OUT)
 
@@ -105,7 +153,7 @@ class Rollout:
     soak_started_at: float | None = None
     acknowledged_at: float | None = None     # failures up to this time were accepted by 'resume'
     reverted: bool = False                   # abort has republished the previous desired states
-    kind: str = "rollout"                    # "rollout" or "rollback"
+    kind: str = RolloutKind.ROLLOUT          # "rollout" or "rollback"
     assignments: dict[str, Assignment] = field(default_factory=dict)
 
 

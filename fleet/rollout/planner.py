@@ -20,10 +20,16 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from edgekit.protocol import SELF_TEST_REASONS, EventName, UpdateState
+
 from .model import (ABORTED, COMMITTED, FAILED, FAILURE_STATUSES, FINAL_STATUSES, PENDING, REPLACED, REVERTED,
-                    RUNNING,
-                    TIMED_OUT, Assignment, DeviceState, ModelStats, Rollout, transition)
+                    RUNNING, TIMED_OUT, Assignment, DeviceState, ModelStats, Rollout, RolloutEvent, transition)
 from .policy import format_pct, stage_sizes
+
+#: An update outcome that failed the assignment.
+FAILURE_EVENTS = (EventName.FAILED, EventName.ROLLED_BACK)
+#: Update states in which a device that already runs the rollout's model counts as committed (None: never updated).
+SETTLED_STATES = (None, UpdateState.IDLE, UpdateState.COMMITTED)
 
 # --- actions ---------------------------------------------------------------------------------------------------------
 
@@ -80,13 +86,16 @@ class FinishRevert:
 
 Action = AssignDevice | SetDeviceStatus | StartSoak | Decide | RevertDevice | FinishRevert
 
-# failure reasons that come from the on-device self-test (the agent's reason codes, or any naming the self-test)
-SELF_TEST_MARKERS = ("self_test", "selftest", "self-test", "golden", "incompatible_model")
-
-
 def is_self_test_failure(reason: str | None) -> bool:
-    r = (reason or "").lower()
-    return any(m in r for m in SELF_TEST_MARKERS)
+    """Whether an assignment's reason (``"<event>: <reason code>"``, see :func:`outcome_reason`) is a self-test
+    refusal: the agent's reason code is one of :data:`edgekit.protocol.SELF_TEST_REASONS`."""
+    event, _, code = (reason or "").partition(": ")
+    return event in (EventName.FAILED, EventName.ROLLED_BACK) and code in SELF_TEST_REASONS
+
+
+def outcome_reason(event: str, code: str | None) -> str:
+    """The assignment reason recorded for a failure outcome event (read back by :func:`is_self_test_failure`)."""
+    return f"{event}: {code or 'no reason given'}"
 
 
 # --- step 1: device statuses -----------------------------------------------------------------------------------------
@@ -100,13 +109,12 @@ def device_status(a: Assignment, dev: DeviceState | None, sha256: str, timeout: 
         return status, at, reason
     out = dev.outcome
     fresh = out is not None and out.at >= a.assigned_at and out.sha256 in (sha256, None)
-    if fresh and out.event == "committed" and (status != COMMITTED):
+    if fresh and out.event == EventName.COMMITTED and (status != COMMITTED):
         return COMMITTED, out.at, None
-    if fresh and out.event in ("failed", "rolled_back") and status != FAILED and (at is None or out.at > at
-                                                                                  or status == PENDING):
-        return FAILED, out.at, f"{out.event}: {out.reason or 'no reason given'}"
-    if status == PENDING and dev.model_sha == sha256 and dev.update_state in (None, "idle", "IDLE", "committed",
-                                                                             "COMMITTED"):
+    if fresh and out.event in FAILURE_EVENTS and status != FAILED and (at is None or out.at > at
+                                                                       or status == PENDING):
+        return FAILED, out.at, outcome_reason(out.event, out.reason)
+    if status == PENDING and dev.model_sha == sha256 and dev.update_state in SETTLED_STATES:
         return COMMITTED, now, "already running this model"
     if status == PENDING and dev.online:
         since = max(a.assigned_at, dev.online_since or a.assigned_at)
@@ -203,7 +211,7 @@ def failure_reasons(n: Mapping[str, Any]) -> list[str]:
 
 def _decide(rollout: Rollout, event: str, reason: str, numbers: Mapping[str, Any]) -> Decide:
     nxt = transition(rollout.state, event, rollout.id)
-    next_stage = rollout.stage + 1 if event == "advance" else rollout.stage
+    next_stage = rollout.stage + 1 if event == RolloutEvent.ADVANCE else rollout.stage
     return Decide(event, rollout.state, nxt, rollout.stage, next_stage, reason, dict(numbers))
 
 
@@ -289,11 +297,11 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
         if numbers["p95_regression"] > p.max_p95_regression:
             passed += f", within the {p.p95_slack_ms:g} ms slack"
     if rollout.stage + 1 >= len(p.stages):
-        actions.append(_decide(rollout, "complete", passed, numbers))
+        actions.append(_decide(rollout, RolloutEvent.COMPLETE, passed, numbers))
     elif p.require_approval:
-        actions.append(_decide(rollout, "await_approval", passed + "; waiting for approval", numbers))
+        actions.append(_decide(rollout, RolloutEvent.AWAIT_APPROVAL, passed + "; waiting for approval", numbers))
     else:
-        actions.append(_decide(rollout, "advance", passed, numbers))
+        actions.append(_decide(rollout, RolloutEvent.ADVANCE, passed, numbers))
     return actions
 
 

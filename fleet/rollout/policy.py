@@ -9,72 +9,58 @@ malformed. Policies round-trip through plain dicts (``to_dict``/``from_dict``) f
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
+from edgekit import durations
+from edgekit.durations import format_duration
+from edgekit.errors import UsageError
+
 from .errors import PolicyError
+
+__all__ = ["format_duration", "parse_duration", "parse_fraction", "parse_ratio", "parse_stages", "build_policy",
+           "Policy", "Stage"]
 
 # --- scalars ---------------------------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def parse_duration(text: str | float | int, what: str = "duration") -> float:
-    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"500ms"`` or a bare number of seconds -> seconds (float, >= 0)."""
+    """The core duration grammar (:func:`edgekit.durations.parse_duration`), failing as a :class:`PolicyError`."""
+    try:
+        return durations.parse_duration(text, what)
+    except UsageError as exc:
+        raise PolicyError(exc.message, hint=exc.hint) from None
+
+
+def _parse_percent(text: str | float, what: str, example: str) -> float:
+    """``"95%"`` -> 0.95; ``"0.95"`` or 0.95 -> 0.95. A bare number above 1 (``"20"``) is refused: it reads as 20
+    to one person and 20% to the next, so a ratio option takes a percentage or a fraction, never a bare 20.
+    Raises PolicyError for anything else."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", s):
-            value = float(s)
-        else:
-            parts = _DURATION_PART.findall(s)
-            if not parts or "".join(n + u for n, u in parts) != s:
-                raise PolicyError(f"invalid {what} {text!r}",
-                                  hint="write it like 30s, 5m, 1h30m or a number of seconds")
-            value = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if value < 0 or not math.isfinite(value):
-        raise PolicyError(f"invalid {what} {text!r}: must be a finite, non-negative time", hint="e.g. 5m")
-    return value
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:.0f}ms"
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec or not (h or m) else "")
-    return out
-
-
-def _parse_percent(text: str | float, what: str, example: str) -> tuple[float, bool]:
-    """``"95%"`` -> (0.95, True); ``"0.95"`` or 0.95 -> (0.95, False). Raises PolicyError for anything else."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text), False
+        return float(text)
     s = str(text).strip()
     try:
-        return (float(s[:-1]) / 100.0, True) if s.endswith("%") else (float(s), False)
+        value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
     except ValueError:
         raise PolicyError(f"invalid {what} {text!r}", hint=f"write a percentage like {example}") from None
+    if not s.endswith("%") and value > 1:
+        raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
+                          hint=f"write {s}% for a percentage")
+    return value
 
 
 def parse_fraction(text: str | float, what: str = "threshold") -> float:
     """``"95%"`` -> 0.95; a bare number must already be a fraction in [0, 1] (``"0.95"``)."""
-    value, percent = _parse_percent(text, what, "95% or a fraction like 0.95")
-    if isinstance(text, str) and not percent and value > 1:
-        raise PolicyError(f"invalid {what} {text!r}: a bare number must be a fraction between 0 and 1",
-                          hint=f"write {text.strip()}% for a percentage")
+    value = _parse_percent(text, what, "95% or a fraction like 0.95")
     if not (0.0 <= value <= 1.0) or not math.isfinite(value):
         raise PolicyError(f"invalid {what} {text!r}: must be between 0% and 100%", hint="e.g. 95%")
     return value
 
 
 def parse_ratio(text: str | float, what: str = "regression") -> float:
-    """Like :func:`parse_fraction` but may exceed 100% (``"250%"`` -> 2.5): used for latency regressions."""
-    value, _ = _parse_percent(text, what, "20%")
+    """Like :func:`parse_fraction` but may exceed 100% (``"250%"`` -> 2.5): used for latency regressions.
+
+    Above 100% it must be written as a percentage: ``"20"`` is refused rather than taken as 2000%."""
+    value = _parse_percent(text, what, "20%")
     if value < 0 or not math.isfinite(value):
         raise PolicyError(f"invalid {what} {text!r}: must be a non-negative percentage", hint="e.g. 20%")
     return value

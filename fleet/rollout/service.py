@@ -10,7 +10,7 @@ from typing import Any
 from edgekit.bundle import read_bundle
 
 from .errors import NoTargetDevicesError, RolloutError
-from .model import BundleRef, Rollout
+from .model import BundleRef, Rollout, RolloutKind
 from .policy import build_policy
 from .store import RolloutStore
 
@@ -84,7 +84,7 @@ def rollback_fleet(ctx: Any, store: RolloutStore, to: str | None, target: str = 
     else:
         ref = find_previous_bundle(store, to)
     policy = build_policy(stages="100%", soak="0")
-    return store.create(ref, target, target_devices(ctx, target), policy, kind="rollback", supersede=True,
+    return store.create(ref, target, target_devices(ctx, target), policy, kind=RolloutKind.ROLLBACK, supersede=True,
                         message=f"fleet-wide rollback of {target} to {ref.name} {ref.version}")
 
 

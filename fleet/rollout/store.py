@@ -6,6 +6,7 @@ The ``desired_states`` rows written here are the outbox the engine publishes fro
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from typing import Any, Iterable, Sequence
@@ -14,18 +15,19 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from fleet.db import session_factory
+from fleet.db import session_factory, store_boundary
+from edgekit.protocol import OUTCOME_EVENTS
 from fleet.models import Device, DeviceEvent, InferenceSample
 
 from .errors import NoTargetDevicesError, RolloutNotFoundError, RolloutStateError
-from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REPLACED, REVERTED, STAGE_EVENTS, TERMINAL_STATES,
-                    Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, transition)
+from .model import (ABORTED, ACTIVE_STATES, COMPLETED, PENDING, REPLACED, REVERTED, RUNNING, STAGE_EVENTS,
+                    TERMINAL_STATES, Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout, RolloutEvent,
+                    RolloutKind, transition)
 from .planner import (Action, AssignDevice, Decide, FinishRevert, RevertDevice, SetDeviceStatus, StartSoak,
                       summarize)
 from .policy import Policy
 from .tables import AuditRow, DesiredRow, RolloutDeviceRow, RolloutRow
 
-OUTCOME_EVENTS = ("committed", "failed", "rolled_back")
 TELEMETRY_LOOKBACK = 3600.0  # seconds of the previous model's figures before a rollout that count as its baseline
 
 
@@ -51,6 +53,7 @@ def _to_rollout(row: RolloutRow, assignments: Iterable[RolloutDeviceRow]) -> Rol
     return r
 
 
+@store_boundary
 class RolloutStore:
     def __init__(self, engine: Engine, fleet: str, clock=time.time):
         self.engine = engine
@@ -61,7 +64,8 @@ class RolloutStore:
     # --- creating ------------------------------------------------------------------------------------------------
 
     def create(self, bundle: BundleRef, target: str, device_ids: Sequence[str], policy: Policy, *,
-               kind: str = "rollout", message: str = "", supersede: bool = False, actor: str = "operator") -> Rollout:
+               kind: str = RolloutKind.ROLLOUT, message: str = "", supersede: bool = False,
+               actor: str = "operator") -> Rollout:
         """Insert a running rollout over ``device_ids``. Refuses a target that overlaps an active rollout unless
         ``supersede`` (fleet-wide rollback), which ends those rollouts as superseded (no revert)."""
         if not device_ids:
@@ -70,15 +74,15 @@ class RolloutStore:
         rid = new_rollout_id(now)
         with self.Session.begin() as s:
             for other in self._overlapping(s, device_ids, refuse=not supersede):
-                self._state_change(s, other, "supersede", "engine", f"superseded by {kind} {rid}", {}, now)
+                self._state_change(s, other, RolloutEvent.SUPERSEDE, "engine", f"superseded by {kind} {rid}", {}, now)
             s.add(RolloutRow(id=rid, fleet=self.fleet, kind=kind, bundle_name=bundle.name,
                              bundle_version=bundle.version, bundle_sha256=bundle.sha256, bundle_url=bundle.url,
                              bundle_size=bundle.size, target=target, devices=sorted(device_ids),
-                             policy=policy.to_dict(), state="running", stage=0, stage_started_at=now,
+                             policy=policy.to_dict(), state=RUNNING, stage=0, stage_started_at=now,
                              soak_started_at=None, acknowledged_at=None, reverted=False, created_at=now,
                              updated_at=now, finished_at=None))
             s.flush()
-            self._audit(s, rid, now, actor, "create", None, "running", 0,
+            self._audit(s, rid, now, actor, RolloutEvent.CREATE, None, RUNNING, 0,
                         message or f"{kind} of {bundle.name} {bundle.version} to {target}: {policy.describe()}",
                         {"devices": len(device_ids), "bundle_sha256": bundle.sha256, "policy": policy.to_dict()})
         return self.get(rid)
@@ -119,7 +123,7 @@ class RolloutStore:
                 q = q.where(RolloutRow.state.in_(ACTIVE_STATES))
             return [_to_rollout(row, self._assignments(s, row.id)) for row in s.scalars(q)]
 
-    def needing_ticks(self) -> list[str]:
+    def needing_ticks(self) -> builtins.list[str]:  # (list: the method above)
         """Rollouts the engine must look at: active ones, aborted ones not yet reverted, and finished ones whose
         devices have not all reported (offline devices converge after completion)."""
         with self.Session() as s:
@@ -131,7 +135,7 @@ class RolloutStore:
                 RolloutRow.state == COMPLETED, RolloutDeviceRow.status == PENDING).distinct()))
             return sorted(set(ids))
 
-    def audit(self, rollout_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def audit(self, rollout_id: str | None = None, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         with self.Session() as s:
             q = select(AuditRow).order_by(AuditRow.id)
             if rollout_id:
@@ -150,7 +154,7 @@ class RolloutStore:
                     for r in s.scalars(select(DesiredRow))}
 
     @staticmethod
-    def _assignments(s: Session, rollout_id: str) -> list[RolloutDeviceRow]:
+    def _assignments(s: Session, rollout_id: str) -> builtins.list[RolloutDeviceRow]:
         return list(s.scalars(select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id == rollout_id)
                               .order_by(RolloutDeviceRow.device_id)))
 
@@ -261,7 +265,7 @@ class RolloutStore:
                     self._set_desired(s, act.device_id, prev, rollout.id, now, desired_rows)
                 elif isinstance(act, FinishRevert):
                     row.reverted = True
-                    self._audit(s, rollout.id, now, "engine", "revert", row.state, row.state, row.stage,
+                    self._audit(s, rollout.id, now, "engine", RolloutEvent.REVERT, row.state, row.state, row.stage,
                                 f"republished the previous desired state to {act.devices} devices",
                                 {"devices": act.devices})
                 elif isinstance(act, StartSoak):
@@ -303,7 +307,7 @@ class RolloutStore:
             row.stage += 1
             row.stage_started_at = now
             row.soak_started_at = None
-        if event == "resume":
+        if event == RolloutEvent.RESUME:
             row.acknowledged_at = now
             row.soak_started_at = None
         if row.state in TERMINAL_STATES:
@@ -341,7 +345,7 @@ class RolloutStore:
 
     # --- the desired-state outbox --------------------------------------------------------------------------------
 
-    def unpublished(self) -> list[tuple[str, dict[str, Any] | None, str | None, int]]:
+    def unpublished(self) -> builtins.list[tuple[str, dict[str, Any] | None, str | None, int]]:
         """(device, model, rollout id, generation) of every desired state the broker has not acknowledged."""
         with self.Session() as s:
             rows = s.scalars(select(DesiredRow).where(DesiredRow.published_generation < DesiredRow.generation)

@@ -139,7 +139,8 @@ class Subscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.marker = f"edgekit-test/barrier/{client_id}"
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(topic, 1), (self.marker, 1)])
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port, keepalive=5, clean_start=False, properties=props)
@@ -154,6 +155,14 @@ class Subscriber:
     def of(self, channel: str) -> list[dict]:
         with self.lock:
             return [json.loads(p) for t, p, _ in self.messages if t.endswith("/" + channel)]
+
+    def barrier(self, timeout: float = 20.0) -> None:
+        """Publish a marker through the broker and wait for it: every message the broker took in before it (the
+        broker routes in arrival order) has then been delivered here."""
+        self._markers = getattr(self, "_markers", 0) + 1
+        token = f"marker-{self._markers}".encode()
+        self.client.publish(self.marker, token, qos=1).wait_for_publish(10)
+        self.wait_for(lambda s: any(t == s.marker and p == token for t, p, _ in s.messages), timeout, "the marker")
 
     def wait_for(self, predicate, timeout: float = 20.0, what: str = "messages"):
         deadline = time.monotonic() + timeout

@@ -23,6 +23,15 @@ def _assert_exactly_once_from_zero(seqs: list[int]) -> None:
     assert sorted(seqs) == list(range(max(seqs) + 1)), "gaps in the sequence numbers"
 
 
+def _wait_spool(client, items: int, timeout: float = 30.0) -> None:
+    """Wait until the agent's spool holds at least ``items`` items (samples pile up there while the broker is down)."""
+    deadline = time.monotonic() + timeout
+    while client.health()["spool"]["items"] < items:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the spool never held {items} items")
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_broker_outage_of_30s_loses_nothing(tmp_path, bundles, mosquitto, agent_factory, subscriber_factory):
     sub = subscriber_factory(mosquitto, TOPIC + "telemetry", client_id="outage-watch")
@@ -62,14 +71,17 @@ def test_agent_killed_during_an_outage_delivers_its_spool(tmp_path, bundles, mos
     client = agent.client()
     for _ in range(25):
         client.infer(x)
-    time.sleep(2.5)  # samples pile up in the spool, counting the 25 inferences
+    # samples pile up in the spool; those taken from now on count the 25 inferences
+    after_infer = client.health()["spool"]["items"]
+    _wait_spool(client, max(8, after_infer + 1))
     before_kill = client.health()["spool"]["items"]
     assert before_kill >= 8
     agent.kill()
     agent.start()  # broker still down: the restarted agent spools on top of what is on disk
     for _ in range(5):
         agent.client().infer(x)
-    time.sleep(1.0)
+    after_infer = agent.client().health()["spool"]["items"]
+    _wait_spool(agent.client(), after_infer + 1)  # a sample counting the 5 is on disk before the broker is back
     mosquitto.start()
     sub.wait_for(lambda s: _counted(s) == 30, timeout=30, what="all 30 inferences counted")
     _assert_exactly_once_from_zero(telemetry_seqs(sub))
@@ -100,7 +112,7 @@ def test_spool_over_its_cap_drops_the_oldest_and_reports_it(tmp_path, bundles, m
         time.sleep(0.05)
     dropped_total = agent.client().health()["spool"]["dropped_total"]
     agent.stop()
-    time.sleep(0.5)
+    sub.barrier()  # whatever the agent published before it stopped has reached the subscriber
     seqs = telemetry_seqs(sub)
     assert len(seqs) == len(set(seqs))
     missing = sorted(set(range(max(seqs) + 1)) - set(seqs))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.errors import ExitCode
 from edgekit.keys import generate_keypair
 from tests.support.procs import free_port
 
@@ -164,7 +165,7 @@ def test_status_of_a_stopped_agent_reads_the_data_directory(tmp_path, bundles):
     finally:
         agent.stop()
     res = _edgekit("agent", "status", "--config", cfg, "--json")
-    assert res.returncode == 3
+    assert res.returncode == ExitCode.NOT_RUNNING == 5  # not 3: that is "missing extra"
     doc = json.loads(res.stdout)
     assert doc["status"] == "not_running" and doc["model"]["name"] == "digits" and "items" in doc["spool"]
 

@@ -96,7 +96,7 @@ def test_malformed_inbound_messages_are_counted_and_ignored(tmp_path, bundles, m
 
 
 def test_ping_command_is_answered_on_cmd_reply(tmp_path, bundles, mosquitto, agent_factory, subscriber_factory):
-    agent = _start(tmp_path, bundles, mosquitto, agent_factory)
+    _start(tmp_path, bundles, mosquitto, agent_factory)
     sub = subscriber_factory(mosquitto, TOPIC + "cmd/reply", client_id="reply-watch")
     _wait_subscribed(mosquitto, subscriber_factory)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-cmd", protocol=mqtt.MQTTv5)

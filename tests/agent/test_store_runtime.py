@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from edgekit.bundle import read_bundle
-from edgekit.errors import SignatureError
+from edgekit.errors import BundleCorruptError, SignatureError
 from edgekit.golden import run_model
 from edgekit.keys import generate_keypair
 from device_agent import runtime
-from device_agent.errors import DelegateError, InvalidInputError, ModelLoadError, NoModelError, StoreError
+from device_agent.errors import (BackendError, DelegateError, InterpreterLoadError, InvalidInputError, ModelStoreError,
+                                 NoModelError)
 from device_agent.serving import ModelSlot
 from device_agent.spool import Spool
 from device_agent.store import ModelStore
@@ -34,7 +35,7 @@ def test_install_is_verified_idempotent_and_pointers_swap(tmp_path, bundles):
     store.set_current(b.sha256)
     assert store.current().sha256 == b.sha256 and store.previous().sha256 == a.sha256
     assert os.readlink(tmp_path / "store" / "current") == b.sha256
-    with pytest.raises(StoreError, match="current or previous"):
+    with pytest.raises(ModelStoreError, match="current or previous"):
         store.remove(a.sha256)
     assert store.rollback().sha256 == a.sha256 and store.previous().sha256 == b.sha256
     a.verify(bundles["pub"])
@@ -57,7 +58,7 @@ def test_unsigned_wrong_key_and_tampered_bundles_are_refused(tmp_path, bundles):
         for m in src.getmembers():
             if m.name != "signature":
                 dst.addfile(m, src.extractfile(m))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(BundleCorruptError) as err:
         store.install(unsigned, bundles["pub"])
     assert "signature" in str(err.value)
     assert store.entries() == []
@@ -66,7 +67,7 @@ def test_unsigned_wrong_key_and_tampered_bundles_are_refused(tmp_path, bundles):
     with open(entry.model_path, "r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01\x02")
-    with pytest.raises(StoreError, match="was modified"):
+    with pytest.raises(ModelStoreError, match="was modified"):
         entry.verify(bundles["pub"])
 
 
@@ -83,14 +84,14 @@ def test_runner_matches_direct_litert_and_validates(bundles):
     with pytest.raises(InvalidInputError, match="takes 1 input"):
         runner.invoke([x[0], x[1]])
     runner.close()
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(InterpreterLoadError):
         runner.invoke([x[0]])
 
 
 def test_backend_registry_and_choice():
     assert list(runtime.BACKENDS)[:3] == ["ai-edge-litert", "tflite-runtime", "tf.lite"]
     assert runtime.choose_backend("auto").name == "ai-edge-litert"
-    with pytest.raises(Exception, match="unknown runtime backend"):
+    with pytest.raises(BackendError, match="unknown runtime backend"):
         runtime.choose_backend("onnx")
     if not runtime.BACKENDS["tflite-runtime"].available():  # an override naming a runtime that is not installed
         with pytest.raises(runtime.BackendError, match="not installed") as err:
@@ -114,7 +115,7 @@ def test_edgetpu_target_without_libedgetpu(bundles):
 
 
 def test_bad_model_bytes_give_a_load_error():
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(InterpreterLoadError):
         runtime.load_runner(b"TFL3" + b"\x00" * 64)
 
 
@@ -183,7 +184,7 @@ def test_verifier_child_process_agrees_with_in_process_checks(tmp_path, bundles)
         verifier.verify(entry.dir, other_pub)
     with open(entry.dir / "golden.npz", "ab") as f:
         f.write(b"x")
-    with pytest.raises(StoreError, match="was modified"):
+    with pytest.raises(ModelStoreError, match="was modified"):
         verifier.verify(entry.dir, bundles["pub"])
 
 
@@ -216,7 +217,7 @@ def test_stored_entry_gets_the_bundle_readers_checks(tmp_path, bundles, case):
     if case == "alg":
         assert "'rsa'" in err.value.message
     if case == "deep-manifest":  # reading the entry's manifest (no signature involved) is bounded too
-        with pytest.raises(StoreError, match="too deeply nested"):
+        with pytest.raises(ModelStoreError, match="too deeply nested"):
             store.get(entry.sha256)
 
 

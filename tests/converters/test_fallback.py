@@ -50,8 +50,9 @@ def test_budget_that_cannot_be_met_reports_best_and_fails(doubly_sensitive_model
                                                           signing_key):
     # with one float layer at most, the second sensitive layer keeps the drop far above 0 on every training run
     with pytest.raises(AccuracyBudgetError, match="exceeds --max-accuracy-drop 0.0") as exc:
-        run_convert(model=doubly_sensitive_model, output=tmp_path / "out", mode="int8", calibration=digits["calibration"],
-                    eval=digits["eval"], max_accuracy_drop=0.0, max_float_layers=1, runs=0, key=signing_key[0])
+        run_convert(model=doubly_sensitive_model, output=tmp_path / "out", mode="int8",
+                    calibration=digits["calibration"], eval=digits["eval"], max_accuracy_drop=0.0,
+                    max_float_layers=1, runs=0, key=signing_key[0])
     assert exc.value.exit_code == 4
     import json
 

@@ -39,7 +39,8 @@ def weights(blob: bytes) -> list[tuple[str, np.ndarray, int]]:
             t = sg.tensors[op.inputs[1]]
             assert t.type == "INT8", t.type
             raw = info.buffer_data(blob, t.buffer)
-            out.append((op.opcode, np.frombuffer(raw, np.int8).reshape(t.shape), t.zero_point[0] if t.zero_point else 0))
+            out.append((op.opcode, np.frombuffer(raw, np.int8).reshape(t.shape),
+                        t.zero_point[0] if t.zero_point else 0))
     return out
 
 
@@ -229,7 +230,8 @@ def test_xnnpack_pruning_is_stored_sparse_and_runs(tmp_path):
     m.save(tmp_path / "stem.h5")
     from converters.optimize import OptimizeOptions, optimize
 
-    r = optimize(OptimizeOptions(model=tmp_path / "stem.h5", recipe="prune:2:4:xnnpack", train=str(tmp_path / "train.npz"),
+    r = optimize(OptimizeOptions(model=tmp_path / "stem.h5", recipe="prune:2:4:xnnpack",
+                                 train=str(tmp_path / "train.npz"),
                                  eval=str(tmp_path / "eval.npz"), epochs=1, runs=5, mode="fp32"))
     info = inspect_tflite(r.model_bytes)
     assert info.op_histogram().get("DENSIFY") == 2
@@ -255,7 +257,8 @@ import tensorflow_model_optimization
 env = os.environ.get('TF_USE_LEGACY_KERAS')
 r = pipeline.convert(pipeline.ConvertOptions(model={digits['model']!r}, mode='int8',
                                              calibration={digits['calibration']!r}, eval={digits['eval']!r}, runs=0))
-print(json.dumps({{'env': env, 'flavor': r.report['source']['flavor'], 'top1': r.report['accuracy']['top1_converted']}}))
+rep = r.report
+print(json.dumps({{'env': env, 'flavor': rep['source']['flavor'], 'top1': rep['accuracy']['top1_converted']}}))
 """
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)

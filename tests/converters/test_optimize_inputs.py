@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from converters.optimize import RECIPES, parse_chain
-from converters.optimize.errors import RecipeError
 from edgekit.cli import cli
 
 
@@ -244,7 +243,7 @@ def test_help_lists_every_option_of_the_docs():
     assert [o for o in documented if o not in options] == []
 
 
-# -- training data in every form ----------------------------------------------------------------------------------------
+# -- training data in every form ----------------------------------------------------------------------------------
 
 
 def _digits_images(root, xs, ys):

@@ -61,3 +61,43 @@ def test_decode_only_raises_protocol_error(channel, payload):
         P.decode(channel, payload)
     except ProtocolError:
         pass
+
+
+def test_wire_vocabulary_is_str_enums_that_serialise_as_plain_strings():
+    assert P.CHANNELS == ("state", "desired", "events", "telemetry", "cmd", "cmd/reply")
+    m = P.EventMessage(device_id="d1", seq=1, event=P.EventName.FAILED, reason=P.Reason.GOLDEN_MISMATCH,
+                       from_state=P.UpdateState.SELF_TEST)
+    raw = json.loads(m.encode())
+    assert raw["event"] == "failed" and raw["reason"] == "golden_mismatch" and raw["from_state"] == "SELF_TEST"
+    assert f"{P.UpdateState.IDLE}" == "IDLE" and str(P.Channel.CMD_REPLY) == "cmd/reply"
+    assert P.Topic("f", "d", P.Channel.CMD_REPLY) == P.Topic.parse("edgekit/v1/f/devices/d/cmd/reply")
+    assert set(P.SELF_TEST_REASONS) <= set(P.Reason) and set(P.OUTCOME_EVENTS) <= set(P.EventName)
+
+
+def test_agent_state_machine_speaks_the_protocol_vocabulary():
+    from device_agent.update.machine import TRANSITIONS, Reason, State, event_name
+
+    assert State is P.UpdateState and Reason is P.Reason
+    names = {event_name(src, ev, dst) for (src, ev), dst in TRANSITIONS.items()}
+    assert names <= set(P.EventName)
+    # the updater's notes are events too
+    import pathlib
+    import re
+
+    src = (pathlib.Path(__file__).parents[2] / "device_agent" / "update" / "updater.py").read_text()
+    notes = set(re.findall(r"_note\((?:EventName\.(\w+)|\"(\w+)\")", src))
+    assert notes and {P.EventName[a].value if a else b for a, b in notes} <= set(P.EventName)
+
+
+def test_protocol_doc_lists_exactly_the_commands_and_events():
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    cmd_row = next(ln for ln in doc.splitlines() if ln.startswith("| `cmd` |"))
+    listed = set(re.findall(r"`(\w+)`", cmd_row.split("`name` (", 1)[1].split(")")[0]))
+    assert listed == {c.value for c in P.CommandName} | {"status"}
+    for enum_cls in (P.Channel, P.DeviceStatus, P.UpdateState, P.EventName, P.Reason, P.CommandName):
+        row = next(ln for ln in doc.splitlines() if ln.startswith(f"| `{enum_cls.__name__}`"))
+        listed = set(re.findall(r"`([\w/]+)`", row.split("|")[2]))
+        assert listed == {m.value for m in enum_cls}, enum_cls.__name__

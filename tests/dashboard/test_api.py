@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import Client, feed
+from .conftest import feed
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 

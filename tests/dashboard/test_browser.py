@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.rollout.local import LoadGenerator, LocalFleet
+from examples.localfleet import LoadGenerator, LocalFleet
 from fleet.rollout.service import create_rollout, open_store
 from tests.rollout.conftest import make_bundles
 from tests.rollout.test_e2e import AGENT_POLICY, baseline, start_agents

@@ -4,13 +4,24 @@ passwords), unprovisioned and revoked devices cannot connect."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from edgekit.protocol import Topic
 
-from .conftest import close, device_client
+from .conftest import close, device_client, wait_for
+
+
+def _reloads(fleet) -> int:
+    try:
+        return fleet.ctx.paths.broker_log.read_text(errors="replace").count("Reloading config.")
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_reloaded(fleet, before: int) -> None:
+    """SIGHUP is asynchronous: wait until Mosquitto logs that it reloaded its config (ACL, passwords, CRL)."""
+    wait_for(lambda: _reloads(fleet) > before, timeout=10, what="the broker to reload its config")
 
 
 def _subscribe_and_collect(client, topic):
@@ -54,10 +65,9 @@ def test_device_is_confined_to_its_own_topics(fleet, auth):
         # positive controls: B's own message reaches B, A's own message reaches A
         cb.publish(str(Topic(fid, "dev-b", "telemetry")), b"own-b", qos=1).wait_for_publish(5)
         ca.publish(str(Topic(fid, "dev-a", "telemetry")), b"own-a", qos=1).wait_for_publish(5)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (got_b and [p for _, p in spy if p == b"own-a"]):
-            time.sleep(0.05)
-        time.sleep(0.3)
+        # Mosquitto routes a QoS 1 message before it PUBACKs it: anything the forged publishes (acknowledged first)
+        # delivered to B or A is queued ahead of the positive controls, so once both controls are in, so is it
+        wait_for(lambda: got_b and [p for _, p in spy if p == b"own-a"], timeout=5, what="both positive controls")
         assert [p for _, p in got_b] == [b"own-b"], got_b
         # everything A received (on all three subscriptions) is its own message
         assert spy and {(t, p) for t, p in spy} == {(str(Topic(fid, "dev-a", "telemetry")), b"own-a")}, spy
@@ -99,9 +109,10 @@ def test_revoked_device_cannot_connect(fleet, auth):
     c, rc = device_client(fleet, d.package, auth)
     assert not rc.is_failure
     close(c)
+    before = _reloads(fleet)
     res = revoke(fleet.ctx, "dev-r")
     assert res["broker_reloaded"]
-    time.sleep(0.3)  # SIGHUP is asynchronous
+    _wait_reloaded(fleet, before)
     c, rc = device_client(fleet, d.package, auth, timeout=5)
     try:
         assert not c.is_connected()
@@ -126,18 +137,31 @@ def test_live_connection_of_a_revoked_device_loses_its_topics(fleet):
                                  on_message=lambda t, p: seen.append(p)).connect()
     topic = str(Topic(fleet.ctx.fleet_id, "dev-live", "telemetry"))
     try:
-        time.sleep(0.2)
-        c.publish(topic, b"before", qos=1).wait_for_publish(5)
-        deadline = time.monotonic() + 5
-        while b"before" not in seen and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert seen == [b"before"]
+        # the service's subscription is in place once a message published now reaches it (resent until it does)
+        def arrived():
+            if b"before" not in seen:
+                c.publish(topic, b"before", qos=1).wait_for_publish(5)
+            return b"before" in seen
+        wait_for(arrived, timeout=10, interval=0.2, what="the service to receive 'before'")
+        assert set(seen) == {b"before"}
+        before = _reloads(fleet)
         revoke(fleet.ctx, "dev-live")
-        time.sleep(0.3)
+        _wait_reloaded(fleet, before)
         if c.is_connected():
             c.publish(topic, b"after", qos=1).wait_for_publish(5)
-        time.sleep(0.5)
-        assert seen == [b"before"]
+        # a control from a device that is still provisioned, published after 'after' was acknowledged: once the
+        # service has it, 'after' would have been delivered before it
+        ctl = fleet.provision("dev-ctl")
+        cc, rc = device_client(fleet, ctl.package)
+        assert not rc.is_failure
+        try:
+            ctl_topic = str(Topic(fleet.ctx.fleet_id, "dev-ctl", "telemetry"))
+            cc.publish(ctl_topic, b"control", qos=1).wait_for_publish(5)
+            wait_for(lambda: b"control" in seen, timeout=10, what="the control message")
+        finally:
+            close(cc)
+        assert [p for p in seen if p != b"control"] == [b"before"] * seen.count(b"before")
+        assert b"after" not in seen
     finally:
         svc.close()
         close(c)

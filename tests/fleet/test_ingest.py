@@ -56,7 +56,9 @@ def test_service_stores_telemetry_events_and_registry(fleet_db, tmp_path):
         assert _count(svc.engine, TelemetrySample) == 120
         import pytest
 
-        with pytest.raises(Exception):
+        from fleet.errors import UnknownDeviceError
+
+        with pytest.raises(UnknownDeviceError):
             reg.get("ghost")
     finally:
         svc.stop()

@@ -62,7 +62,7 @@ def test_rows_from_an_agent_sample():
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("1.5h", 5400),
-                                           ("30", 30)])
+                                           ("30", 30), ("1h30m", 5400), ("500ms", 0.5), ("1w", 604800)])
 def test_parse_duration(text, seconds):
     from fleet.views import parse_duration
 

@@ -4,7 +4,6 @@ mid-ingest comes back and ingest resumes."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -94,7 +93,9 @@ def test_ingest_resumes_after_broker_kill9(tmp_path):
         wait_for(lambda: _samples(engine) > 100, what="ingest running")
         f.kill_broker()
         before = _samples(engine)
-        time.sleep(2)
+        # the outage is real for the service: it has seen the connection drop before the broker comes back
+        wait_for(lambda: (_stats(f.ctx, "main") or {}).get("mqtt", {}).get("connected") is False, timeout=20,
+                 what="the service to see the broker gone")
         f.start_broker()
         out, err = sim.communicate(timeout=120)
         assert sim.returncode == 0, err

@@ -38,7 +38,8 @@ def _every_layer_model():
     import keras
 
     L = keras.layers
-    inner = keras.Sequential([L.Input((4, 4, 24)), L.Conv2D(8, 1, name="inner_pw"), L.BatchNormalization(name="inner_bn"),
+    inner = keras.Sequential([L.Input((4, 4, 24)), L.Conv2D(8, 1, name="inner_pw"),
+                              L.BatchNormalization(name="inner_bn"),
                               L.Activation("relu", name="inner_act")], name="inner_seq")
     inp = keras.Input((16, 16, 3), name="image")
     x = L.Rescaling(1 / 127.5, offset=-1.0)(inp)

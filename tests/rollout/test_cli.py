@@ -51,6 +51,9 @@ def test_create_status_and_operator_commands(run, bundles, fleet_ctx):
 @pytest.mark.parametrize("args,message", [
     (["--stages", "1,50%"], "last stage"),
     (["--success-threshold", "95"], "Write 95% for a percentage"),
+    (["--max-p95-regression", "20"], "Write 20% for a percentage"),
+    (["--failure-threshold", "5"], "Write 5% for a percentage"),
+    (["--max-error-rate", "2"], "Write 2% for a percentage"),
     (["--soak", "5 minutes"], "--soak"),
     (["--target", "site=lab"], "target"),
     (["--target", "tag:site=nowhere"], "matches no provisioned device"),

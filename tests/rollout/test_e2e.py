@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +13,7 @@ from sqlalchemy import func, select
 from edgekit.bundle import read_bundle
 from edgekit.protocol import Topic, fleet_filter
 from fleet.models import DeviceEvent
-from fleet.rollout.local import LoadGenerator, LocalFleet, wait_for
+from examples.localfleet import LoadGenerator, LocalFleet, wait_for
 from fleet.rollout.service import create_rollout, open_store
 
 from .conftest import make_bundles
@@ -77,6 +76,20 @@ def events(lf, name, sha):
     return out
 
 
+def wait_latency_baseline(lf, ids, version, samples=2, timeout=60):
+    """Until the fleet has ``samples`` inference samples of ``version`` from every device: the p95 baseline."""
+    from fleet.models import InferenceSample
+
+    def ready():
+        with lf.ctx.engine().connect() as c:
+            rows = dict(c.execute(select(InferenceSample.device_id, func.count())
+                                  .where(InferenceSample.model_version.like(f"%@{version}"))
+                                  .group_by(InferenceSample.device_id)).all())
+        return all(rows.get(d, 0) >= samples for d in ids)
+
+    wait_for(ready, timeout, f"{samples} telemetry samples of {version} from {len(ids)} device(s)")
+
+
 def baseline(lf, store, key):
     """Roll the agents' first model out once, so the fleet knows every device's desired state (instant: they all
     run it already)."""
@@ -92,7 +105,7 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
     load = LoadGenerator(lambda: list(lf.agents.values()), rate=4).start()
     try:
         baseline(lf, store, "v1")
-        time.sleep(2)  # a couple of telemetry samples of v1 on every device: the p95 baseline
+        wait_latency_baseline(lf, ids, "1.0.0")  # a couple of telemetry samples of v1 on every device
         lf.stop_agent("dev09")  # clean shutdown: 'offline' in the registry
         wait_for(lambda: not lf.devices()["dev09"].online, 20, "dev09 offline")
 
@@ -105,7 +118,11 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
                  "the 50% stage to be assigned", 0.2)
         lf.stop_service(signal.SIGKILL)
         killed_at = store.get(r.id)
-        time.sleep(2)
+        # the devices go on without the service: one of the stage's devices moves on from v1 meanwhile
+        stage = [d for d, a in killed_at.assignments.items() if a.status == "pending" and d != "dev09"]
+        wait_for(lambda: not stage or any(_update_state(lf, d) not in (None, "IDLE") or _serving(lf, d) == v2
+                                          for d in stage),
+                 60, "a device of the stage to progress while the service is down")
         lf.start_service()
 
         final = wait_state(store, r.id, ("completed", "paused", "aborted"), 150)
@@ -147,6 +164,20 @@ def test_staged_rollout_v1_to_v2_survives_kill_9_and_an_offline_device(local_fle
     wait_for(lambda: all(d.model_sha256 == v1 for d in lf.devices().values()), 30, "every device back on v1")
 
 
+def _health(lf, d):
+    from examples.localfleet import _get_json
+
+    return _get_json(lf.agents[d].api + "/v1/health") or {}
+
+
+def _update_state(lf, d):
+    return (_health(lf, d).get("update") or {}).get("state")
+
+
+def _serving(lf, d):
+    return (_health(lf, d).get("model") or {}).get("sha256")
+
+
 class DesiredMonitor:
     """Records every ``desired`` message the broker delivers (retained ones included), as the fleet service."""
 
@@ -186,7 +217,7 @@ def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet, f
     store = open_store(lf.ctx)
     load = LoadGenerator(lambda: list(lf.agents.values()), rate=4).start()
     baseline(lf, store, "v2")
-    time.sleep(2)  # v2's latency baseline in telemetry
+    wait_latency_baseline(lf, ids, "2.0.0")  # v2's latency baseline in telemetry
     v2, v3 = (read_bundle(lf.bundles[k]).sha256 for k in ("v2", faulty))
     monitor = DesiredMonitor(lf)
     try:
@@ -198,7 +229,9 @@ def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet, f
         canary = [a.device_id for a in store.get(r.id).assignments.values()]
         assert canary == ["pi0"]
         wait_for(lambda: monitor.seen[-1] == ("pi0", v2), 20, "the canary's desired state to go back to v2", 0.2)
-        time.sleep(2)  # anything wrongly sent to the others would have arrived by now
+        # the engine publishes its outbox in order and marks a row only after the broker's PUBACK: once it is empty,
+        # everything it ever sent has passed the broker before the revert the monitor saw last
+        wait_for(lambda: not store.unpublished(), 20, "the desired-state outbox to be empty", 0.2)
         wait_for(lambda: all(lf.devices()[d].model_sha256 == v2 for d in ids), 60, "every device on v2")
     finally:
         monitor.close()

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from edgekit.protocol import EventName, Reason, UpdateState
 from fleet.rollout.errors import RolloutStateError
 from fleet.rollout.model import (ABORTED, AWAITING_APPROVAL, COMMITTED, FAILED, PAUSED, PENDING, REVERTED, RUNNING,
                                  TIMED_OUT, Assignment, BundleRef, DeviceState, ModelStats, Outcome, Rollout,
@@ -32,14 +33,15 @@ def rollout(state=RUNNING, stage=0, soak_started=None, assigned=(), policy=None,
     return r
 
 
-def devices(online=IDS, committed=(), failed=(), reason="self_test_failed", update_state="idle", at=T0 + 5):
+def devices(online=IDS, committed=(), failed=(), reason=Reason.GOLDEN_MISMATCH, update_state=UpdateState.IDLE,
+            at=T0 + 5):
     out = {}
     for d in IDS:
         model, outcome = dict(OLD), None
         if d in committed:
-            model, outcome = NEW.desired_model(), Outcome("committed", at, NEW.sha256)
+            model, outcome = NEW.desired_model(), Outcome(EventName.COMMITTED, at, NEW.sha256)
         elif d in failed:
-            outcome = Outcome("failed", at, NEW.sha256, reason)
+            outcome = Outcome(EventName.FAILED, at, NEW.sha256, reason)
         out[d] = DeviceState(d, d in online, T0 - 100, model, dict(OLD), update_state, outcome)
     return out
 
@@ -116,7 +118,7 @@ SCENARIOS = [
      ["AssignDevice"] * 4, lambda acts: [a.device_id for a in acts] == ["d07", "d08", "d09", "d01"]),
     ("one of five failing is over a 5% failure threshold",
      rollout(stage=1, assigned=[(d, COMMITTED) for d in IDS[:4]] + [("d04", PENDING)]),
-     devices(committed=IDS[:4], failed=["d04"], reason="probation: error rate"), {}, T0 + 20,
+     devices(committed=IDS[:4], failed=["d04"], reason=Reason.ERROR_RATE), {}, T0 + 20,
      ["SetDeviceStatus", "Decide:fail_pause"],
      lambda acts: acts[1].numbers["failure_rate"] == 0.2 and acts[1].numbers["self_test_failed"] == 0),
     ("a failure accepted by resume no longer counts",
@@ -153,7 +155,7 @@ SCENARIOS = [
      rollout(state=ABORTED, reverted=True, assigned=[("d00", REVERTED)]), devices(), {}, T0 + 6, [], None),
     ("device already on the bundle counts as committed",
      rollout(assigned=[("d00", PENDING)]),
-     {**devices(), "d00": DeviceState("d00", True, T0, NEW.desired_model(), None, "idle", None)}, {}, T0 + 2,
+     {**devices(), "d00": DeviceState("d00", True, T0, NEW.desired_model(), None, UpdateState.IDLE, None)}, {}, T0 + 2,
      ["SetDeviceStatus", "StartSoak"], None),
     ("a stale outcome from before the assignment is ignored",
      rollout(assigned=[("d00", PENDING)]), devices(failed=["d00"], at=T0 - 50), {}, T0 + 2, [], None),
@@ -183,7 +185,8 @@ def test_full_rollout_simulated_to_completion():
         for act in plan(r, devs, stats([d for d in devs if devs[d].model_sha == NEW.sha256]), now):
             if isinstance(act, AssignDevice):
                 r.assignments[act.device_id] = Assignment(act.device_id, act.stage, now, dict(act.previous))
-                devs[act.device_id] = replace(devs[act.device_id], model=NEW.desired_model(), update_state="idle",
+                devs[act.device_id] = replace(devs[act.device_id], model=NEW.desired_model(),
+                                              update_state=UpdateState.IDLE,
                                               outcome=Outcome("committed", now + 0.5, NEW.sha256))
             elif isinstance(act, SetDeviceStatus):
                 a = r.assignments[act.device_id]
@@ -215,3 +218,27 @@ def test_revert_of_device_without_previous_model_clears_desired():
     acts = plan(r, devices(), {}, T0 + 1)
     assert isinstance(acts[0], RevertDevice) and acts[0].previous is None
     assert isinstance(acts[-1], FinishRevert)
+
+
+@pytest.mark.parametrize("reason,self_test", [
+    ("failed: golden_mismatch", True), ("failed: incompatible_model", True), ("rolled_back: golden_mismatch", True),
+    ("failed: latency_regression", False), ("failed: error_rate", False),
+    # the agent never sends these: a reason that merely mentions the self-test is not a self-test code
+    ("failed: self_test_failed", False), ("failed: selftest golden", False), ("failed: GOLDEN_MISMATCH", False),
+    (None, False), ("", False),
+])
+def test_self_test_failures_are_the_agents_reason_codes_not_substrings(reason, self_test):
+    from fleet.rollout.planner import is_self_test_failure
+
+    assert is_self_test_failure(reason) is self_test
+
+
+@pytest.mark.parametrize("update_state,committed", [
+    (UpdateState.IDLE, True), (UpdateState.COMMITTED, True), (None, True),
+    ("idle", False), ("committed", False), (UpdateState.PROBATION, False),  # the agent reports IDLE, not idle
+])
+def test_already_running_counts_only_in_the_agents_settled_states(update_state, committed):
+    r = rollout(assigned=[("d00", PENDING)])
+    devs = {**devices(), "d00": DeviceState("d00", True, T0, NEW.desired_model(), None, update_state, None)}
+    acts = [a for a in plan(r, devs, {}, T0 + 2) if isinstance(a, SetDeviceStatus)]
+    assert bool(acts and acts[0].status == COMMITTED) is committed

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from fleet.rollout.errors import PolicyError
-from fleet.rollout.policy import (Policy, Stage, build_policy, parse_duration, parse_fraction, parse_stages,
-                                  stage_sizes)
+from fleet.rollout.policy import (Policy, Stage, build_policy, parse_duration, parse_fraction, parse_ratio,
+                                  parse_stages, stage_sizes)
 
 
 @pytest.mark.parametrize("text,seconds", [("5m", 300), ("30s", 30), ("1h30m", 5400), ("500ms", 0.5), ("90", 90),
-                                          ("0", 0), ("2.5s", 2.5), ("1d", 86400)])
+                                          ("0", 0), ("2.5s", 2.5), ("1d", 86400), ("1w", 604800), ("1.5h", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -32,6 +32,21 @@ def test_bad_fractions(text, hint):
     with pytest.raises(PolicyError) as e:
         parse_fraction(text)
     assert hint in e.value.hint
+
+
+@pytest.mark.parametrize("text,value", [("20%", 0.2), ("250%", 2.5), ("0.2", 0.2), ("0%", 0.0), (0.2, 0.2)])
+def test_ratios(text, value):
+    assert parse_ratio(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text,hint", [("20", "20%"), ("2.5", "2.5%"), ("x", "20%"), ("-5%", "20%")])
+def test_bare_ratio_above_one_is_refused_not_taken_as_a_fraction(text, hint):
+    # "--max-p95-regression 20" used to become 2000%: a bare number above 1 must be written as a percentage
+    with pytest.raises(PolicyError) as e:
+        parse_ratio(text, "--max-p95-regression")
+    assert hint in e.value.hint and "--max-p95-regression" in e.value.message
+    with pytest.raises(PolicyError):
+        build_policy(max_p95_regression=text)
 
 
 def test_stages_and_sizes():

@@ -68,7 +68,8 @@ def sign(key, manifest: bytes, **fields: Any) -> bytes:
     """A signature record over ``manifest`` in the writer's layout; ``fields`` override or (None) drop entries."""
     from edgekit.keys import key_id
 
-    rec: dict[str, Any] = {"alg": "ed25519", "key_id": key_id(key), "sig": base64.b64encode(key.sign(manifest)).decode()}
+    rec: dict[str, Any] = {"alg": "ed25519", "key_id": key_id(key),
+                           "sig": base64.b64encode(key.sign(manifest)).decode()}
     for k, v in fields.items():
         if v is _DROP:
             rec.pop(k, None)

@@ -202,7 +202,8 @@ class EventLog:
         base = f"edgekit/v1/{FLEET}/devices/{device_id}/"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"events-{device_id}-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(base + "events", 1), (base + "state", 1)])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(base + "events", 1), (base + "state", 1),
+                                                                     (base + "cmd/reply", 1)])
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port, keepalive=5)
         self.client.loop_start()
@@ -238,6 +239,24 @@ class EventLog:
                 return got
             time.sleep(0.05)
         raise TimeoutError(f"no {what} after {timeout}s; got {self.names()}")
+
+    def barrier(self, timeout: float = 30.0) -> None:
+        """Ping the agent over MQTT until it answers: it has then taken in every message the broker delivered to it
+        before the ping (a retained ``desired`` on (re)connecting among them)."""
+        from edgekit.protocol import CommandMessage
+
+        self._pings = getattr(self, "_pings", 0) + 1
+        cid = f"barrier-{os.getpid()}-{self._pings}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # resent: a ping before the agent subscribed to cmd is not queued
+            self.client.publish(self.base + "cmd", CommandMessage(id=cid, name="ping").encode(), qos=1)
+            until = min(deadline, time.monotonic() + 1.0)
+            while time.monotonic() < until:
+                with self.lock:
+                    if any(ch == "reply" and b.get("id") == cid for ch, b in self.messages):
+                        return
+                time.sleep(0.02)
+        raise TimeoutError(f"the agent did not answer a ping within {timeout}s")
 
     def publish_desired(self, model: dict, rollout_id: str | None = "r1") -> None:
         from edgekit.protocol import DesiredMessage

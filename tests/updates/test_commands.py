@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from .harness import REPO
 from .test_update_flow import serving_check
@@ -35,8 +34,10 @@ def test_rollback_through_the_running_agent_and_history(rig_factory):
     assert serving_check(rig, {v1: "v1"}) == "v1"
     ev = rig.events.wait(lambda ev: [e for e in ev if e["event"] == "rolled_back"], what="rolled_back")
     assert ev[0]["reason"] == "manual" and ev[0]["model"]["sha256"] == v2
-    # the retained desired still names v2, but a manually rolled-back model is not installed again
-    time.sleep(1.5)
+    # the retained desired still names v2, but a manually rolled-back model is not installed again: the agent
+    # looks at it once more after the rollback and reports it rejected
+    rig.events.wait(lambda ev: [e for e in ev if e["event"] == "rejected" and e["model"]["sha256"] == v2],
+                    what="v2 rejected after the manual rollback")
     assert serving_check(rig, {v1: "v1"}) == "v1"
     assert [h["name"] for h in rig.agent.history()].count("downloading") == 1
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from device_agent.update.machine import Event, Reason
+from device_agent.update.machine import Event, InvalidTransition, Reason
 from device_agent.update.persist import MAX_REJECTED, Record, StateFile, advance, check_consistent, read_history
 from device_agent.update.policy import Policy, latency_verdict, probation_verdict
 from edgekit.errors import ConfigError
@@ -28,7 +28,7 @@ def test_advance_follows_the_table_and_clears_on_idle():
     assert rec.state == "IDLE" and rec.target is None and rec.update_id is None and rec.crashes == 0
     assert t.update_id == "u1" and t.target == TARGET  # the event still names the update it ends
     assert rec.rejected_pairs() == {(B, "r1")}  # remembered beyond the update
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTransition):
         advance(rec, Event.VERIFIED)
 
 

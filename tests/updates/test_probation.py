@@ -8,18 +8,20 @@ from .artifacts import Fault
 from .test_update_flow import LoadLoop, is_subsequence, serving_check
 
 
-def _run_update(rig, bundle: str, outcome: str, warmup: float = 1.0):
-    """Serve v1 under load (so this device has figures for it), publish ``bundle``, wait for ``outcome``."""
+def _run_update(rig, bundle: str, outcome: str, warmup: int = 200):
+    """Serve v1 under load (``warmup`` requests, so this device has figures for it), publish ``bundle``, wait for
+    ``outcome``, then for some more requests after the updater is back in IDLE."""
     rig.agent.start()
     assert rig.agent.wait_ready()
     loop = LoadLoop(rig.agent, rig.bundles["sample"])
     loop.start()
     try:
-        time.sleep(warmup)
+        loop.wait_answers(warmup, sha=rig.sha("v1"))
         rig.events.publish_desired(rig.desired(bundle))
         rig.events.wait(lambda ev: [e for e in ev if e["event"] == outcome], timeout=60, what=outcome)
         rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
-        time.sleep(0.3)
+        rig.events.wait(lambda ev: is_subsequence([outcome, "idle"], [e["event"] for e in ev]), what="idle event")
+        loop.wait_answers(20)
     finally:
         loop.stop()
     return loop
@@ -96,7 +98,11 @@ def test_newer_desired_supersedes_a_download_in_flight(rig_factory):
     rig.server.faults["v2.ekb"] = Fault(delay=0.5)  # 16 kB every half second: the download takes a few seconds
     rig.events.publish_desired(d2, rollout_id="r2")
     rig.events.wait(lambda ev: [e for e in ev if e["event"] == "downloading"], timeout=20, what="downloading")
-    time.sleep(0.7)
+    part = rig.agent.data_dir / "store" / ".downloads" / f"{d2['sha256']}.part"
+    deadline = time.monotonic() + 20  # the download is under way: part of v2 is on disk
+    while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert part.exists() and part.stat().st_size > 0, "the download of v2 never started writing"
     rig.events.publish_desired(d3, rollout_id="r3")
     rig.events.wait(lambda ev: [e for e in ev if e["event"] == "committed"], timeout=60, what="committed")
     ev = rig.events.events()
@@ -121,7 +127,8 @@ def test_desired_published_while_offline_converges_on_start(rig_factory):
     rig.agent.stop()
     rig.agent.start()
     assert rig.agent.wait_ready()
-    time.sleep(1.0)
+    rig.events.barrier()  # the agent has taken in the retained desired again
+    rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
     assert [h["name"] for h in rig.agent.history()].count("downloading") == 1
 
 
@@ -138,7 +145,8 @@ def test_fleet_going_back_during_probation_rolls_back_at_once(rig_factory):
     assert rb[0]["reason"] == "superseded"
     rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
     assert serving_check(rig, {rig.sha("v1"): "v1"}) == "v1"
-    time.sleep(0.5)
+    rig.events.barrier()  # the retained v1 desired has been taken in after the rollback
+    rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
     names = [h["name"] for h in rig.agent.history()]
     assert names.count("downloading") == 1, "converged on v1 without another update"
     assert not rig.agent.record()["rejected"], "a superseded model may come back in a later rollout"

@@ -57,6 +57,18 @@ class LoadLoop(threading.Thread):
         self.stop_flag.set()
         self.join(10)
 
+    def wait_answers(self, n: int, timeout: float = 30.0, sha: str | None = None) -> None:
+        """Wait until ``n`` more requests (answered by model ``sha``, when given) have been made from now on."""
+        start = len(self.results)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(1 for r in self.results[start:] if sha is None or r[1] == sha) >= n:
+                return
+            if not self.is_alive():
+                break
+            time.sleep(0.01)
+        raise TimeoutError(f"fewer than {n} more answers{' from ' + sha[:12] if sha else ''} within {timeout}s")
+
 
 def test_update_commits_and_a_live_swap_fails_no_request(rig_factory):
     rig = rig_factory({"probation_s": 2.0})
@@ -73,7 +85,7 @@ def test_update_commits_and_a_live_swap_fails_no_request(rig_factory):
         rig.events.publish_desired(rig.desired("v2"))
         rig.agent.wait_history(lambda h: any(i["name"] == "idle" and i["src"] == "COMMITTED" for i in h),
                                timeout=60, what="commit")
-        time.sleep(0.3)
+        loop.wait_answers(20, sha=v2)  # requests keep being answered, by v2, after the commit
     finally:
         loop.stop()
     statuses = [s for s, _, _ in loop.results]

@@ -1,7 +1,7 @@
 """fleet core tables: devices, telemetry, inference, events, rollups
 
 Revision ID: 0001_fleet_core
-Revises: 
+Revises:
 Create Date: 2026-11-29 23:28:26.307387
 """
 from alembic import op

@@ -1,5 +1,6 @@
 """A whole fleet on one machine: the fleet's Mosquitto, ``edgekit fleet serve`` and N device agents, each a real
-process, for the demo (``examples/demo.py``) and the end-to-end rollout tests.
+process, for the demo (``examples/demo.py``) and the end-to-end rollout tests. A harness, not part of the product
+packages (an import-linter contract keeps them from importing it).
 
 Every process is started in its own session with its output in ``<workdir>/logs`` and stopped by its PID
 (:meth:`LocalFleet.close`, also on errors). Agents are installed from the device packages ``fleet provision``
@@ -56,6 +57,7 @@ class LocalFleet:
     telemetry_interval: float = 1.0
     agent_env: dict[str, str] = field(default_factory=dict)  # extra EDGEKIT_AGENT__* overrides (update policy, ...)
     service_interval: float = 0.5
+    db_url: str = ""                         # the fleet store (default: SQLite in the fleet directory)
     ctx: Any = None
     service: subprocess.Popen | None = None
     agents: dict[str, LocalAgent] = field(default_factory=dict)
@@ -69,7 +71,7 @@ class LocalFleet:
         self.workdir = Path(self.workdir).absolute()
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.ctx = init_fleet(self.workdir / "fleet", fleet_id=self.fleet_id, tls_port=free_port(),
-                              artifacts_port=free_port())
+                              artifacts_port=free_port(), db_url=self.db_url)
         return self
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -119,7 +121,7 @@ class LocalFleet:
 
     def stop_service(self, sig: int = signal.SIGTERM) -> None:
         if self.service is not None:
-            stop_pid(self.service.pid, sig)
+            stop_pid(self.service.pid, sig=sig)
             self.service = None
 
     def add_devices(self, ids: Iterable[str], bundle: Path | None = None, tags: dict[str, str] | None = None) -> None:
@@ -146,7 +148,7 @@ class LocalFleet:
     def stop_agent(self, device_id: str, sig: int = signal.SIGTERM) -> None:
         a = self.agents[device_id]
         if a.proc is not None:
-            stop_pid(a.proc.pid, sig)
+            stop_pid(a.proc.pid, sig=sig)
             a.proc = None
 
     def wait_api(self, ids: Iterable[str], timeout: float = 60.0) -> None:
