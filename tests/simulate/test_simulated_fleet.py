@@ -7,18 +7,27 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
 
 from edgekit.bundle import read_bundle
 from fleet.models import Device, DeviceEvent, InferenceSample, TelemetrySample
-from fleet.rollout.local import wait_for
 from fleet.rollout.service import create_rollout, open_store
 
 from .conftest import read_report
 
 pytestmark = pytest.mark.slow
+
+
+def wait_for(cond, timeout, what, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def start_sim(f, n, report, *extra):
