@@ -20,6 +20,7 @@ EXTRA_OF = {
     "alembic": "fleet",
     "psycopg": "fleet",
     "plotext": "fleet",
+    "aiomqtt": "fleet",
     "starlette": "fleet",
     "uvicorn": "fleet",
     "argon2": "fleet",

@@ -46,6 +46,40 @@ def write_config(ctx: FleetContext) -> None:
     write_acl(ctx)
 
 
+def write_emqx_config(ctx: FleetContext, out=None, nodes: list[str] | None = None,
+                      cookie: str | None = None) -> list:
+    """Write an EMQX 5 cluster's files (``<node>/emqx.conf`` per node, ``acl.conf``, ``users.csv``) into ``out``
+    (default ``<data-dir>/broker/emqx``); returns the paths written."""
+    import secrets
+    from pathlib import Path
+
+    from edgekit.errors import UsageError
+
+    from .broker_emqx import ClusterSpec, render_emqx_acl, render_emqx_conf, render_emqx_users
+    from .registry import Registry
+
+    nodes = list(dict.fromkeys(nodes or ["emqx@127.0.0.1"]))
+    for n in nodes:
+        name, at, host = n.partition("@")
+        if not at or not name or not host or any(ch in n for ch in " /\\\"'"):
+            raise UsageError(f"--node {n!r} is not an Erlang node name", hint="use NAME@HOST, e.g. emqx@10.0.0.1")
+    out = Path(out) if out else ctx.paths.broker_dir / "emqx"
+    out.mkdir(parents=True, exist_ok=True)
+    spec = ClusterSpec(nodes=tuple(nodes), cookie=cookie or secrets.token_urlsafe(24),
+                       acl_path=str(out / "acl.conf"), users_path=str(out / "users.csv"))
+    files = broker_files(ctx)
+    devices = Registry(ctx.engine(), ctx.fleet_id).provisioned_ids()
+    passwd = ctx.paths.broker_passwd.read_text() if ctx.paths.broker_passwd.exists() else ""
+    written = [out / "acl.conf", out / "users.csv"]
+    atomic_write(written[0], render_emqx_acl(ctx.fleet_id, ctx.service_user, devices).encode(), mode=0o600)
+    atomic_write(written[1], render_emqx_users(passwd).encode(), mode=0o600)
+    for n in nodes:
+        (out / n).mkdir(exist_ok=True)
+        atomic_write(out / n / "emqx.conf", render_emqx_conf(files, spec, n).encode(), mode=0o600)
+        written.append(out / n / "emqx.conf")
+    return written
+
+
 def write_acl(ctx: FleetContext) -> None:
     from .registry import Registry
 
@@ -55,12 +89,18 @@ def write_acl(ctx: FleetContext) -> None:
 
 def set_password(ctx: FleetContext, user: str, hashed: str | None) -> None:
     """Add/replace (``hashed``) or remove (None) one user in the password file."""
+    set_passwords(ctx, {user: hashed})
+
+
+def set_passwords(ctx: FleetContext, changes: dict[str, str | None]) -> None:
+    """Add/replace or (None) remove users in the password file, in one write."""
     path = ctx.paths.broker_passwd
     entries = parse_passwd(path.read_text()) if path.exists() else {}
-    if hashed is None:
-        entries.pop(user, None)
-    else:
-        entries[user] = hashed
+    for user, hashed in changes.items():
+        if hashed is None:
+            entries.pop(user, None)
+        else:
+            entries[user] = hashed
     atomic_write(path, render_passwd(entries).encode(), mode=0o600)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import cli_setup, cli_views
+from . import cli_setup, cli_simulate, cli_views
 from .cli_context import FleetCliState, load_context
 from .dashboard import cli as dashboard_cli
 from .paths import ENV_DATA_DIR, default_data_dir
@@ -31,5 +31,6 @@ def fleet(ctx: click.Context, data_dir: Path | None, db_url: str | None) -> None
 
 cli_setup.register(fleet)
 cli_views.register(fleet)
+cli_simulate.register(fleet)
 dashboard_cli.register(fleet)
 fleet.add_command(rollout)

@@ -109,13 +109,29 @@ def broker_status(as_json):
 
 
 @broker_group.command("config")
-def broker_config():
+@click.option("--kind", type=click.Choice(["mosquitto", "emqx"]), default="mosquitto", show_default=True,
+              help="mosquitto: the fleet's own broker; emqx: an EMQX 5 cluster (files for each node)")
+@click.option("--node", "nodes", multiple=True, metavar="NAME@HOST",
+              help="EMQX cluster node (repeat for each; default emqx@127.0.0.1)")
+@click.option("--cookie", default=None, help="EMQX cluster cookie (default: a random one)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="directory for the EMQX files (default: <data-dir>/broker/emqx)")
+def broker_config(kind, nodes, cookie, out):
     """Write the broker's config/ACL files and print the config (without starting it)."""
     from . import broker
 
     ctx = _ctx()
-    broker.write_config(ctx)
-    click.echo(ctx.paths.broker_conf.read_text(), nl=False)
+    if kind == "mosquitto":
+        if nodes or cookie or out:
+            from edgekit.errors import UsageError
+
+            raise UsageError("--node, --cookie and --out apply to --kind emqx only")
+        broker.write_config(ctx)
+        click.echo(ctx.paths.broker_conf.read_text(), nl=False)
+        return
+    written = broker.write_emqx_config(ctx, out, nodes=list(nodes), cookie=cookie)
+    for path in written:
+        click.echo(str(path))
 
 
 @click.command("provision")

@@ -19,6 +19,7 @@ url = ""                    # empty: sqlite in the data dir; or postgresql+psyco
 host = "127.0.0.1"
 port = 8080
 public_url = ""             # empty: http://<host>:<port>
+max_downloads = 64          # bundle bodies sent at once; more get 503 + Retry-After
 
 [retention]
 raw_days = 7                # keep raw telemetry this long
@@ -82,6 +83,7 @@ class ArtifactsConfig:
     host: str = opt("127.0.0.1")
     port: int = opt(8080, core.port)
     public_url: str = opt("")
+    max_downloads: int = opt(64, core.positive, doc="bundle bodies sent at once; more get 503 + Retry-After")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -133,6 +134,30 @@ class FleetLink:
         """Set what ``device_id`` should run: retained, QoS 1; returns after the broker's PUBACK."""
         desired.validate()
         self.publish(str(Topic(self.fleet, device_id, Channel.DESIRED)), desired.encode(), retain=True, timeout=timeout)
+
+    def publish_desired_many(self, items: list[tuple[str, DesiredMessage | None]], timeout: float = 10.0) -> int:
+        """Put every (device, desired or None to clear) in flight at once, then wait for the PUBACKs; returns how
+        many leading items were acknowledged (the caller retries the rest, in order)."""
+        infos = []
+        for device_id, desired in items:
+            if desired is not None:
+                desired.validate()
+            payload = desired.encode() if desired is not None else b""
+            info = self.client.publish(str(Topic(self.fleet, device_id, "desired")), payload, qos=1, retain=True)
+            if info.rc != 0:  # not connected: what is queued so far still counts
+                break
+            infos.append(info)
+        deadline = time.monotonic() + timeout + len(infos) / 1000.0
+        done = 0
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                break
+            if not info.is_published():
+                break
+            done += 1
+        return done
 
     def clear_desired(self, device_id: str, timeout: float = 10.0) -> None:
         self.publish(str(Topic(self.fleet, device_id, Channel.DESIRED)), b"", retain=True, timeout=timeout)

@@ -57,26 +57,41 @@ def agent_toml(ctx: FleetContext, device_id: str, auth: str) -> dict[str, Any]:
     return {"device_id": device_id, "fleet": ctx.fleet_id, "fleet_public_key": "fleet.pub", "mqtt": mqtt}
 
 
-def provision(ctx: FleetContext, device_id: str, *, tags: dict[str, str] | None = None, groups: Iterable[str] = (),
-              auth: str = "cert", out: Path | None = None, force: bool = False) -> ProvisionResult:
-    try:
-        check_id(device_id, "device id")
-    except ProtocolError as exc:
-        raise FleetError(exc.message, hint=exc.hint) from None
-    mode = AUTH_MODES.get(auth)
-    if mode is None:
+def _check_request(ctx: FleetContext, device_ids: Iterable[str], auth: str) -> None:
+    """Valid ids, a known auth mode, and a password listener for password devices: FleetError otherwise."""
+    for d in device_ids:
+        try:
+            check_id(d, "device id")
+        except ProtocolError as exc:
+            raise FleetError(exc.message, hint=exc.hint) from None
+    if auth not in AUTH_MODES:
         raise FleetError(f"unknown auth {auth!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
     if auth == "password" and not ctx.password_port:
         raise FleetError("this fleet has no password listener",
                          hint="set broker.password_port in fleet.toml (or 'fleet init --password-port'), "
                               "restart the broker, or provision with --auth cert")
+
+
+def provision(ctx: FleetContext, device_id: str, *, tags: dict[str, str] | None = None, groups: Iterable[str] = (),
+              auth: str = "cert", out: Path | None = None, force: bool = False) -> ProvisionResult:
+    _check_request(ctx, [device_id], auth)
     reg = Registry(ctx.engine(), ctx.fleet_id)
     if reg.provisioned(device_id) and not force:
         raise DeviceExistsError(device_id)
     pkg = Path(out) if out else ctx.paths.device_package(device_id)
     if pkg.exists() and any(pkg.iterdir()) and not force:
         raise DeviceExistsError(device_id, f"device package {pkg} already exists")
-    # build the package in a temp dir beside the target, then rename: never half-written
+    hashed = _write_package(ctx, device_id, auth, pkg, force)
+    reg.add(device_id, tags=tags, groups=groups, auth=auth, replace=force)
+    broker.set_password(ctx, device_id, hashed)  # removes a stale password when switching to a cert
+    broker.write_acl(ctx)
+    reloaded = broker.reload(ctx)
+    return ProvisionResult(device_id, auth, pkg, reloaded)
+
+
+def _write_package(ctx: FleetContext, device_id: str, auth: str, pkg: Path, force: bool) -> str | None:
+    """Build the package in a temp dir beside ``pkg``, then rename (never half-written); returns the password
+    hash for the broker (None for a certificate)."""
     tmp = pkg.with_name(f".{pkg.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True, mode=0o700)
     try:
@@ -97,11 +112,28 @@ def provision(ctx: FleetContext, device_id: str, *, tags: dict[str, str] | None 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    reg.add(device_id, tags=tags, groups=groups, auth=auth, replace=force)
-    broker.set_password(ctx, device_id, hashed)  # removes a stale password when switching to a cert
+    return hashed
+
+
+def provision_many(ctx: FleetContext, device_ids: list[str], *, tags: dict[str, str] | None = None,
+                   groups: Iterable[str] = (), auth: str = "password") -> list[ProvisionResult]:
+    """Provision many new devices at once: packages first, then one registry transaction, one password file and
+    ACL write and one broker reload (``provision`` per device rewrites the ACL each time: quadratic at scale).
+    Devices already provisioned are refused before anything is written."""
+    _check_request(ctx, device_ids, auth)
+    reg = Registry(ctx.engine(), ctx.fleet_id)
+    taken = sorted(set(device_ids) & reg.provisioned_ids())
+    if taken:
+        raise DeviceExistsError(taken[0], f"{len(taken)} of these devices are already provisioned "
+                                          f"({', '.join(taken[:3])}{'…' if len(taken) > 3 else ''})")
+    hashes: dict[str, str | None] = {}
+    for d in device_ids:
+        hashes[d] = _write_package(ctx, d, auth, ctx.paths.device_package(d), force=True)
+    reg.add_many(device_ids, tags=tags, groups=groups, auth=auth)
+    broker.set_passwords(ctx, hashes)
     broker.write_acl(ctx)
     reloaded = broker.reload(ctx)
-    return ProvisionResult(device_id, auth, pkg, reloaded)
+    return [ProvisionResult(d, auth, ctx.paths.device_package(d), reloaded) for d in device_ids]
 
 
 def revoke(ctx: FleetContext, device_id: str) -> dict[str, Any]:

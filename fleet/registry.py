@@ -52,6 +52,24 @@ class Registry:
             dev.groups = sorted(set(groups))
         return self.get(device_id)
 
+    def add_many(self, device_ids: Iterable[str], *, tags: dict[str, Any] | None = None, groups: Iterable[str] = (),
+                 auth: str = "cert") -> int:
+        """Provision many devices in one transaction (existing rows are re-provisioned); returns how many."""
+        now = time.time()
+        ids = [check_id(d, "device id") for d in device_ids]
+        groups = sorted(set(groups))
+        with self.Session.begin() as s:
+            existing = {d.id: d for d in s.scalars(sa_select(Device).where(Device.id.in_(ids)))} if ids else {}
+            for device_id in ids:
+                dev = existing.get(device_id)
+                if dev is None:
+                    dev = Device(id=device_id, fleet=self.fleet, tags={}, groups=[], capabilities={}, update={},
+                                 online=False)
+                    s.add(dev)
+                dev.provisioned, dev.provisioned_at, dev.revoked_at, dev.auth = True, now, None, auth
+                dev.tags, dev.groups = dict(tags or {}), list(groups)
+        return len(ids)
+
     def revoke(self, device_id: str) -> Device:
         with self.Session.begin() as s:
             dev = s.get(Device, device_id)

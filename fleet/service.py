@@ -69,7 +69,8 @@ class FleetService:
             port = self.ctx.config.artifacts.port if self.opts.http_port is None else self.opts.http_port
             try:
                 self.http = ArtifactServer(self.ctx.paths.artifacts, self.ctx.config.artifacts.host, port,
-                                           stats=self.stats, metrics=self._metrics()).start()
+                                           stats=self.stats, metrics=self._metrics(),
+                                           max_downloads=self.ctx.config.artifacts.max_downloads).start()
             except OSError as exc:
                 self.pidfile.unlink(missing_ok=True)
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
@@ -221,12 +222,14 @@ class FleetService:
                 "uptime_s": round(time.time() - self.started, 1), "ingest": self.ingest.stats.to_dict(),
                 "acked": self.acked, "stored": self.stored, "lag_s": round(self.lag_s, 4),
                 "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
+                "engine": self.rollouts.engine.tick_stats() if self.rollouts else None,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,
                          "requests": len(self.http.requests) if self.http else 0,
                          "downloads": self.http.downloads if self.http else 0,
-                         "bytes_sent": self.http.bytes_sent if self.http else 0}}
+                         "bytes_sent": self.http.bytes_sent if self.http else 0,
+                         "artifacts": self.http.counters() if self.http else {}}}
 
     def _write_stats(self) -> None:
         try:

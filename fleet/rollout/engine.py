@@ -34,6 +34,28 @@ class DesiredPublisher(Protocol):
     def clear_desired(self, device_id: str, timeout: float = 10.0) -> None: ...
 
 
+def publish_all(publisher: DesiredPublisher, items: list[tuple[str, DesiredMessage | None]],
+                timeout: float = 10.0) -> int:
+    """Publish ``(device, desired or None to clear)`` in order; returns how many leading items the broker
+    acknowledged. A publisher with ``publish_desired_many`` gets them all in flight at once (one round trip for
+    thousands of devices instead of one each); the others go one by one, stopping at the first failure."""
+    many = getattr(publisher, "publish_desired_many", None)
+    if many is not None:
+        return many(items, timeout)
+    done = 0
+    for device_id, desired in items:
+        try:
+            if desired is None:
+                publisher.clear_desired(device_id, timeout)
+            else:
+                publisher.publish_desired(device_id, desired, timeout)
+        except EdgekitError as exc:
+            log.warning("desired state for %s not published yet: %s", device_id, exc.one_line())
+            break
+        done += 1
+    return done
+
+
 class RolloutEngine:
     def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time):
         self.store = store
@@ -41,9 +63,29 @@ class RolloutEngine:
         self.clock = clock
         self.ticks = 0
         self.errors = 0
+        self.tick_seconds: list[float] = []   # the last ticks' wall times (bounded)
+        self.max_tick = 0.0
+        self.published = 0
 
     def tick(self) -> list[Decide]:
         """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
+        t0 = time.perf_counter()
+        try:
+            return self._tick()
+        finally:
+            dt = time.perf_counter() - t0
+            self.tick_seconds = (self.tick_seconds + [dt])[-600:]
+            self.max_tick = max(self.max_tick, dt)
+
+    def tick_stats(self) -> dict[str, float | int]:
+        """Ticks so far, errors, desired states published, and the last/max/median/p95 tick wall time (s)."""
+        t = sorted(self.tick_seconds)
+        pct = (lambda q: round(t[min(len(t) - 1, int(q * len(t)))], 4)) if t else (lambda q: None)
+        return {"ticks": self.ticks, "errors": self.errors, "published": self.published,
+                "last_s": round(self.tick_seconds[-1], 4) if t else None, "max_s": round(self.max_tick, 4),
+                "median_s": pct(0.5), "p95_s": pct(0.95)}
+
+    def _tick(self) -> list[Decide]:
         decisions: list[Decide] = []
         if self.ticks == 0:
             self._announce()
@@ -81,25 +123,21 @@ class RolloutEngine:
         return out
 
     def publish_pending(self) -> int:
-        """Publish every desired state not yet acknowledged by the broker; returns how many went out."""
+        """Publish every desired state not yet acknowledged by the broker; returns how many went out. The rows
+        are marked published in one transaction, only for the messages the broker acknowledged."""
         if self.publisher is None:
             return 0
-        sent = 0
-        for device_id, model, rollout_id, generation in self.store.unpublished():
-            try:
-                if model is None:
-                    self.publisher.clear_desired(device_id)
-                else:
-                    self.publisher.publish_desired(device_id, DesiredMessage(model=dict(model), rollout_id=rollout_id))
-            except StoreUnavailableError:
-                raise
-            except EdgekitError as exc:
-                self.errors += 1
-                log.warning("desired state for %s not published yet: %s", device_id, exc.one_line())
-                break  # the link is down: try again next tick, in order
-            self.store.mark_published(device_id, generation)
-            sent += 1
-        return sent
+        pending = self.store.unpublished()
+        if not pending:
+            return 0
+        items = [(d, None if model is None else DesiredMessage(model=dict(model), rollout_id=rid))
+                 for d, model, rid, _ in pending]
+        done = publish_all(self.publisher, items)
+        if done < len(items):
+            self.errors += 1  # the link is down: the rest goes next tick, in order
+        self.store.mark_published_many([(d, gen) for d, _, _, gen in pending[:done]])
+        self.published += done
+        return done
 
 
 class EngineThread:

@@ -223,21 +223,32 @@ class RolloutStore:
         if not actions:
             return rollout
         now = self.clock()
-        with self.Session.begin() as s:
+        with self.Session.begin() as s, s.no_autoflush:
             row = s.get(RolloutRow, rollout.id, with_for_update=True)
             if row is None or row.state != rollout.state or row.stage != rollout.stage:
                 return None  # an operator changed it meanwhile: plan again next tick
             rows = {a.device_id: a for a in self._assignments(s, rollout.id)}
+            # every row the actions touch, read up front in a few IN queries (one query per device made a
+            # 9,000-device stage take minutes), then written without autoflushing in between
+            touched = [a.device_id for a in actions if isinstance(a, (AssignDevice, RevertDevice))]
+            desired_rows = {r.device_id: r for chunk in _chunks(touched)
+                            for r in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(chunk)))}
+            new_ids = [a.device_id for a in actions if isinstance(a, AssignDevice)]
+            older_rows: dict[str, list[RolloutDeviceRow]] = {}
+            for chunk in _chunks(new_ids):  # e.g. offline when an earlier rollout ended
+                for older in s.scalars(select(RolloutDeviceRow).where(
+                        RolloutDeviceRow.device_id.in_(chunk), RolloutDeviceRow.rollout_id != rollout.id,
+                        RolloutDeviceRow.status == PENDING)):
+                    older_rows.setdefault(older.device_id, []).append(older)
             assigned = []
             for act in actions:
                 if isinstance(act, AssignDevice):
                     s.add(RolloutDeviceRow(rollout_id=rollout.id, device_id=act.device_id, stage=act.stage,
                                            assigned_at=now, previous=dict(act.previous) if act.previous else None,
                                            status=PENDING, status_at=None, reason=None))
-                    self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now)
-                    for older in s.scalars(select(RolloutDeviceRow).where(
-                            RolloutDeviceRow.device_id == act.device_id, RolloutDeviceRow.rollout_id != rollout.id,
-                            RolloutDeviceRow.status == PENDING)):  # e.g. offline when an earlier rollout ended
+                    self._set_desired(s, act.device_id, rollout.bundle.desired_model(), rollout.id, now,
+                                      desired_rows)
+                    for older in older_rows.get(act.device_id, ()):
                         older.status, older.status_at, older.reason = REPLACED, now, f"taken over by {rollout.id}"
                     assigned.append(act.device_id)
                 elif isinstance(act, SetDeviceStatus):
@@ -251,7 +262,7 @@ class RolloutStore:
                 elif isinstance(act, RevertDevice):
                     # a previous model without a download URL cannot be a desired state: clear it instead
                     prev = dict(act.previous) if act.previous and act.previous.get("url") else None
-                    self._set_desired(s, act.device_id, prev, rollout.id, now)
+                    self._set_desired(s, act.device_id, prev, rollout.id, now, desired_rows)
                 elif isinstance(act, FinishRevert):
                     row.reverted = True
                     self._audit(s, rollout.id, now, "engine", RolloutEvent.REVERT, row.state, row.state, row.stage,
@@ -274,11 +285,16 @@ class RolloutStore:
         return self.get(rollout.id)
 
     @staticmethod
-    def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float) -> None:
-        row = s.get(DesiredRow, device_id)
+    def _set_desired(s: Session, device_id: str, model: dict[str, Any] | None, rollout_id: str, now: float,
+                     rows: dict[str, DesiredRow] | None = None) -> None:
+        """Set a device's desired state; ``rows`` holds the rows read up front (a missing key: no row yet)."""
+        row = rows.get(device_id) if rows is not None else s.get(DesiredRow, device_id)
         if row is None:
-            s.add(DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now, generation=1,
-                             published_generation=0, published_at=None, publish_count=0))
+            row = DesiredRow(device_id=device_id, model=model, rollout_id=rollout_id, updated_at=now, generation=1,
+                             published_generation=0, published_at=None, publish_count=0)
+            s.add(row)
+            if rows is not None:
+                rows[device_id] = row
         else:
             row.model, row.rollout_id, row.updated_at = model, rollout_id, now
             row.generation += 1
@@ -337,12 +353,29 @@ class RolloutStore:
             return [(r.device_id, r.model, r.rollout_id, r.generation) for r in rows]
 
     def mark_published(self, device_id: str, generation: int) -> None:
+        self.mark_published_many([(device_id, generation)])
+
+    def mark_published_many(self, acked: Sequence[tuple[str, int]]) -> None:
+        """Record the broker's PUBACK of (device, generation) pairs, in one transaction."""
+        if not acked:
+            return
+        now = self.clock()
+        want = dict(acked)
         with self.Session.begin() as s:
-            row = s.get(DesiredRow, device_id)
-            if row is not None and row.published_generation < generation:
-                row.published_generation = generation
-                row.published_at = self.clock()
-                row.publish_count += 1
+            ids = list(want)
+            for i in range(0, len(ids), 5000):
+                for row in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(ids[i:i + 5000]))):
+                    if row.published_generation < want[row.device_id]:
+                        row.published_generation = want[row.device_id]
+                        row.published_at = now
+                        row.publish_count += 1
+
+
+def _chunks(ids: Sequence[str], size: int = 2000) -> Iterable[list[str]]:
+    """Keep IN lists well below the database's bound-parameter limit."""
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
 
 
 def rollout_view(r: Rollout) -> dict[str, Any]:

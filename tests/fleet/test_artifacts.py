@@ -106,3 +106,110 @@ def test_fleet_service_serves_published_bundles(fleet, bundle):
         assert status == 200 and stats["replica"] == "http" and stats["mqtt"]["connected"]
     finally:
         svc.stop()
+
+
+def test_etag_if_none_match_and_cache_headers(tmp_path, bundle):
+    from fleet.artifacts import ArtifactServer, publish_bundle
+
+    path, pub = bundle
+    srv = ArtifactServer(tmp_path / "art", port=0).start()
+    try:
+        url = publish_bundle(path, tmp_path / "art", srv.url, pubkey=pub)
+        p = url[len(srv.url):]
+        status, headers, body = _get(p, srv.port)
+        etag = headers["ETag"]
+        assert status == 200 and etag == f'"{file_sha256(path)}"' and "immutable" in headers["Cache-Control"]
+        for inm in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            status, headers, body = _get(p, srv.port, {"If-None-Match": inm})
+            assert (status, body, headers["ETag"]) == (304, b"", etag)
+        status, _, body = _get(p, srv.port, {"If-None-Match": '"' + "0" * 64 + '"'})
+        assert status == 200 and body == path.read_bytes()
+        c = srv.counters()
+        assert c["not_modified"] == 4 and c["downloads"] == 2 and c["bytes_sent"] == 2 * path.stat().st_size
+    finally:
+        srv.stop()
+
+
+def test_large_bundles_stream_whole_and_in_ranges(tmp_path):
+    """A 24 MB artifact (sendfile path): whole, and as three ranges that add up to the same bytes."""
+    import hashlib
+    import os
+
+    from fleet.artifacts import ArtifactServer
+
+    art = tmp_path / "art"
+    art.mkdir()
+    data = os.urandom(24 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    (art / f"{sha}.ekb").write_bytes(data)
+    srv = ArtifactServer(art, port=0).start()
+    try:
+        status, headers, body = _get(f"/artifacts/{sha}.ekb", srv.port)
+        assert status == 200 and int(headers["Content-Length"]) == len(data) and body == data
+        third = len(data) // 3
+        parts = []
+        for rng in (f"bytes=0-{third - 1}", f"bytes={third}-{2 * third - 1}", f"bytes={2 * third}-"):
+            status, headers, body = _get(f"/artifacts/{sha}.ekb", srv.port, {"Range": rng})
+            assert status == 206
+            parts.append(body)
+        assert b"".join(parts) == data
+        c = srv.counters()
+        assert c["bytes_sent"] == 2 * len(data) and c["downloads"] == 2 and c["bodies"] == 4
+    finally:
+        srv.stop()
+
+
+def test_concurrency_limit_answers_503_with_retry_after(tmp_path):
+    """With one download slot: a client that reads nothing holds it (sendfile blocks on the full socket buffer), the
+    next one gets 503 + Retry-After at once; when the first finishes, the slot is free again."""
+    import hashlib
+    import os
+    import socket
+    import time
+
+    from fleet.artifacts import ArtifactServer
+
+    art = tmp_path / "art"
+    art.mkdir()
+    data = os.urandom(32 * 1024 * 1024)  # far more than the socket buffers hold
+    sha = hashlib.sha256(data).hexdigest()
+    (art / f"{sha}.ekb").write_bytes(data)
+    srv = ArtifactServer(art, port=0, max_downloads=1, retry_after=2).start()
+    slow = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        slow.sendall(f"GET /artifacts/{sha}.ekb HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        deadline = time.monotonic() + 10
+        while srv.counters()["active"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.counters()["active"] == 1
+        status, headers, _ = _get(f"/artifacts/{sha}.ekb", srv.port)
+        assert status == 503 and headers["Retry-After"] == "2"
+        status, _, _ = _get("/healthz", srv.port)  # small answers are not limited
+        assert status == 200
+        got = 0
+        slow.settimeout(10)
+        while got < len(data):  # drain the first download (headers + body)
+            chunk = slow.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got > len(data)
+        deadline = time.monotonic() + 10
+        while srv.counters()["active"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, _, body = _get(f"/artifacts/{sha}.ekb", srv.port)
+        assert status == 200 and body == data
+        c = srv.counters()
+        assert c["busy"] == 1 and c["peak_active"] == 1 and c["downloads"] == 2
+    finally:
+        slow.close()
+        srv.stop()
+
+
+@pytest.mark.parametrize("header,etag,want", [
+    (None, '"a"', False), ('"a"', '"a"', True), ('W/"a"', '"a"', True), ('"b", "a"', '"a"', True),
+    ("*", '"a"', True), ('"b"', '"a"', False), ("", '"a"', False)])
+def test_etag_matches(header, etag, want):
+    from fleet.artifacts import etag_matches
+
+    assert etag_matches(header, etag) is want
