@@ -24,7 +24,8 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--devices", "count", type=int, required=True, help="number of virtual devices")
 @click.option("--prefix", default="sim", show_default=True, help="device ids are PREFIX00000, PREFIX00001, …")
 @click.option("--provision", is_flag=True, help="provision the devices that are missing (password auth)")
-@click.option("--faulty", default="0%", show_default=True, help="share whose self-test fails on new models (all, or --faulty-version)")
+@click.option("--faulty", default="0%", show_default=True,
+              help="share whose self-test fails on new models (all, or --faulty-version)")
 @click.option("--faulty-version", "faulty_versions", multiple=True, metavar="VERSION",
               help="the faulty share fails only these model versions (default: every new model)")
 @click.option("--slow", default="0%", show_default=True, help="share on which new models report a worse p95")
@@ -48,8 +49,8 @@ def _fraction(value: str, what: str) -> float:
               help="write the JSON report here")
 @click.option("--summary-interval", type=float, default=2.0, show_default=True, help="seconds between live summaries")
 @click.option("--quiet", is_flag=True, help="no live summary")
-def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration, until_idle, bundle,
-                 telemetry_interval, inference_rate, self_test, probation, connect_concurrency, seed, json_path,
+def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration,
+                 until_idle, bundle, telemetry_interval, inference_rate, self_test, probation, connect_concurrency, seed, json_path,
                  summary_interval, quiet):
     """Run N virtual devices that speak the real protocol against this fleet's broker and artifact server."""
     from fleet.registry import Registry

@@ -9,6 +9,7 @@ import click
 from edgekit.render import console, emit_json, table
 
 from ..cli_options import CONFIG_OPTION
+from . import local
 
 
 def _config(path: str):
@@ -19,13 +20,11 @@ def _config(path: str):
 
 @click.command()
 @CONFIG_OPTION
-@click.option("--timeout", type=float, default=60.0, show_default=True,
+@click.option("--timeout", type=float, default=local.ROLLBACK_TIMEOUT_S, show_default=True,
               help="seconds to wait for a running agent to finish the rollback")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def rollback(config_path, timeout, as_json) -> None:
     """Return to the previous model (through the running agent, or directly when it is stopped)."""
-    from . import local
-
     result = local.rollback(_config(config_path), timeout=timeout)
     if as_json:
         emit_json(result)
@@ -45,12 +44,11 @@ def _when(ts) -> str:
 
 @click.command()
 @CONFIG_OPTION
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="last N transitions")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=local.HISTORY_LIMIT, show_default=True,
+              help="last N transitions")
 @click.option("--json", "as_json", is_flag=True, help="print the transitions as JSON lines in a list")
 def history(config_path, limit, as_json) -> None:
     """The update transitions this device went through (oldest first)."""
-    from . import local
-
     items = local.history(_config(config_path), limit=limit)
     if as_json:
         emit_json(items)

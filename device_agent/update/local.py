@@ -28,12 +28,16 @@ def update_dir(config: "AgentConfig") -> Path:
     return config.paths.update_dir
 
 
+HISTORY_LIMIT = 50  # transitions `agent history` shows by default
+ROLLBACK_TIMEOUT_S = 60.0  # how long `agent rollback` waits for a running agent
+
+
 def history(config: "AgentConfig", limit: int | None = None) -> list[dict[str, Any]]:
     items = list(read_history(config.paths.update_history))
     return items[-limit:] if limit else items
 
 
-def rollback(config: "AgentConfig", timeout: float = 60.0) -> dict[str, Any]:
+def rollback(config: "AgentConfig", timeout: float = ROLLBACK_TIMEOUT_S) -> dict[str, Any]:
     """Return to the previous model; a dict describing the outcome (``mode``: ``agent`` or ``offline``)."""
     directory = update_dir(config)
     fd = control.try_lock(directory)

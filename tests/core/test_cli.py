@@ -70,7 +70,11 @@ def test_every_mutation_class_is_a_one_line_cli_error(fp32_bundle, tmp_path):
             assert res.exit_code != 0 and isinstance(res.exception, SystemExit), (mut.case, argv, res.exception)
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("edgekit: error:"), (mut.case, argv, res.stderr)
-            assert res.stdout == "", (mut.case, argv, res.stdout)
+            if "--json" in argv:  # a failed --json command prints one JSON error object for scripts
+                err = json.loads(res.stdout)["error"]
+                assert err["exit_code"] == res.exit_code and err["message"], (mut.case, argv, res.stdout)
+            else:
+                assert res.stdout == "", (mut.case, argv, res.stdout)
     firsts = {}
     for i, mut in enumerate(cases):
         firsts.setdefault(mut.cls, i)

@@ -116,6 +116,8 @@ def test_documented_option_matches_help(where, target, option, default):
     param = next(p for p in cmd.params if option in getattr(p, "opts", []) + getattr(p, "secondary_opts", []))
     if default == "(required)":
         assert param.required, f"{where}: {option} is documented as required"
+    elif default == "none":
+        assert param.get_default(click.Context(cmd)) is None, f"{where}: {option} is documented to default to none"
     elif default == "off":
         effective = param.get_default(click.Context(cmd))
         assert getattr(param, "is_flag", False) and not effective, f"{where}: {option} is documented off"
