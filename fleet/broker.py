@@ -63,7 +63,7 @@ def write_emqx_config(ctx: FleetContext, out=None, nodes: list[str] | None = Non
         name, at, host = n.partition("@")
         if not at or not name or not host or any(ch in n for ch in " /\\\"'"):
             raise UsageError(f"--node {n!r} is not an Erlang node name", hint="use NAME@HOST, e.g. emqx@10.0.0.1")
-    out = Path(out) if out else ctx.paths.broker_dir / "emqx"
+    out = Path(out) if out else ctx.paths.emqx_dir
     out.mkdir(parents=True, exist_ok=True)
     spec = ClusterSpec(nodes=tuple(nodes), cookie=cookie or secrets.token_urlsafe(24),
                        acl_path=str(out / "acl.conf"), users_path=str(out / "users.csv"))

@@ -123,6 +123,11 @@ class FleetPaths:
         return self.broker_dir / "mosquitto.conf"
 
     @property
+    def emqx_dir(self) -> Path:
+        """Where ``fleet broker config --kind emqx`` writes a clustered broker's files by default."""
+        return self.broker_dir / "emqx"
+
+    @property
     def broker_acl(self) -> Path:
         return self.broker_dir / "acl"
 
