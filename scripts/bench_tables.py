@@ -38,12 +38,16 @@ def render(doc: dict) -> str:
     table = doc.get("table")
     if not table or not table.get("columns"):
         raise TableError(f"{doc.get('benchmark')}: the JSON has no 'table' (columns, rows)")
-    when = dt.datetime.fromisoformat(doc["date"]).strftime("%Y-%m-%d %H:%M UTC")
+    # a run converted from an older JSON may carry only the day it was recorded, and no load average or wall time
+    date = doc["date"]
+    when = date if len(date) == 10 else dt.datetime.fromisoformat(date).strftime("%Y-%m-%d %H:%M UTC")
     load = doc.get("load_average") or {}
     start, end = load.get("start") or ["?"], load.get("end") or ["?"]
-    lines = [f"Measured {when} on {doc.get('cpus', '?')} CPUs, load average {start[0]} at the start and {end[0]} "
-             f"at the end (1 min; the machine is shared, so compare figures within a run), "
-             f"{doc.get('wall_s', '?')} s:", "", "```", doc["command"], "```", "",
+    loads = (f"load average {start[0]} at the start and {end[0]} at the end (1 min; the machine is shared, so "
+             f"compare figures within a run)" if load.get("start") or load.get("end")
+             else "load average not recorded (the machine is shared, so compare figures within a run)")
+    wall = f", {doc['wall_s']} s" if doc.get("wall_s") is not None else ""
+    lines = [f"Measured {when} on {doc.get('cpus', '?')} CPUs, {loads}{wall}:", "", "```", doc["command"], "```", "",
              "| " + " | ".join(_cell(c) for c in table["columns"]) + " |",
              "|" + "---|" * len(table["columns"])]
     for row in table.get("rows") or []:

@@ -29,8 +29,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402,I001 (puts the repository on sys.path)
+
+REPO = benchlib.REPO
 
 
 def populate(ctx, n: int, samples: int = 3) -> None:
@@ -73,11 +75,11 @@ def timed_get(url: str, token: str) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--devices", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--smoke", action="store_true", help="200 devices, 2 repeats, nothing written")
     args = ap.parse_args(argv)
+    run = benchlib.Run(__file__, args)
     if args.smoke:
         args.devices, args.repeats = 200, 2
 
@@ -149,10 +151,26 @@ def main(argv=None) -> int:
     report["goals_met"] = {"ratio_vs_cli": report["ratio_api_page_vs_cli"] <= 1.5,
                            "ratio_vs_cli_work": report["ratio_api_page_vs_cli_work"] <= 1.5,
                            "under_300ms": med["api_page"] < 300}
-    print(json.dumps(report, indent=2))
-    if not args.smoke:
-        (Path(__file__).with_name("bench_dashboard.json")).write_text(json.dumps(report, indent=2) + "\n")
+    run.finish(report, table(report))
     return 0
+
+
+def table(f: dict) -> dict:
+    """The README table from the figures (pure)."""
+    ms, met = f["median_ms"], f["goals_met"]
+    verdict = (lambda ok: "met" if ok else "**not met**")  # noqa: E731
+    return {"columns": ["figure", "goal", "result"], "rows": [
+        [f"`GET /api/v1/devices` (the page: sorted, first 200) / `fleet devices --json` subprocess "
+         f"({ms['api_page']} vs {ms['cli']} ms)", f"≤ {f['goals']['api_page_vs_cli_max']}×",
+         f"**{f['ratio_api_page_vs_cli']}×** — {verdict(met['ratio_vs_cli'])}"],
+        [f"the same / the CLI command in-process, without interpreter start ({ms['cli_work']} ms)",
+         f"≤ {f['goals']['api_page_vs_cli_max']}×",
+         f"**{f['ratio_api_page_vs_cli_work']}×** — {verdict(met['ratio_vs_cli_work'])}"],
+        [f"every row (`limit={f['devices']}`) / the CLI subprocess, in-process ({ms['api_all']} ms)", "—",
+         f"{f['ratio_api_all_vs_cli']}×, {f['ratio_api_all_vs_cli_work']}×"],
+        ["the page's request", f"< {f['goals']['api_page_ms_max']} ms",
+         f"**{ms['api_page']} ms** — {verdict(met['under_300ms'])}"],
+    ]}
 
 
 if __name__ == "__main__":

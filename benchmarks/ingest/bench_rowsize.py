@@ -11,20 +11,19 @@ docs/scaling.md sizes a 100,000-device fleet from these figures.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402,I001 (puts the repository on sys.path)
+
+REPO = benchlib.REPO
 sys.path.insert(0, str(REPO / "benchmarks" / "rollout"))
 
 from bench_scale import Postgres  # noqa: E402
-
-OUT = Path(__file__).with_suffix(".json")
 
 
 def agent_sample(seq: int, ts: float, rng: random.Random) -> dict:
@@ -94,16 +93,22 @@ def measure(n: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--samples", type=int, default=100_000)
-    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
+    run = benchlib.Run(__file__, args)
     res = measure(2000 if args.smoke else args.samples)
-    print(json.dumps(res, indent=1))
-    if not args.smoke:
-        OUT.write_text(json.dumps({"command": "benchmarks/ingest/bench_rowsize.py " + " ".join(argv or sys.argv[1:]),
-                                   "results": res}, indent=1, sort_keys=True) + "\n")
+    run.finish(res, table(res))
     return 0
+
+
+def table(f: dict) -> dict:
+    """The README table from the figures (pure)."""
+    return {"columns": [f"store ({f['samples']:,} samples)",
+                        "bytes per agent-shaped sample (one model), incl. indexes"],
+            "rows": [[f"PostgreSQL (`telemetry` {f['pg_telemetry_bytes_per_row']:.0f} + `inference` "
+                      f"{f['pg_inference_bytes_per_row']:.0f})", f"{f['pg_bytes_per_sample']:.0f}"],
+                     ["SQLite (file growth after VACUUM)", f"{f['sqlite_bytes_per_sample']:.0f}"]]}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ int8 PTQ first and measures both with LiteRT on the same evaluation data, so eac
 Top-1 drops are in percentage points against the float source model. Every case reports its wall time and each
 recipe stage's. Usage:
 
-    .venv/bin/python benchmarks/optimize/bench_optimize.py            # full run, writes bench_optimize.json
+    .venv/bin/python benchmarks/optimize/bench_optimize.py            # full run, writes bench_optimize.json (benchlib)
     .venv/bin/python benchmarks/optimize/bench_optimize.py --smoke    # tiny sizes, prints only
 """
 
@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "examples")]
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402,I001 (puts the repository on sys.path)
 
-OUT = Path(__file__).with_suffix(".json")
+REPO = benchlib.REPO
+sys.path.insert(0, str(REPO / "examples"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BN_MOMENTUM = 0.9
 
 
@@ -213,16 +214,15 @@ def dense_fp32_latency(model: str, eval_npz: str, runs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, same code path; prints, writes nothing")
+    p = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per recipe (default 4; smoke 1)")
     p.add_argument("--runs", type=int, default=None, help="LiteRT invokes per latency figure (default 200; smoke 5)")
     p.add_argument("--only", default=None, help="comma-separated case names to run (default: all)")
     a = p.parse_args(argv)
+    run = benchlib.Run(__file__, a)
     epochs = a.epochs or (1 if a.smoke else 4)
     runs = a.runs or (5 if a.smoke else 200)
     only = set(a.only.split(",")) if a.only else None
-    t_all = time.perf_counter()
     rows, extra = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-optimize-") as tmp_s:
         tmp = Path(tmp_s)
@@ -260,28 +260,24 @@ def main(argv: list[str] | None = None) -> int:
             row["goals"] = []
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"benchmark": "optimize", "smoke": a.smoke, "epochs": epochs, "latency_runs": runs, "threads": 1,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_avg": list(os.getloadavg()),
-           "machine": platform.machine(), "cpus": os.cpu_count(), "total_wall_s": round(time.perf_counter() - t_all, 1),
-           "cases": rows, **extra}
-    print(_table(rows))
-    if not a.smoke:
-        OUT.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {OUT.relative_to(REPO)}")
+    figures = {"epochs": epochs, "latency_runs": runs, "threads": 1, "machine": platform.machine(), "cases": rows,
+               **extra}
+    run.finish(figures, table(rows))
     return 0
 
 
-def _table(rows: list[dict]) -> str:
-    lines = ["| case | top-1 float → optimized (plain int8) | bytes × int8 | gzip × int8 | params × orig | "
-             "latency × int8 | wall | goals |", "|---|---|---|---|---|---|---|---|"]
+def table(rows: list[dict]) -> dict:
+    """The README table of the cases (pure: from the figures alone)."""
+    pct = (lambda v: "–" if v is None else f"{100 * v:.2f}%")  # noqa: E731
+    out = []
     for r in rows:
         g = "; ".join(f"{x['goal']}: {x['value']}" + ("" if x["limit"] is None else f" (≤ {x['limit']})")
-                      + ("" if x["limit"] is None else (" met" if x["met"] else " NOT met")) for x in r["goals"])
-        pct = (lambda v: "–" if v is None else f"{100 * v:.2f}%")  # noqa: E731
-        lines.append(f"| {r['case']} | {pct(r['top1_float'])} → {pct(r['top1'])} ({pct(r['top1_int8_ptq'])}) | "
-                     f"{r['bytes_ratio']} | {r['gzip_ratio']} | {r['params_ratio']} | {r['latency_ratio']} | "
-                     f"{r['wall_s']} s | {g} |")
-    return "\n".join(lines)
+                      + ("" if x["limit"] is None else (" met" if x["met"] else " **NOT met**")) for x in r["goals"])
+        out.append([r["case"], f"{pct(r['top1_float'])} → {pct(r['top1'])} ({pct(r['top1_int8_ptq'])})",
+                    r["bytes_ratio"], r["gzip_ratio"], r["params_ratio"], r["latency_ratio"],
+                    r.get("latency_ratio_vs_dense_fp32", "–"), f"{r['wall_s']} s", g or "—"])
+    return {"columns": ["case", "top-1 float → optimized (plain int8)", "bytes × int8", "gzip × int8",
+                        "params × orig", "latency × int8", "latency × dense fp32", "wall", "goals"], "rows": out}
 
 
 if __name__ == "__main__":

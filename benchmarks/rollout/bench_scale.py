@@ -28,13 +28,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402,I001 (puts the repository on sys.path)
+
+REPO = benchlib.REPO
 
 from edgekit.procs import free_port, stop_pid, wait_port  # noqa: E402
 
 CACHE = REPO / ".cache" / "bench-scale"
-OUT = Path(__file__).with_suffix(".json")
 
 
 def build_model() -> Path:
@@ -278,12 +279,11 @@ def _ok(url):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
-    ap.add_argument("--smoke", action="store_true", help="50 devices, figures printed, nothing written")
-    ap.add_argument("--out", type=Path, default=None, help="JSON file to merge the figures into")
     args = ap.parse_args(argv)
+    run = benchlib.Run(__file__, args)
     sizes = [50] if args.smoke else args.devices
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by mosquitto and the simulator
@@ -302,13 +302,55 @@ def main(argv=None) -> int:
             raise
         shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(results[-1], indent=1), flush=True)
-    if not args.smoke:
-        out = args.out or OUT
-        doc = json.loads(out.read_text()) if out.exists() else {}
-        doc[args.db] = {"command": "benchmarks/rollout/bench_scale.py " + " ".join(argv or sys.argv[1:]),
-                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
-        out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    figures = {"db": args.db, "results": results}
+    run.finish(figures, table(figures))
     return 0
+
+
+GOAL_ROLLOUT_S = {1000: 60, 10000: 180}  # issue 14a's goals for `rollout create` -> completed
+GOAL_TICK_S = 1.0
+
+
+def table(f: dict) -> dict:
+    """The README table from the figures (pure): one column per fleet size. An interrupted run (recorded by hand
+    from the running service, without ``rollout_s``) shows how far it got."""
+    res = f["results"]
+
+    def rollout(r):
+        if r.get("rollout_state") == "completed":
+            return f"**{r['rollout_s']} s**"
+        done = [f"stage {p} at {r[k]} s" for p, k in (("1%", "stage_1pct_done_s"), ("10%", "stage_10pct_done_s"))
+                if k in r]
+        return "not completed: " + ", ".join(done + [r.get("note", r.get("rollout_state", "?"))])
+
+    def tick(r):
+        e = r["engine"]
+        return f"{e['median_s']} / {e['p95_s']} / {e['max_s']} s"
+
+    def rss(r, key):
+        return r.get("rss_peak_mb", {}).get(key) or r.get("rss_mb", {}).get(f"{key}_peak") or \
+            r.get("rss_mb", {}).get(key)
+
+    def downloads(r):
+        if "downloads_per_s" in r:
+            return f"{r['downloads_per_s']}/s / {r['bytes_served'] / 1e6:.1f} MB"
+        a = r.get("artifacts", {})
+        return f"{a.get('downloads', '?')} by the stop / {a.get('bytes_sent', 0) / 1e6:.1f} MB"
+
+    def canary(r):
+        if "faulty" in r:
+            bad = r["faulty"]
+            return f"{bad['beyond_canary']} (v3 {bad['state']} after {bad['stopped_after_s']} s)"
+        return r.get("faulty_canary", "— (only at the largest size)")
+
+    goals = " / ".join(f"≤ {GOAL_ROLLOUT_S[r['devices']]} s" for r in res if r["devices"] in GOAL_ROLLOUT_S)
+    rows = [["`rollout create` → completed", *map(rollout, res), goals or "—"],
+            ["engine tick median / p95 / max", *map(tick, res), f"< {GOAL_TICK_S:g} s"],
+            ["`fleet serve` peak RSS", *(f"{rss(r, 'serve')} MB" for r in res), "recorded"],
+            ["Mosquitto RSS", *(f"{rss(r, 'broker')} MB" for r in res), "recorded"],
+            ["downloads per second / bytes served", *map(downloads, res), "recorded"],
+            ["faulty canary: devices beyond it that saw the bad desired", *map(canary, res), "0"]]
+    return {"columns": ["figure", *(f"{r['devices']:,} devices ({r['db']})" for r in res), "goal"], "rows": rows}
 
 
 if __name__ == "__main__":
