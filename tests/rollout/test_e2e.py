@@ -249,7 +249,9 @@ def test_faulty_v3_aborts_at_the_canary_and_the_canary_ends_on_v2(local_fleet, f
         assert failed == ["pi0: failed (failed: golden_mismatch)"]
     else:
         assert n["committed"] == 1 and n["failed"] == 0  # installed fine: only telemetry shows the problem
-        assert n["p95_regression"] > 2.0 and n["p95_increase_ms"] > n["p95_slack_ms"], n
+        # the p95 gate is what stopped it (how much slower the wide model measures varies with the machine's load:
+        # 2.5x to over 3x here)
+        assert n["p95_regression"] > n["max_p95_regression"] and n["p95_increase_ms"] > n["p95_slack_ms"], n
         assert "p95 regression" in abort["message"]
         assert events(lf, "committed", v3) == {"pi0": 1}
         wait_for(lambda: events(lf, "committed", v2) == {"pi0": 1}, 30, "the canary to commit v2 again")
