@@ -158,6 +158,25 @@ def test_budget_nothing_meets_exits_4_with_the_nearest(digits, digits_train, tmp
     assert sorted(p.name for p in out.iterdir()) == ["pareto.png", "search.json"]  # no model: nothing is signed
 
 
+def test_limits_skip_candidates(digits, digits_train, tmp_path, cache):
+    from converters.optimize.errors import SearchBudgetError
+    from converters.optimize.search import search
+
+    with pytest.raises(SearchBudgetError) as err:  # no time at all: no trial starts
+        search(opts(digits, digits_train, tmp_path / "none", cache, time_limit="0s"))
+    doc = err.value.result.search
+    assert doc["counts"]["ok"] == doc["counts"]["failed"] == 0 and doc["counts"]["skipped"] >= 1
+    assert all("--time-limit" in t["reason"] for t in doc["trials"] if t["status"] == "skipped")
+    try:
+        one = search(opts(digits, digits_train, tmp_path / "one", cache, max_trials=1)).search
+    except SearchBudgetError as exc:
+        one = exc.result.search
+    assert one["counts"]["ok"] + one["counts"]["failed"] == 1
+    skipped = [t for t in one["trials"] if t["status"] == "skipped"]
+    assert len(skipped) == one["counts"]["skipped"] >= 1
+    assert all("--max-trials 1" in t["reason"] for t in skipped)
+
+
 def test_search_killed_with_sigkill_resumes(digits, digits_train, tmp_path):
     cache = tmp_path / "cache"
     out = tmp_path / "out"
