@@ -83,20 +83,19 @@ def _separable(layers: list[Layer], params: dict[str, Any]) -> list[Layer]:
 def estimate(layers: list[Layer], mode: str, recipe: str | None = None) -> Estimate:
     """Lower bounds of the ``.tflite`` bytes and gzip bytes of ``layers`` converted in ``mode`` after ``recipe``."""
     chain: Chain = parse_chain(recipe) if recipe else Chain([])
-    if chain.has("separable"):
-        layers = _separable(layers, chain.get("separable").params)
-    if chain.has("qat"):
+    params = {s.recipe: s.params for s in chain.steps}
+    if "separable" in params:
+        layers = _separable(layers, params["separable"])
+    if "qat" in params:
         mode = "int8"
     int4_ops: tuple[str, ...] = ()
-    if chain.has("int4"):
-        p = chain.get("int4").params
+    if "int4" in params:
+        p = params["int4"]
         # int4 on the float model; the other weights int8 (others=int8) or float, biases float32
         mode = "int8" if p.get("others", "int8") == "int8" else "fp32"
         int4_ops = tuple(p["ops"]) if p.get("layers") is None else ()  # a regex subset: not assumed
-    sparsity = 0.0
-    if chain.has("prune"):
-        sparsity = float(chain.get("prune").params["sparsity"])
-    clusters = chain.get("cluster").params["clusters"] if chain.has("cluster") else None
+    sparsity = float(params["prune"]["sparsity"]) if "prune" in params else 0.0
+    clusters = params["cluster"]["clusters"] if "cluster" in params else None
     total_bytes = 0.0
     gzip_bits = 0.0
     weights = 0
