@@ -140,8 +140,13 @@ class TrialCache:
             _write(tmp / "trial.json", (json.dumps(record, sort_keys=True, default=str) + "\n").encode())
             fsync_dir(tmp)
             if final.exists():  # an earlier, unreadable copy (get() returned None): replace it
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if self.get(key) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another search stored the same trial first: keep that one
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
