@@ -26,18 +26,19 @@ def trial_table(title: str, trials: list[dict[str, Any]], chosen: str | None):
     from rich.table import Table
 
     t = Table(title=title)
-    for c in ("trial", "size", "gzip", "p95 ms", "top-1", "drop pt", "budget", "from"):
+    for c in ("trial", "size", "gzip", "p95 ms", "top-1", "drop pt", "front", "budget", "from"):
         t.add_column(c)
     for e in trials:
         m = e.get("metrics") or {}
         if e.get("status") == "failed":
-            t.add_row(e["label"], "", "", "", "", "", f"failed: {e.get('error', '')[:60]}", e.get("source") or "",
+            t.add_row(e["label"], "", "", "", "", "", "", f"failed: {e.get('error', '')[:60]}", e.get("source") or "",
                       style="red")
             continue
         ok = "meets" if e.get("meets_budget") else "misses " + ",".join(e.get("misses") or {})
         style = "bold green" if e["key"] == chosen else (None if e.get("pareto") else "grey50")
         t.add_row(e["label"], _kb(m.get("bytes")), _kb(m.get("gzip_bytes")), _ms(m.get("latency_p95_ms")),
-                  _pct(m.get("top1")), _pt(m.get("drop_pp")), ok, e.get("source") or "", style=style)
+                  _pct(m.get("top1")), _pt(m.get("drop_pp")), "yes" if e.get("pareto") else "", ok,
+                  e.get("source") or "", style=style)
     return t
 
 
@@ -64,5 +65,3 @@ def render(doc: dict[str, Any], con) -> None:
 def render_nearest(doc: dict[str, Any], con) -> None:
     if doc.get("nearest"):
         con.print(trial_table("nearest candidates (none meets the budget)", doc["nearest"], None))
-    for k, v in (doc.get("outputs") or {}).items():
-        con.print(f"{k}: {v}")
