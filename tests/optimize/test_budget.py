@@ -170,3 +170,30 @@ def test_half_written_trial_is_never_read_and_is_swept(tmp_path):
     assert cache.get(key) is None
     assert cache.sweep() == 1 and not list((tmp_path / "trials" / key[:2]).glob(".tmp-*"))
     assert json.loads(json.dumps(cache.put(key, {"status": "ok"}, None)))["model_sha256"] is None
+
+
+def test_data_hashes_follow_content(tmp_path):
+    from converters.optimize.trials import hash_data
+
+    f = tmp_path / "d.npz"
+    f.write_bytes(b"one")
+    h1 = hash_data(str(f))
+    f.write_bytes(b"two")
+    assert hash_data(str(f)) != h1
+    d = tmp_path / "images"
+    (d / "0").mkdir(parents=True)
+    (d / "0" / "a.png").write_bytes(b"x")
+    h2 = hash_data(str(d))
+    (d / "0" / "a.png").rename(d / "0" / "b.png")  # same bytes, another name: another data set
+    assert hash_data(str(d)) != h2
+    mod = tmp_path / "gen_data_mod.py"
+    mod.write_text("def load():\n    return 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        h3 = hash_data("gen_data_mod:load")
+        mod.write_text("def load():\n    return 2\n")
+        assert hash_data("gen_data_mod:load") != h3  # the module's source is hashed, not only its name
+        assert "gen_data_mod" not in sys.modules  # found, not imported
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert hash_data(None) is None
