@@ -179,8 +179,8 @@ class Search:
 
     def _analysis(self, hashes, vers) -> dict[str, Any]:
         o = self.o
-        key = trial_key({"analysis": 1, "model": hashes["model"], "train": hashes["train"], "scale": o.scale,
-                         "offset": o.offset, "versions": vers})
+        key = trial_key({"analysis": 1, "model": hashes["model"], "train": hashes["train"], "eval": hashes["eval"],
+                         "scale": o.scale, "offset": o.offset, "versions": vers})
         doc = self.cache.get_json("models", key)
         if doc is None:
             from .trial_run import analyze

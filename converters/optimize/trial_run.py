@@ -35,9 +35,13 @@ def metrics_of(card: dict[str, Any], blob: bytes) -> dict[str, Any]:
 def run_trial(cand: Candidate, o) -> tuple[dict[str, Any], bytes | None]:
     """(record, model bytes) of one candidate under the search options ``o``; a failure is a record too, with
     ``cacheable`` False when it was not an edgekit error (it may not happen again)."""
+    from ..errors import CalibrationError
+
     t0 = time.perf_counter()
     try:
         card, blob, note = _run(cand, o)
+    except CalibrationError:
+        raise  # the data does not fit the model: every candidate would fail the same way, so the search stops
     except EdgekitError as exc:
         return {"status": "failed", "error": exc.one_line(), "cacheable": True,
                 "wall_s": round(time.perf_counter() - t0, 3)}, None
@@ -78,7 +82,8 @@ def _run(cand: Candidate, o) -> tuple[dict[str, Any], bytes, str | None]:
 
 def analyze(o) -> dict[str, Any]:
     """The source model's weight layers (for the estimates), inputs, format, and the first training samples (the
-    bundle's golden inputs), read once per model and data and cached by the search."""
+    bundle's golden inputs), read once per model and data and cached by the search. Training and evaluation data
+    that do not fit the model are refused here, before any trial."""
     from .. import calibration as cal
     from .models import load_source
     from .measure import _flat_layers
@@ -98,8 +103,10 @@ def analyze(o) -> dict[str, Any]:
             if cls == "Conv2D" else None
         layers.append(Layer(layer.name, cls, tuple(int(d) for d in kernel.shape),
                             0 if bias is None else int(np.prod(bias.shape)), config).to_dict())
-    data = cal.load_dataset(o.train, src.inputs, limit=max(GOLDEN_COUNT, 8),
-                            normalize=cal.Normalize(o.scale, o.offset), what="training", minimum=1)
+    norm = cal.Normalize(o.scale, o.offset)
+    data = cal.load_dataset(o.train, src.inputs, limit=max(GOLDEN_COUNT, 8), normalize=norm, what="training",
+                            minimum=1)
+    cal.load_dataset(o.eval, src.inputs, limit=8, normalize=norm, what="evaluation", minimum=1)  # fits the model
     return {
         "source": {"path": src.path.name, "sha256": src.sha256, "format": src.format.kind,
                    "flavor": src.format.flavor, "parameters": src.float_parameters()},

@@ -210,3 +210,19 @@ def test_search_killed_with_sigkill_resumes(digits, digits_train, tmp_path):
     assert r.met and len(r.trials_cached) + len(r.trials_run) == r.search["counts"]["ok"] + \
         r.search["counts"]["failed"]
     assert not list(cache.glob("trials/*/.tmp-*"))  # the killed trial's temp directory was swept
+
+
+def test_data_that_does_not_fit_the_model_stops_before_any_trial(digits, digits_train, tmp_path):
+    bad = tmp_path / "bad_eval.npz"
+    np.savez(bad, x=np.zeros((20, 4, 4, 1), np.float32), y=np.zeros(20, np.int64))
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = subprocess.run([EDGEKIT, "optimize", str(digits["model"]), "--budget", BUDGET, "--train",
+                           str(digits_train), "--eval", str(bad), "-o", str(out), "--cache-dir", str(cache),
+                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == ExitCode.ERROR, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.splitlines() if line.startswith("edgekit: error:")]
+    assert len(err) == 1 and "evaluation" in err[0]
+    assert not list(cache.glob("trials/*/*"))  # no trial ran, none was cached
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
