@@ -3,8 +3,8 @@ converter's modes. Pure logic.
 
 A :class:`Candidate` is either a plain conversion (``convert`` in a mode, optionally with the converter's float
 fallback under an accuracy budget) or a recipe chain of :mod:`.recipes` run by :func:`converters.optimize.optimize`.
-The chains are parsed by :func:`~.recipes.parse_chain`, so the space holds only chains the recipes accept, and the
-mode a chain converts in is the runner's own :func:`~.runner.resolve_plan` rule (qat → int8, int4 → fp32 first).
+The chains are parsed by :func:`~.recipes.parse_chain`, so the space holds only chains the recipes accept; a chain
+runs with the runner's default mode (its :func:`~.runner.resolve_plan`: int8, qat int8, int4 from fp32).
 """
 
 from __future__ import annotations
