@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgekit.errors import EdgekitError, ExitCode, UsageError
 
 from .hints import GENERIC_CONVERTER
@@ -52,6 +54,7 @@ class AccuracyBudgetError(ConversionError):
     exit_code = ExitCode.BUDGET_NOT_MET
     default_hint = ("raise --max-accuracy-drop, calibrate with more representative data, "
                     "or use quantization-aware training")
+    result: Any = None  # the converter's Result of the best attempt
 
 
 class CompilerError(ConversionError):

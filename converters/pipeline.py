@@ -198,9 +198,11 @@ class Converter:
             result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,
                                        calib or eval_ds)
         if not budget_met:
-            raise AccuracyBudgetError(
+            err = AccuracyBudgetError(
                 f"accuracy drop {fb['best']['drop_pp']:.2f} pp exceeds --max-accuracy-drop {o.max_accuracy_drop} pp "
                 f"even with {len(fb['best']['float_layers'])} layer(s) in float (best result written to the report)")
+            err.result = result  # the best attempt, measured: the budget search compares it with other candidates
+            raise err
         return result
 
     def _data(self, model: LoadedModel):

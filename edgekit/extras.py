@@ -13,6 +13,7 @@ EXTRA_OF = {
     "tf_keras": "convert",
     "tensorflow_model_optimization": "convert",
     "sklearn": "convert",
+    "matplotlib": "convert",
     "ai_edge_litert": "agent",
     "psutil": "agent",
     "paho": "agent",

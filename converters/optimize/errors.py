@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from edgekit.errors import ExitCode
+
 from ..errors import CalibrationError, ConversionError, ModelLoadError, OptionError
 
 
@@ -25,3 +29,12 @@ class TrainingError(ConversionError):
     """Fine-tuning failed (NaN loss, a tfmot error)."""
 
     default_hint = "lower --lr, check the training data, or try fewer recipes at once"
+
+
+class SearchBudgetError(ConversionError):
+    """``optimize --budget``: no candidate the search tried meets the budget. ``result`` is the SearchResult."""
+
+    exit_code = ExitCode.BUDGET_NOT_MET
+    default_hint = ("loosen the budget, or widen the search (--max-trials, --time-limit, more --epochs); "
+                    "search.json lists every trial")
+    result: Any = None

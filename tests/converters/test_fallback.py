@@ -65,6 +65,10 @@ def test_budget_that_cannot_be_met_reports_best_and_fails(doubly_sensitive_model
     assert (tmp_path / "out" / "doubly-sensitive.tflite").exists()  # the best model is kept for inspection
     assert not list((tmp_path / "out").glob("*.ekb"))  # but not signed
     assert "no bundle written: the accuracy budget was not met" in card["warnings"]
+    # the error carries the best attempt (the budget search measures it beside its other candidates)
+    best = exc.value.result
+    assert best.budget_met is False and best.report["fallback"]["best"] == card["fallback"]["best"]
+    assert best.model_bytes == (tmp_path / "out" / "doubly-sensitive.tflite").read_bytes()
 
 
 def test_budget_in_a_mode_without_fallback_is_measured_only(sensitive_model, digits):
