@@ -50,8 +50,8 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--summary-interval", type=float, default=2.0, show_default=True, help="seconds between live summaries")
 @click.option("--quiet", is_flag=True, help="no live summary")
 def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration,
-                 until_idle, bundle, telemetry_interval, inference_rate, self_test, probation, connect_concurrency, seed, json_path,
-                 summary_interval, quiet):
+                 until_idle, bundle, telemetry_interval, inference_rate, self_test, probation, connect_concurrency,
+                 seed, json_path, summary_interval, quiet):
     """Run N virtual devices that speak the real protocol against this fleet's broker and artifact server."""
     from fleet.registry import Registry
     from fleet.rollout.policy import parse_duration
