@@ -52,7 +52,8 @@ def apply_prune(run, step: Step) -> dict[str, Any]:
         pruned = _tfmot_call(f"recipe {step.spec}", sk.prune_low_magnitude, run.model, **kw)
     history = fit(pruned, run.train_x, run.train_y, cfg, step.spec, val=run.val, callbacks=[sk.UpdatePruningStep()])
     run.model = sk.strip_pruning(pruned)
-    return {"tfmot": "prune_low_magnitude + strip_pruning", **info, "lr": cfg.lr, "history": history}
+    return {"tfmot": "prune_low_magnitude + strip_pruning", **info, "steps": total, "lr": cfg.lr,
+            "history": history}
 
 
 def apply_cluster(run, step: Step, *, preserve_sparsity: bool) -> dict[str, Any]:
