@@ -43,3 +43,72 @@ def test_prune_with_too_few_steps_warns_before_training(digits_legacy, digits_tr
                                     eval=digits_legacy["eval"], epochs=2, runs=0))
     assert full.report["optimization"]["stages"][0]["steps"] >= MIN_PRUNE_STEPS
     assert not any("fine-tunes only" in w for w in full.report["warnings"])
+
+
+# -- stock keras.applications MobileNetV2 under XNNPACK pruning ----------------------------------------------------------
+
+
+def _digits_rgb(digits_train, tmp_path, size: int, n: int) -> tuple[str, str]:
+    """Digits upsampled to size x size x 3 in [-1, 1] (MobileNetV2's range): n training and n evaluation images."""
+    z = np.load(digits_train)
+    f = size // 8
+
+    def up(x):
+        return np.repeat(np.kron(x, np.ones((1, f, f, 1), np.float32)), 3, axis=-1) * 2.0 - 1.0
+
+    np.savez(tmp_path / "train.npz", x=up(z["x"][:n]), y=z["y"][:n])
+    np.savez(tmp_path / "eval.npz", x=up(z["x"][n:2 * n]), y=z["y"][n:2 * n])
+    return str(tmp_path / "train.npz"), str(tmp_path / "eval.npz")
+
+
+@pytest.mark.slow
+def test_stock_mobilenetv2_is_rewritten_for_xnnpack_pruning(digits_train, tmp_path):
+    """keras.applications' MobileNetV2 ('same' stride-2 stem, ((0, 1), (0, 1)) block padding) is refused by tfmot's
+    XNNPACK policy as it is; the recipe rewrites the padding and the 1x1 convs come out sparse."""
+    import keras
+
+    from converters.optimize import OptimizeOptions, optimize
+    from edgekit.tflite_model import inspect_tflite
+
+    from .test_optimize import litert_top1
+
+    train, ev = _digits_rgb(digits_train, tmp_path, 32, 64)
+    keras.utils.set_random_seed(0)
+    keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10).save(
+        tmp_path / "mnv2.keras")
+    r = optimize(OptimizeOptions(model=tmp_path / "mnv2.keras", recipe="prune:2:4:xnnpack", train=train, eval=ev,
+                                 epochs=1, runs=2, mode="fp32"))
+    opt = r.report["optimization"]
+    rewritten = {c["layer"]: c for c in opt["stages"][0]["padding_rewritten"]}
+    assert rewritten["Conv1"]["to"] == "ZeroPadding2D(1) + valid"
+    assert {n for n in rewritten if n.endswith("_pad")} == {"block_1_pad", "block_3_pad", "block_6_pad",
+                                                          "block_13_pad"}
+    assert all(rewritten[n]["to"] == "((1, 1), (1, 1))" for n in rewritten if n.endswith("_pad"))
+    assert opt["stages"][0]["params"] == opt["baseline_int8"]["params"]  # same layers, same weights count
+    info = inspect_tflite(r.model_bytes)
+    sparse = [t for t in info.main.tensors if t.sparse]
+    assert len(sparse) == info.op_histogram()["DENSIFY"] >= 30  # the 1x1 convs of the 17 blocks, stored sparse
+    assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, ev), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_xnnpack_pruning_names_the_layer_it_cannot_run_sparse(digits_train, tmp_path):
+    import tf_keras as k
+
+    from converters.optimize import OptimizeOptions, optimize
+    from converters.optimize.errors import RecipeError
+
+    train, ev = _digits_rgb(digits_train, tmp_path, 16, 64)
+    L = k.layers
+    inp = L.Input((16, 16, 3), name="image")
+    h = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)  # rewritten, then accepted
+    h = L.Conv2D(16, 3, padding="same", name="dense_3x3")(h)  # a full 3x3 conv: XNNPACK has no sparse kernel
+    h = L.GlobalAveragePooling2D()(h)
+    k.Model(inp, L.Dense(10, activation="softmax")(h)).save(tmp_path / "m.h5")
+    out = tmp_path / "out"
+    with pytest.raises(RecipeError) as err:
+        optimize(OptimizeOptions(model=tmp_path / "m.h5", recipe="prune:0.75:xnnpack", train=train, eval=ev,
+                                 epochs=1, runs=0, mode="fp32", output=out))
+    assert "layer dense_3x3 (Conv2D, kernel_size=(3, 3), strides=(1, 1), padding=same)" in str(err.value)
+    assert "\n" not in str(err.value) and "drop :xnnpack" in err.value.hint
+    assert not out.exists()
