@@ -193,15 +193,19 @@ class Distill(Recipe):
 @register_recipe
 class Separable(Recipe):
     name = "separable"
-    usage = "separable[:min_in=C][:max_cost=R] (rewrite Conv2D with >= C input channels whose pair costs <= R)"
+    usage = ("separable[:min_in=C][:max_cost=R][:head] (rewrite Conv2D with >= C input channels whose pair costs "
+             "<= R; head: also pool 2x2 before a Flatten -> Dense head)")
     help = "automatic student: eligible Conv2D -> DepthwiseConv2D + 1x1 Conv2D, then distilled from the original"
     needs_labels = False
 
     def parse(self, spec, args):
         from .separable import SeparableRule
 
+        rule: dict[str, Any] = {}
+        if "head" in args:
+            rule["head"] = True
+            args = [a for a in args if a != "head"]
         kw = _keywords(spec, args, {"min_in": "minimum input channels", "max_cost": "largest MAC ratio"}, self.usage)
-        rule = {}
         if "min_in" in kw:
             rule["min_in_channels"] = _int(kw["min_in"], "min_in", spec, self.usage)
         if "max_cost" in kw:

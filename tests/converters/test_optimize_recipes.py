@@ -112,3 +112,53 @@ def test_xnnpack_pruning_names_the_layer_it_cannot_run_sparse(digits_train, tmp_
     assert "layer dense_3x3 (Conv2D, kernel_size=(3, 3), strides=(1, 1), padding=same)" in str(err.value)
     assert "\n" not in str(err.value) and "drop :xnnpack" in err.value.hint
     assert not out.exists()
+
+
+# -- separable:head: pooling before a dominating Flatten -> Dense head -----------------------------------------------
+
+
+def test_separable_head_option_parses():
+    assert parse_chain("separable:head").get("separable").params == {"head": True}
+    assert parse_chain("separable:min_in=4:head").get("separable").params == {"head": True, "min_in_channels": 4}
+    assert parse_chain("separable").get("separable").params == {}
+    from converters.optimize.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="unknown option 'head=yes'"):
+        parse_chain("separable:head=yes")
+
+
+def test_pooled_dense_kernel_is_exact_on_window_constant_features():
+    from converters.optimize.separable import pool_dense_kernel
+
+    rng = np.random.default_rng(0)
+    h, w, c, units = 4, 6, 3, 5
+    kernel = rng.normal(size=(h * w * c, units))
+    pooled = rng.normal(size=(1, h // 2, w // 2, c))
+    full = np.repeat(np.repeat(pooled, 2, axis=1), 2, axis=2)  # each 2x2 window constant
+    got = pooled.reshape(1, -1) @ pool_dense_kernel(kernel, h, w, c, (2, 2))
+    np.testing.assert_allclose(got, full.reshape(1, -1) @ kernel, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_separable_head_pools_the_flatten_dense_head(digits_legacy, digits_train):
+    from converters.optimize import OptimizeOptions, optimize
+    from edgekit.tflite_model import inspect_tflite
+
+    from .test_optimize import litert_top1
+
+    r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="separable:head", train=str(digits_train),
+                                 eval=digits_legacy["eval"], epochs=1, runs=2))
+    opt = r.report["optimization"]
+    rewrite = opt["stages"][0]["rewrite"]
+    head = [row for row in rewrite["rewritten"] if row.get("head")]
+    assert len(head) == 1 and head[0]["in_features"] == [512, 128] and head[0]["pool"] == [2, 2]
+    assert head[0]["init"] == "least_squares"
+    assert head[0]["init_relative_error"]["least_squares"] < head[0]["init_relative_error"]["window_sum"]
+    assert rewrite["rule"]["head"] is True
+    info = inspect_tflite(r.model_bytes)
+    fc = [list(info.main.tensors[op.inputs[1]].shape) for op in info.main.ops if op.opcode == "FULLY_CONNECTED"]
+    assert fc == [[64, 128], [10, 64]]  # read from the written flatbuffer
+    assert "AVERAGE_POOL_2D" in info.op_histogram()
+    assert opt["result"]["params"] == rewrite["params"]["after"] < 0.4 * opt["baseline_int8"]["params"]
+    assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits_legacy["eval"]), abs=1e-9)
+    assert opt["result"]["top1"] >= 0.9
