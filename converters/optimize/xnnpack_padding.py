@@ -81,9 +81,9 @@ def plan(config: dict, input_hw: dict[str, tuple[int, int]]) -> tuple[dict, list
                             "to": f"ZeroPadding2D({p}) + valid"})
         elif e["class_name"] == "ZeroPadding2D" and e["name"] in input_hw:
             users = consumers.get(e["name"], [])
-            ks = {_stride2_conv(u) for u in users}
-            if len(users) == 1 and len(ks) == 1 and None not in ks and users[0]["config"]["padding"] == "valid":
-                k = ks.pop()
+            kernel = _stride2_conv(users[0]) if len(users) == 1 else None
+            if kernel is not None and users[0]["config"]["padding"] == "valid":
+                k = kernel
                 p = k // 2
                 (t, b), (left, r) = _pads(e["config"]["padding"])
                 h, w = input_hw[e["name"]]

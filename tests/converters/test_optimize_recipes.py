@@ -9,7 +9,7 @@ import pytest
 from converters.optimize import parse_chain
 from converters.optimize.recipes import MIN_PRUNE_STEPS, RECIPES
 
-# -- too few fine-tuning steps for magnitude pruning --------------------------------------------------------------------
+# -- too few fine-tuning steps for magnitude pruning ---------------------------------------------------------------
 
 
 def test_prune_warns_below_the_minimum_step_count():
@@ -32,8 +32,9 @@ def test_prune_with_too_few_steps_warns_before_training(digits_legacy, digits_tr
     z = np.load(digits_train)
     np.savez(tmp_path / "small.npz", x=z["x"][:64], y=z["y"][:64])  # 2 steps of 32
     with pipeline.progress_bars(True) as progress:
-        r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="prune:0.75", train=str(tmp_path / "small.npz"),
-                                     eval=digits_legacy["eval"], epochs=1, runs=0), progress)
+        r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="prune:0.75",
+                                     train=str(tmp_path / "small.npz"), eval=digits_legacy["eval"], epochs=1, runs=0),
+                     progress)
     err = capsys.readouterr().err
     assert "prune:0.75 fine-tunes only 2 steps (2 per epoch)" in " ".join(err.split())
     assert any("fine-tunes only 2 steps" in w for w in r.report["warnings"])
@@ -45,7 +46,7 @@ def test_prune_with_too_few_steps_warns_before_training(digits_legacy, digits_tr
     assert not any("fine-tunes only" in w for w in full.report["warnings"])
 
 
-# -- stock keras.applications MobileNetV2 under XNNPACK pruning ----------------------------------------------------------
+# -- stock keras.applications MobileNetV2 under XNNPACK pruning -------------------------------------------------------
 
 
 def _digits_rgb(digits_train, tmp_path, size: int, n: int) -> tuple[str, str]:
