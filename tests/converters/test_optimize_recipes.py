@@ -163,3 +163,21 @@ def test_separable_head_pools_the_flatten_dense_head(digits_legacy, digits_train
     assert opt["result"]["params"] == rewrite["params"]["after"] < 0.4 * opt["baseline_int8"]["params"]
     assert opt["result"]["top1"] == pytest.approx(litert_top1(r.model_bytes, digits_legacy["eval"]), abs=1e-9)
     assert opt["result"]["top1"] >= 0.9
+
+
+@pytest.mark.slow
+def test_cli_card_names_per_tensor_scales_and_the_step_warning(digits_legacy, digits_train, tmp_path, session_key):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    z = np.load(digits_train)
+    np.savez(tmp_path / "small.npz", x=z["x"][:64], y=z["y"][:64])
+    r = CliRunner().invoke(cli, ["optimize", digits_legacy["model"], "--recipe", "prune:0.5,cluster:8", "--train",
+                                 str(tmp_path / "small.npz"), "--eval", digits_legacy["eval"], "--epochs", "1",
+                                 "--runs", "0", "-o", str(tmp_path / "out"), "--key", str(session_key[0]), "--quiet"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "per-tensor weight scales" in text
+    assert "prune:0.5 fine-tunes only 2 steps" in text
+    assert (tmp_path / "out" / "report.json").exists()
