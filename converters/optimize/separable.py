@@ -165,9 +165,10 @@ def _head_entries(model, entries: list[dict], sequential: bool, report: Separabl
     """``separable:head``: a 2x2 ``AveragePooling2D`` before every ``Flatten`` that feeds only a ``Dense`` layer.
 
     A Flatten -> Dense head holds ``H*W*C x units`` weights, which in a small CNN can outweigh all its convolutions
-    (the digits CNN: 69 % of its parameters); pooling first divides that by about 4. The Dense kernel is initialised
-    by summing its rows over each pooling window (exact when the features are constant over the window), and the
-    distillation that follows trains it. The head loses spatial resolution, so this is opt-in.
+    (the digits CNN: 69 % of its parameters); pooling first divides that by about 4. The Dense kernel starts as its
+    rows summed over each pooling window (exact when the features are constant over the window) and, given training
+    inputs, is then fitted by least squares (:func:`_fit_head`); the distillation that follows trains it with the
+    rest. The head loses spatial resolution, so this is opt-in.
     """
     consumers: dict[str, list[dict]] = {}
     for i, e in enumerate(entries):
@@ -234,16 +235,18 @@ def _fit_head(teacher, student, dense_name: str, geometry, x: np.ndarray, tf_ker
     y = f @ kernel + (bias[0] if bias else 0.0)
     p = np.asarray(tf_keras.Model(student.inputs, student.get_layer(dense_name).input).predict(
         xs, batch_size=256, verbose=0), np.float64)
-    p = np.concatenate([p, np.ones((len(p), 1))], axis=1)
+    start = pool_dense_kernel(kernel, h, w, c, pool)
+    if bias:  # the bias is fitted as the weight of a constant feature
+        p = np.concatenate([p, np.ones((len(p), 1))], axis=1)
+        start = np.concatenate([start, bias[0][None]], axis=0)
     a = p.T @ p
     theta = np.linalg.solve(a + ridge * np.trace(a) / len(a) * np.eye(len(a)), p.T @ y)
-    start = np.concatenate([pool_dense_kernel(kernel, h, w, c, pool),
-                            (bias[0] if bias else np.zeros(kernel.shape[1]))[None]], axis=0)
     err = {name: float(np.sqrt(np.mean((p @ t - y) ** 2)) / (float(np.sqrt(np.mean(y ** 2))) or 1.0))
            for name, t in (("least_squares", theta), ("window_sum", start))}
     best = theta if err["least_squares"] <= err["window_sum"] else start
     dense = student.get_layer(dense_name)
-    dense.set_weights([best[:-1].astype(np.float32), *([best[-1].astype(np.float32)] if bias else [])])
+    dense.set_weights([best[:-1].astype(np.float32), best[-1].astype(np.float32)] if bias
+                      else [best.astype(np.float32)])
     for row in report.rewritten:
         if row.get("head") and row["layer"].endswith(dense_name):
             row["init"] = "least_squares" if best is theta else "window_sum"

@@ -181,3 +181,25 @@ def test_cli_card_names_per_tensor_scales_and_the_step_warning(digits_legacy, di
     assert "per-tensor weight scales" in text
     assert "prune:0.5 fine-tunes only 2 steps" in text
     assert (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_separable_head_without_bias_and_in_a_sequential_model():
+    """A bias-free Dense gets no fitted intercept; a Sequential model is rewritten like a Functional one."""
+    import tf_keras as k
+
+    from converters.optimize.separable import SeparableRule, make_separable
+
+    L = k.layers
+    k.utils.set_random_seed(0)
+    m = k.Sequential([L.Input((6, 6, 4)), L.Conv2D(8, 3, padding="same", activation="relu"), L.Flatten(),
+                      L.Dense(5, use_bias=False, name="head")])
+    x = np.random.default_rng(0).normal(size=(256, 6, 6, 4)).astype(np.float32)
+    student, report = make_separable(m, SeparableRule(head=True), x=x)
+    assert [type(layer).__name__ for layer in student.layers] == ["Conv2D", "AveragePooling2D", "Flatten", "Dense"]
+    assert [w.shape for w in student.get_layer("head").get_weights()] == [(3 * 3 * 8, 5)]
+    row = next(r for r in report.rewritten if r.get("head"))
+    assert row["in_features"] == [288, 72] and row["params_after"] == 72 * 5
+    assert row["init_relative_error"]["least_squares"] <= row["init_relative_error"]["window_sum"]
+    y, got = m.predict(x[:32], verbose=0), student.predict(x[:32], verbose=0)
+    assert np.sqrt(np.mean((got - y) ** 2)) < np.sqrt(np.mean(y ** 2))  # closer to the original than zero is
