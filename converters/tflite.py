@@ -73,14 +73,18 @@ def quiet_absl():
 
 
 def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, quiet: bool = True,
-            sparsity: bool = False) -> bytes:
+            sparsity: bool = False, per_tensor: bool = False) -> bytes:
     """Convert and return the flatbuffer; TF's failures become ConverterFailed with the first line of its message.
 
     ``sparsity`` adds ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``: pruned weights are stored sparse (DENSIFY or
-    XNNPACK's sparse kernels read them).
+    XNNPACK's sparse kernels read them). ``per_tensor`` quantizes each weight tensor with one scale instead of one
+    per output channel (the converter's ``_experimental_disable_per_channel``): a clustered layer's N shared
+    centroids then stay N int8 values in the whole tensor, instead of up to N different values per channel.
     """
     with quiet_absl():
         conv = make_converter(model, plan, dataset)
+    if per_tensor:
+        conv._experimental_disable_per_channel = True
     if sparsity:
         import tensorflow as tf
 

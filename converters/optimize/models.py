@@ -80,11 +80,11 @@ def wrap(model, src: LoadedModel) -> LoadedModel:
                        sha256=src.sha256, size=src.size)
 
 
-def convert(model, src: LoadedModel, plan, dataset, *, sparsity: bool = False) -> bytes:
+def convert(model, src: LoadedModel, plan, dataset, *, sparsity: bool = False, per_tensor: bool = False) -> bytes:
     from ..tflite import convert as tfl_convert
 
     return tfl_convert(wrap(model, src), plan, dataset if plan.mode in ("int8", "int16x8") else None,
-                       sparsity=sparsity)
+                       sparsity=sparsity, per_tensor=per_tensor)
 
 
 def params_macs(model) -> dict[str, Any]:

@@ -21,7 +21,8 @@ def render(card: dict[str, Any], con) -> None:
     opt = card["optimization"]
     res, base, vs = opt["result"], opt["baseline_int8"], opt["vs_int8"]
     con.print(f"[bold]optimize {opt['recipe']}[/bold] (order {' → '.join(opt['order'])}, mode {opt['mode']}"
-              + (f", {opt['qat_scheme']}" if opt.get("qat_scheme") else "") + ")")
+              + (f", {opt['qat_scheme']}" if opt.get("qat_scheme") else "")
+              + (", per-tensor weight scales" if opt.get("weight_quantization") == "per-tensor" else "") + ")")
     rows = [
         ("top-1", _pct(res["top1_float"]), _pct(res["top1"]), _pct(base["top1"])),
         ("agreement with float", "100.00%", _pct(res["agreement"]), _pct(base["agreement"])),

@@ -26,7 +26,7 @@ from ..pipeline import Converter, Result, _names
 from ..tflite import representative, versions
 from . import measure, models
 from .errors import RecipeError, TrainingDataError
-from .fit import FitConfig, probabilities, seed_everything
+from .fit import FitConfig, probabilities, seed_everything, steps_per_epoch
 from .recipes import RECIPES, Chain, parse_chain
 from .strategy import Cluster, make_strategy, parse_workers
 
@@ -147,6 +147,7 @@ class Optimizer(Converter):
         if self.train_x is not None:
             self.from_logits = not probabilities(self.model, self.train_x)
         seed_everything(o.seed)
+        self._check_steps(chain)
 
         calib = train.take(slice(0, min(len(train), o.calibration_samples))) if train is not None else eval_ds
         self.calib = calib
@@ -163,7 +164,8 @@ class Optimizer(Converter):
 
         t0 = time.perf_counter()
         task = self._task(f"convert {plan.mode}" + (" + sparsity" if chain.xnnpack else ""), total=1)
-        self.blob = models.convert(self.model, src, plan, representative(calib.arrays), sparsity=chain.xnnpack)
+        self.blob = models.convert(self.model, src, plan, representative(calib.arrays), sparsity=chain.xnnpack,
+                                   per_tensor=chain.per_tensor)
         self.progress.update(task, completed=1)
         self.timings["convert_s"] = time.perf_counter() - t0
         if chain.has("int4"):
@@ -232,6 +234,19 @@ class Optimizer(Converter):
                                     hint="optimize a single-input model")
         return train, val, eval_ds
 
+    def _check_steps(self, chain: Chain) -> None:
+        """Warn, before any training, about recipes given too few fine-tuning steps (shown now and in the report)."""
+        if self.train_x is None:
+            return
+        per_epoch = steps_per_epoch(len(self.train_x), self.opts.batch_size)
+        for step in chain.steps:
+            msg = RECIPES[step.recipe].check_steps(step, per_epoch * self.opts.epochs, per_epoch)
+            if msg:
+                self.warnings.append(msg)
+                con = getattr(self.progress, "console", None)
+                if con is not None:
+                    con.print(f"[yellow]warning:[/] {msg}", highlight=False)
+
     # -- baseline, stages, measurements -------------------------------------------------------------------------------
 
     def _baseline(self, src, calib, eval_ds, reference) -> dict[str, Any]:
@@ -284,6 +299,8 @@ class Optimizer(Converter):
             "order": [s.recipe for s in chain.steps],
             "qat_scheme": chain.qat_scheme() if chain.has("qat") else None,
             "mode": plan.mode,
+            "weight_quantization": None if plan.mode in ("fp32", "fp16")
+            else "per-tensor" if chain.per_tensor else "per-channel",
             "training": {"epochs": self.opts.epochs, "batch_size": self.opts.batch_size, "seed": self.opts.seed,
                          "samples": None if self.train_x is None else int(len(self.train_x)),
                          "labels": self.train_y is not None, "strategy": strategy_info},

@@ -32,6 +32,7 @@ from ..errors import OptionError
 class SeparableRule:
     min_in_channels: int = 8
     max_cost_ratio: float = 0.5
+    head: bool = False  # also pool 2x2 before every Flatten -> Dense head (see _head_entries)
 
     def __post_init__(self):
         if self.min_in_channels < 1:
@@ -78,22 +79,29 @@ class SeparableReport:
                          "ratio": round(self.macs_after / self.macs_before, 4) if self.macs_before else None}}
 
 
-def make_separable(model: Any, rule: SeparableRule | None = None) -> tuple[Any, SeparableReport]:
-    """The separable student of ``model`` (tf_keras or Keras 3) and the report of what changed."""
+def make_separable(model: Any, rule: SeparableRule | None = None, x: np.ndarray | None = None
+                   ) -> tuple[Any, SeparableReport]:
+    """The separable student of ``model`` (tf_keras or Keras 3) and the report of what changed. With ``x``
+    (training inputs), a pooled head's Dense layer is fitted by least squares to the original's (see _fit_head)."""
     from ..keras_bridge import to_tf_keras
 
     rule = rule or SeparableRule()
     teacher = to_tf_keras(model)
     import tf_keras
 
-    report = SeparableReport(rule={"min_in_channels": rule.min_in_channels, "max_cost_ratio": rule.max_cost_ratio})
-    pairs: dict[str, tuple[str, str]] = {}
+    report = SeparableReport(rule={"min_in_channels": rule.min_in_channels, "max_cost_ratio": rule.max_cost_ratio,
+                                   "head": rule.head})
+    pairs: dict[Any, Any] = {}
     cfg = _rewrite_config(teacher, rule, report, pairs)
     if isinstance(teacher, tf_keras.Sequential):
         student = tf_keras.Sequential.from_config(cfg)
     else:
         student = tf_keras.Model.from_config(cfg)
     _copy_weights(teacher, student, pairs, tf_keras)
+    if x is not None:
+        for key, geometry in pairs.items():
+            if isinstance(key, tuple) and key[0] == "head" and key[1] in {e.name for e in teacher.layers}:
+                _fit_head(teacher, student, key[1], geometry, x, tf_keras, report)
     before, after = count_params_macs(teacher), count_params_macs(student)
     report.params_before, report.macs_before = before["params"], before["macs"]
     report.params_after, report.macs_after = after["params"], after["macs"]
@@ -146,8 +154,115 @@ def _rewrite_config(model, rule: SeparableRule, report: SeparableReport, pairs: 
         for ref in cfg["output_layers"] if isinstance(cfg["output_layers"][0], list) else [cfg["output_layers"]]:
             if ref[0] in renamed:
                 ref[0] = renamed[ref[0]]
+    if rule.head:
+        new_layers = _head_entries(model, new_layers, sequential, report, pairs, prefix)
     cfg["layers"] = new_layers
     return cfg
+
+
+def _head_entries(model, entries: list[dict], sequential: bool, report: SeparableReport, pairs: dict,
+                  prefix: str) -> list[dict]:
+    """``separable:head``: a 2x2 ``AveragePooling2D`` before every ``Flatten`` that feeds only a ``Dense`` layer.
+
+    A Flatten -> Dense head holds ``H*W*C x units`` weights, which in a small CNN can outweigh all its convolutions
+    (the digits CNN: 69 % of its parameters); pooling first divides that by about 4. The Dense kernel starts as its
+    rows summed over each pooling window (exact when the features are constant over the window) and, given training
+    inputs, is then fitted by least squares (:func:`_fit_head`); the distillation that follows trains it with the
+    rest. The head loses spatial resolution, so this is opt-in.
+    """
+    consumers: dict[str, list[dict]] = {}
+    for i, e in enumerate(entries):
+        if sequential:
+            if i > 0:
+                consumers.setdefault(entries[i - 1]["config"]["name"], []).append(e)
+        else:
+            for node in e.get("inbound_nodes") or []:
+                for ref in node:
+                    consumers.setdefault(ref[0], []).append(e)
+    out = []
+    for e in entries:
+        name = e["config"].get("name", e.get("name"))
+        if e["class_name"] != "Flatten":
+            out.append(e)
+            continue
+        users = consumers.get(name, [])
+        shape = model.get_layer(name).input_shape
+        h, w = (int(shape[1]), int(shape[2])) if isinstance(shape, tuple) and len(shape) == 4 and None not in \
+            shape[1:3] else (1, 1)
+        why = ("not followed by a single Dense layer" if len(users) != 1 or users[0]["class_name"] != "Dense"
+               else "channels_first data format" if e["config"].get("data_format") == "channels_first"
+               else f"{h}x{w} features: too small to pool" if h < 2 and w < 2 else None)
+        if why is not None:
+            report.skipped.append({"layer": prefix + name, "reason": f"head: {why}"})
+            out.append(e)
+            continue
+        dense = users[0]
+        pool = (2 if h >= 2 else 1, 2 if w >= 2 else 1)
+        pname = f"{name}_pool"
+        entry = {"class_name": "AveragePooling2D", "name": pname,
+                 "config": {"name": pname, "trainable": True, "dtype": e["config"].get("dtype", "float32"),
+                            "pool_size": pool, "strides": pool, "padding": "valid", "data_format": "channels_last"}}
+        if not sequential:
+            entry["inbound_nodes"] = e["inbound_nodes"]
+            e["inbound_nodes"] = [[[pname, 0, 0, {}]]]
+        for x in (e, dense):
+            x.pop("build_config", None)
+        out += [entry, e]
+        dname = dense["config"]["name"]
+        layer = model.get_layer(dname)
+        units = int(dense["config"]["units"])
+        c = int(shape[3])
+        after = (h // pool[0]) * (w // pool[1]) * c * units + (units if layer.use_bias else 0)
+        pairs[("head", dname)] = (h, w, c, pool)
+        report.rewritten.append({"layer": prefix + dname, "head": True, "pool": list(pool),
+                                 "into": [prefix + pname, prefix + name, prefix + dname],
+                                 "in_features": [h * w * c, (h // pool[0]) * (w // pool[1]) * c],
+                                 "params_before": int(layer.count_params()), "params_after": after})
+    return out
+
+
+def _fit_head(teacher, student, dense_name: str, geometry, x: np.ndarray, tf_keras, report: SeparableReport,
+              ridge: float = 1e-3, limit: int = 4096) -> None:
+    """Least-squares init of a pooled head's Dense layer: on the training inputs, the student's pooled features P
+    should give the original Dense layer's pre-activation outputs Y = F W + b (F: the original's flattened
+    features), which also absorbs what the separable rewrite changed upstream. ``[P 1] theta = Y`` is solved with a
+    small ridge term; the window-sum kernel is kept if it fits better. The relative error of both is reported."""
+    h, w, c, pool = geometry
+    layer = teacher.get_layer(dense_name)
+    kernel, *bias = layer.get_weights()
+    xs = x[:limit]
+    f = np.asarray(tf_keras.Model(teacher.inputs, layer.input).predict(xs, batch_size=256, verbose=0), np.float64)
+    y = f @ kernel + (bias[0] if bias else 0.0)
+    p = np.asarray(tf_keras.Model(student.inputs, student.get_layer(dense_name).input).predict(
+        xs, batch_size=256, verbose=0), np.float64)
+    start = pool_dense_kernel(kernel, h, w, c, pool)
+    if bias:  # the bias is fitted as the weight of a constant feature
+        p = np.concatenate([p, np.ones((len(p), 1))], axis=1)
+        start = np.concatenate([start, bias[0][None]], axis=0)
+    a = p.T @ p
+    theta = np.linalg.solve(a + ridge * np.trace(a) / len(a) * np.eye(len(a)), p.T @ y)
+    err = {name: float(np.sqrt(np.mean((p @ t - y) ** 2)) / (float(np.sqrt(np.mean(y ** 2))) or 1.0))
+           for name, t in (("least_squares", theta), ("window_sum", start))}
+    best = theta if err["least_squares"] <= err["window_sum"] else start
+    dense = student.get_layer(dense_name)
+    dense.set_weights([best[:-1].astype(np.float32), best[-1].astype(np.float32)] if bias
+                      else [best.astype(np.float32)])
+    for row in report.rewritten:
+        if row.get("head") and row["layer"].endswith(dense_name):
+            row["init"] = "least_squares" if best is theta else "window_sum"
+            row["init_relative_error"] = {k: round(v, 4) for k, v in err.items()}
+            row["init_samples"] = int(len(xs))
+
+
+def pool_dense_kernel(kernel: np.ndarray, h: int, w: int, c: int, pool: tuple[int, int]) -> np.ndarray:
+    """A Flatten -> Dense kernel (h*w*c, units) for the same Dense after ``pool`` average pooling: the rows of each
+    window summed (a window's mean times its size), trailing odd rows/columns dropped as 'valid' pooling does."""
+    units = kernel.shape[1]
+    k = kernel.reshape(h, w, c, units)
+    ph, pw = pool
+    hh, ww = h // ph, w // pw
+    k = k[:hh * ph, :ww * pw].reshape(hh, ph, ww, pw, c, units).sum(axis=(1, 3))
+    return k.reshape(hh * ww * c, units)
 
 
 def _pair_entries(entry: dict) -> tuple[dict, dict]:
@@ -180,6 +295,10 @@ def _copy_weights(teacher, student, pairs: dict, tf_keras) -> None:
             depthwise, pointwise = factorize_kernel(kernel)
             student.get_layer(dw_name).set_weights([depthwise])
             student.get_layer(pw_name).set_weights([pointwise, *bias])
+        elif ("head", layer.name) in pairs:
+            kernel, *bias = layer.get_weights()
+            student.get_layer(layer.name).set_weights([pool_dense_kernel(kernel, *pairs[("head", layer.name)]),
+                                                       *bias])
         elif layer.weights:
             student.get_layer(layer.name).set_weights(layer.get_weights())
 

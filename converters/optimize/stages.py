@@ -25,7 +25,7 @@ def apply_distill(run, step: Step) -> dict[str, Any]:
 def apply_separable(run, step: Step, *, distill_after: bool) -> dict[str, Any]:
     from .separable import SeparableRule, make_separable
 
-    student, rewrite = make_separable(run.model, SeparableRule(**step.params))
+    student, rewrite = make_separable(run.model, SeparableRule(**step.params), x=run.train_x)
     run.teacher = run.teacher or run.model
     run.model = student
     info: dict[str, Any] = {"rewrite": rewrite.to_dict()}

@@ -46,13 +46,22 @@ def apply_prune(run, step: Step) -> dict[str, Any]:
     if step.params["kind"] == "m_by_n":
         kw["sparsity_m_by_n"] = (step.params["m"], step.params["n"])
     if step.params["xnnpack"]:
-        kw["pruning_policy"] = sk.PruneForLatencyOnXNNPack()
-        info["policy"] = "PruneForLatencyOnXNNPack"
+        from . import xnnpack_padding
+        from .keras2 import tf_keras
+
+        kw["pruning_policy"] = policy = sk.PruneForLatencyOnXNNPack()
+        run.model, rewritten = xnnpack_padding.rewrite(run.model, tf_keras())
+        info.update(policy="PruneForLatencyOnXNNPack", padding_rewritten=rewritten)
+        try:
+            policy.ensure_model_supports_pruning(run.model)
+        except ValueError as exc:
+            raise xnnpack_padding.refused_error(step.spec, policy, run.model, exc) from exc
     with cfg.strategy.scope():
         pruned = _tfmot_call(f"recipe {step.spec}", sk.prune_low_magnitude, run.model, **kw)
     history = fit(pruned, run.train_x, run.train_y, cfg, step.spec, val=run.val, callbacks=[sk.UpdatePruningStep()])
     run.model = sk.strip_pruning(pruned)
-    return {"tfmot": "prune_low_magnitude + strip_pruning", **info, "lr": cfg.lr, "history": history}
+    return {"tfmot": "prune_low_magnitude + strip_pruning", **info, "steps": total, "lr": cfg.lr,
+            "history": history}
 
 
 def apply_cluster(run, step: Step, *, preserve_sparsity: bool) -> dict[str, Any]:
