@@ -197,3 +197,9 @@ def _num(v: Any) -> str:
     if v is None:
         return "n/a"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def run_step(step: str, path: str | Path) -> str:
+    """One step (and, from the cache, the steps it needs): what a KFP component runs. Returns the step's key."""
+    result = run_pipeline(path, until=step)
+    return str(result.manifest["steps"][step]["key"])
