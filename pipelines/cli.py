@@ -21,11 +21,12 @@ def pipeline() -> None:
 
 
 def _runs_dir(file: Path) -> Path:
+    """The runs of a pipeline file: only its [pipeline] workdir is read, so history stays readable after the
+    file has changed (even into one that no longer validates)."""
     from .lineage import runs_dir
-    from .runner import workdir_of
-    from .spec import load
+    from .spec import workdir_of
 
-    return runs_dir(workdir_of(load(file)))
+    return runs_dir(workdir_of(file))
 
 
 @pipeline.command("run")

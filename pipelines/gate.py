@@ -63,16 +63,20 @@ class Blessing:
                 "baseline": asdict(self.baseline) if self.baseline else None}
 
 
+EPS = 1e-9  # figures computed in floating point (100 * (0.96 - 0.95) = 1.0000000000000009) meet a threshold equal
+# to them
+
+
 def _at_least(name: str, value: float | None, threshold: float, detail: str = "") -> GateCheck:
     if value is None:
         return GateCheck(name, None, threshold, "failed", detail or "not measured")
-    return GateCheck(name, value, threshold, "passed" if value >= threshold else "failed", detail)
+    return GateCheck(name, value, threshold, "passed" if value >= threshold - EPS else "failed", detail)
 
 
 def _at_most(name: str, value: float | None, threshold: float, detail: str = "") -> GateCheck:
     if value is None:
         return GateCheck(name, None, threshold, "failed", detail or "not measured")
-    return GateCheck(name, value, threshold, "passed" if value <= threshold else "failed", detail)
+    return GateCheck(name, value, threshold, "passed" if value <= threshold + EPS else "failed", detail)
 
 
 def bless(evaluation: dict[str, Any], t: Thresholds, baseline: Baseline | None) -> Blessing:

@@ -44,9 +44,7 @@ class RunResult:
 
 
 def workdir_of(spec: spec_mod.PipelineSpec) -> Path:
-    base = spec.path.parent if spec.path else Path.cwd()
-    w = Path(spec.workdir).expanduser()
-    return (w if w.is_absolute() else base / w).absolute()
+    return spec_mod.workdir_of(spec.path or Path.cwd() / "pipeline.toml", spec.workdir)
 
 
 def make_env(spec: spec_mod.PipelineSpec, run_id: str = "") -> StepEnv:

@@ -36,6 +36,7 @@ from .errors import SpecError
 from .steps import ORDER, STEPS
 
 PIPELINE_KEYS = ("name", "workdir", "fleet")
+DEFAULT_WORKDIR = ".edgekit-pipeline"
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')\s*(\.\s*[A-Za-z0-9_\-]+\s*)*=")
 
@@ -249,7 +250,23 @@ def parse(text: str, path: Path | None = None) -> PipelineSpec:
         if "gate" in present and steps["sign"].sources.get("blessing") != "gate":
             raise SpecError("[sign] must come after [gate]", line=steps["sign"].line, path=where)
     name = head.get("name") or (path.stem if path else "pipeline")
-    return PipelineSpec(path, name, head.get("workdir", ".edgekit-pipeline"), head.get("fleet"), steps)
+    return PipelineSpec(path, name, head.get("workdir", DEFAULT_WORKDIR), head.get("fleet"), steps)
+
+
+def workdir_of(path: str | Path, workdir: str | None = None) -> Path:
+    """The absolute workdir of a pipeline file: ``[pipeline] workdir`` (read alone when not given), relative to the
+    file's directory."""
+    p = Path(path)
+    if workdir is None:
+        try:
+            head = tomllib.loads(p.read_text()).get("pipeline", {})
+        except FileNotFoundError:
+            raise SpecError(f"pipeline file {p} does not exist", hint="pass the path of a pipeline.toml") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SpecError(f"cannot read {p}: {exc}") from None
+        workdir = head.get("workdir") if isinstance(head, dict) and isinstance(head.get("workdir"), str) else None
+    w = Path(workdir or DEFAULT_WORKDIR).expanduser()
+    return (w if w.is_absolute() else p.absolute().parent / w).absolute()
 
 
 def load(path: str | Path) -> PipelineSpec:
