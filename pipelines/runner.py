@@ -83,7 +83,7 @@ def _code(name: str, s: spec_mod.StepSpec, env: StepEnv) -> str:
 
 
 def _failure(name: str, exc: BaseException) -> EdgekitError:
-    if isinstance(exc, (GateFailedError, SpecError, MissingExtraError)):
+    if isinstance(exc, (GateFailedError, MissingExtraError)):
         return exc
     if isinstance(exc, EdgekitError):
         if exc.exit_code == ExitCode.BUDGET_NOT_MET:
