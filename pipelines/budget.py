@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-UNITS = {"size": {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2},
+UNITS: dict[str, dict[str, float]] = {"size": {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2},
          "gzip": {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2},
          "latency_p95": {"ms": 1.0, "us": 1e-3, "s": 1000.0},
          "accuracy_drop": {"": 1.0, "pp": 1.0}}

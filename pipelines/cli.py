@@ -55,7 +55,13 @@ def run_cmd(file: Path, from_step: str | None, force: tuple[str, ...], as_json: 
         else:
             err.print(f"[bold]{step}[/bold]: {msg}")
 
-    result = run_pipeline(file, from_step=from_step, force=list(force), progress=progress)
+    try:
+        result = run_pipeline(file, from_step=from_step, force=list(force), progress=progress)
+    except Exception as exc:
+        manifest = getattr(exc, "run_manifest", None)
+        if manifest is not None and not as_json:
+            render_run(manifest)  # how far it got; the one-line error follows on stderr
+        raise
     if as_json:
         emit_json(result.manifest)
         return

@@ -42,9 +42,9 @@ class GateFailedError(PipelineError):
 
     exit_code = ExitCode.GATE_FAILED
 
-    def __init__(self, failed: list[str]):
+    def __init__(self, failed: list[str], run_id: str = "RUN"):
         super().__init__(f"gate: model not blessed ({'; '.join(failed)}); nothing was signed, published or "
-                         "rolled out", hint="see 'edgekit pipeline show RUN' for every check",
+                         "rolled out", hint=f"see 'edgekit pipeline show {run_id}' for every check",
                          code="gate_failed")
         self.failed = failed
 

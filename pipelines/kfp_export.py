@@ -30,7 +30,7 @@ def build(spec: PipelineSpec, image: str):
         tasks: dict[str, Any] = {}
         for name in spec.order:
             sources = spec.steps[name].sources
-            main = sources.get(_main(name)) or next(iter(sources.values()), None)
+            main = sources.get(_main(name) or "") or next(iter(sources.values()), None)
             task = ops[name](pipeline_file=pipeline_file, after=tasks[main].output if main else "")
             for other in set(sources.values()) - {main}:
                 task.after(tasks[other])

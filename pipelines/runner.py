@@ -168,7 +168,7 @@ def run_pipeline(path: str | Path, *, from_step: str | None = None, force: list[
                 if not blessing["blessed"]:
                     raise GateFailedError([f"{c['check']} {_num(c['value'])} vs {_num(c['threshold'])}"
                                            + (f" ({c['detail']})" if c.get("detail") else "")
-                                           for c in blessing["checks"] if c["status"] == "failed"])
+                                           for c in blessing["checks"] if c["status"] == "failed"], run.id)
             else:
                 run.step(name, **fields)
             say(name, status)
@@ -184,6 +184,7 @@ def run_pipeline(path: str | Path, *, from_step: str | None = None, force: list[
             if run.doc["steps"][current].get("status") in ("running", "pending", "ran", "cached"):
                 run.step(current, status="failed", error=err.message)
             run.finish("failed", int(err.exit_code), err.message)
+        err.run_manifest = run.doc  # type: ignore[attr-defined]  # for the CLI's table of the run so far
         if err is exc:
             raise
         raise err from exc

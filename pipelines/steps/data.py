@@ -111,9 +111,11 @@ def run(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> Data:
     parts = {"train": idx[:n_train], "val": idx[n_train:n_train + n_val], "test": idx[n_train + n_val:]}
     splits = {}
     for name, ix in parts.items():
-        arrays = {"x": x[ix]} if y is None else {"x": x[ix], "y": y[ix]}
         with open(out / f"{name}.npz", "wb") as f:
-            np.savez(f, **arrays)
+            if y is None:
+                np.savez(f, x=x[ix])
+            else:
+                np.savez(f, x=x[ix], y=y[ix])
         splits[name] = stats(x[ix], None if y is None else y[ix])
     rows = check_splits(splits, value_range=tuple(cfg.range) if cfg.range else None,  # type: ignore[arg-type]
                         min_class_fraction=cfg.min_class_fraction)

@@ -83,6 +83,7 @@ def run(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> KerasModel:
             raise PipelineError(f"{cfg.function} returned {type(model).__name__}, not a keras.Model",
                                 hint="return the trained keras.Model")
     else:
+        assert cfg.model is not None  # validate(): exactly one of function/model
         model = keras.saving.load_model(env.path(cfg.model))
         if train[1] is None:
             raise PipelineError("fine-tuning needs labels (y) in the data")
