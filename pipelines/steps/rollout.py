@@ -51,10 +51,11 @@ class Config:
             parse_target(self.target)
         except EdgekitError as exc:
             return [("target", f"[rollout] {exc.message}")]
-        try:
-            build_policy(**self.policy())
-        except EdgekitError as exc:
-            return [(next(iter(self.policy()), "stages"), f"[rollout] {exc.message}")]
+        for key, value in self.policy().items():  # one at a time, so the error names the key's line
+            try:
+                build_policy(**{key: value})
+            except EdgekitError as exc:
+                return [(key, f"[rollout] {key}: {exc.message}")]
         try:
             parse_duration(self.timeout, "timeout")
         except EdgekitError as exc:

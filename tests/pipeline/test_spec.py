@@ -132,8 +132,9 @@ def test_step_options_are_checked_by_their_own_validators():
     assert "split" in bad(GOOD.replace('source = "digits.npz"', 'source = "d.npz"\nsplit = [0.5, 0.6, 0.1]')).message
     assert "fraction" in bad(GOOD.replace("min_accuracy = 0.5", "min_accuracy = 95")).message
     assert "no threshold" in bad(GOOD.replace("min_accuracy = 0.5", "")).message
-    text = GOOD + '\n[publish]\n\n[rollout]\nstages = "1,10%,5%"\n'
-    assert "[rollout]" in bad(text).message
+    text = GOOD + '\n[publish]\n\n[rollout]\nsoak = "5m"\nstages = "1,10%,5%"\n'
+    e = bad(text)
+    assert "[rollout] stages" in e.message and e.line == lineno(text, "stages =")
 
 
 def test_invalid_toml_and_pipeline_keys():
