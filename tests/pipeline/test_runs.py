@@ -160,3 +160,23 @@ def test_a_step_killed_mid_run_is_not_reused(tmp_path, digits_npz):
     path.write_text(TOML)  # back to a short training
     code, doc = run_json(path)
     assert code == 0 and "train" in statuses(doc, "ran") and statuses(doc, "cached") == ["data"]
+
+
+def test_fine_tuning_an_existing_model(tmp_path, digits_npz, digits):
+    """``[train] model = ...``: the trained digits CNN fine-tuned for one epoch, then converted and evaluated; the
+    base model's hash is part of the key."""
+    import shutil
+
+    text = TOML.replace('function = "train_digits:fit"\nparams = { epochs = 2 }', 'model = "base.keras"\nepochs = 1')
+    path = project(tmp_path, text, digits_npz)
+    shutil.copy(digits["model"], tmp_path / "base.keras")
+    code, first = run_json(path)
+    assert code == 0, first
+    evaluation = json.loads(open(first["steps"]["evaluate"]["outputs"]["evaluation"]["path"]).read())
+    assert evaluation["accuracy"] > 0.8 and set(evaluation["per_class"]) == {str(c) for c in range(10)}
+    code, second = run_json(path)
+    assert code == 0 and statuses(second, "ran") == []
+    # another base model (the one this run fine-tuned): train and everything after it run again
+    shutil.copy(first["steps"]["train"]["outputs"]["model"]["path"], tmp_path / "base.keras")
+    code, third = run_json(path)
+    assert code == 0 and statuses(third, "cached") == ["data"]
