@@ -124,12 +124,13 @@ def compile_cmd(file: Path, kfp_out: Path, image: str, as_json: bool) -> None:
                     f"({', '.join(info['components'])}), image {image}")
 
 
-@pipeline.command("step", hidden=True)
+@pipeline.command("step")
 @click.argument("name", type=click.Choice(ORDER))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--key-out", type=click.Path(path_type=Path), help="Write the step's cache key here (KFP output).")
 def step_cmd(name: str, file: Path, key_out: Path | None) -> None:
-    """Run one step (and, from the cache, the steps it depends on): what each KFP component calls."""
+    """Run one step NAME of FILE (the steps it depends on from the cache, or run first): for orchestrators that
+    run each step as its own task."""
     from .runner import run_pipeline
 
     result = run_pipeline(file, until=name)

@@ -110,3 +110,15 @@ def test_json_errors_and_unknown_runs(tmp_path, digits_npz):
     assert res.returncode == ExitCode.ERROR and "no run 'p2000'" in res.stderr
     res = edgekit("pipeline", "run", str(tmp_path / "absent.toml"))
     assert res.returncode == ExitCode.USAGE and "does not exist" in res.stderr
+
+
+def test_one_step_for_other_orchestrators(tmp_path, digits_npz):
+    """``pipeline step data``: only that step runs (the rest of the file is not touched); its key is written."""
+    path = project(tmp_path, BASE.format(fleet="", extra=""), digits_npz)
+    res = edgekit("pipeline", "step", "data", str(path), "--key-out", str(tmp_path / "key"))
+    assert res.returncode == 0, res.stderr
+    key = (tmp_path / "key").read_text()
+    assert (tmp_path / "work" / "cache" / "data" / key / "train.npz").is_file()
+    assert sorted(p.name for p in (tmp_path / "work" / "cache").iterdir()) == ["data"]
+    again = edgekit("pipeline", "step", "data", str(path))
+    assert again.returncode == 0 and again.stdout.startswith("data: cached")
