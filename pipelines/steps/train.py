@@ -1,6 +1,8 @@
 """``train``: the user's ``module:function(train, val) -> keras.Model`` (``train`` and ``val`` are ``(x, y)``
 tuples; ``[train] params`` are passed as keyword arguments), or fine-tuning an existing ``.keras`` model for
-``epochs`` epochs. The model is saved as ``model.keras``."""
+``epochs`` epochs. Either runs inside a ``tf.distribute`` strategy scope chosen as ``edgekit optimize`` chooses it
+(``converters.optimize.strategy``): ``MirroredStrategy`` over the visible GPUs, else the default strategy. The model
+is saved as ``model.keras``."""
 
 from __future__ import annotations
 
@@ -74,8 +76,20 @@ def _xy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def run(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> KerasModel:
     import keras
 
+    from converters.optimize.strategy import make_strategy
+
+    strategy, _ = make_strategy(None)
     keras.utils.set_random_seed(cfg.seed)
     train, val = _xy(inp.data.train), _xy(inp.data.val)
+    with strategy.scope():
+        model = _train(cfg, train, val, env)
+    model.save(out / "model.keras")
+    return KerasModel(out / "model.keras")
+
+
+def _train(cfg: Config, train: tuple, val: tuple, env: StepEnv) -> Any:
+    import keras
+
     if cfg.function is not None:
         fn = load_function(cfg.function, env, "[train] function")
         model = fn(train, val, **cfg.params)
@@ -91,5 +105,4 @@ def run(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> KerasModel:
                       metrics=["accuracy"])
         model.fit(train[0], train[1], epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
                   validation_data=val if val[1] is not None and len(val[0]) else None)
-    model.save(out / "model.keras")
-    return KerasModel(out / "model.keras")
+    return model
