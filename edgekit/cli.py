@@ -25,6 +25,8 @@ LAZY_COMMANDS = {
     "edgetpu": ("converters.cli", "edgetpu", "Edge TPU precheck and compilation."),
     "optimize": ("converters.optimize.cli", "optimize", "Prune, cluster, QAT, distill or int4 a model, measured "
                  "against plain int8."),
+    "pipeline": ("pipelines.cli", "pipeline", "Run a cached data-to-fleet pipeline from a TOML file; its runs, "
+                 "lineage and KFP export."),
     "agent": ("device_agent.cli", "agent", "Run, install and query the device agent."),
     "fleet": ("fleet.cli", "fleet", "Fleet manager: broker, provisioning, telemetry, rollouts."),
 }

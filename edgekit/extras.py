@@ -10,6 +10,7 @@ from .errors import MissingExtraError
 # which extra provides which top-level module
 EXTRA_OF = {
     "tensorflow": "convert",
+    "kfp": "kfp",
     "tf_keras": "convert",
     "tensorflow_model_optimization": "convert",
     "sklearn": "convert",

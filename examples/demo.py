@@ -2,9 +2,10 @@
 
     python examples/demo.py [--devices 5] [--workdir DIR]
 
-1. trains the digits CNN on scikit-learn's bundled digits (no downloads) and converts it twice with
-   ``edgekit convert``: v1 = float32, v2 = full-integer int8; both are signed bundles;
-2. creates a fleet (``fleet init``), starts its Mosquitto (mTLS, generated config) and ``edgekit fleet serve``;
+1. creates a fleet (``fleet init``), starts its Mosquitto (mTLS, generated config) and ``edgekit fleet serve``;
+2. builds the models through ``examples/pipeline.toml`` (``edgekit pipeline run``: data checks, training on
+   scikit-learn's bundled digits, conversion, evaluation, the gate, signing with the fleet's key): v1 = float32,
+   v2 = full-integer int8, the second run reusing the first one's data and training from the pipeline's cache;
 3. provisions N devices and starts N agents: separate processes, each running LiteRT, installed from their
    device packages; a load generator sends inferences to their local APIs;
 4. rolls v1 out, then v2 in stages (1 device, 50%, 100%), each stage gated on the devices' self-test results,
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,35 +56,50 @@ def run(argv: list[str], what: str) -> subprocess.CompletedProcess:
     return res
 
 
-def build_models(work: Path, key: Path) -> dict[str, Path]:
-    """Train once, convert twice (fp32 and int8) with the real converter; each output is a signed bundle."""
+PIPELINE = REPO / "examples" / "pipeline.toml"
+
+
+def pipeline_file(work: Path, fleet_dir: Path, version: str, mode: str) -> Path:
+    """examples/pipeline.toml for this demo: its workdir, the demo fleet (whose key signs), a version and a mode.
+    Both versions' files share one directory and workdir, so they share the pipeline's cache."""
+    d = work / "pipeline"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "examples" / "train_digits.py", d / "train_digits.py")
+    text = PIPELINE.read_text()
+    for pattern, repl in ((r"^workdir = .*$", 'workdir = "cache"'), (r"^# fleet = .*$", f'fleet = "{fleet_dir}"'),
+                          (r"^key = .*$", "# key: the fleet's signing key"), (r"^version = .*$", f'version = "{version}"'),
+                          (r"^mode = .*$", f'mode = "{mode}"')):
+        text, n = re.subn(pattern, repl, text, flags=re.M)
+        if n != 1:
+            raise SystemExit(f"demo: {PIPELINE} no longer has one line matching {pattern!r}")
+    path = d / f"digits-{version}.toml"
+    path.write_text(text)
+    return path
+
+
+def build_models(work: Path, fleet_dir: Path) -> dict[str, Path]:
+    """v1 (fp32) and v2 (int8) through the pipeline; each run ends with a blessed, signed bundle."""
     py = sys.executable
-    model = work / "model" / "digits.keras"
-    if not model.exists():
-        with console.status("training the digits CNN (scikit-learn digits, 8 epochs)"):
-            run([py, "examples/train_digits.py", "--out", str(model), "--epochs", "8"], "training")
-    calib, evald = model.with_name("digits_calib.npz"), model.with_name("digits_eval.npz")
     out = {}
     for version, mode in (("1.0.0", "fp32"), ("2.0.0", "int8")):
-        dest = work / "bundles" / version
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with console.status(f"edgekit convert --mode {mode} (v{version})"):
-            run([py, "-m", "edgekit.cli", "convert", str(model), "-o", str(dest), "--mode", mode, "--calibration",
-                 str(calib), "--eval", str(evald), "--runs", "20", "--key", str(key), "--name", "digits",
-                 "--version", version, "--force", "--quiet", "--json"], f"converting v{version}")
-        report = json.loads((dest / "report.json").read_text())
-        out[version] = dest / f"digits-{version}.ekb"
+        path = pipeline_file(work, fleet_dir, version, mode)
+        with console.status(f"edgekit pipeline run {path.name} (convert --mode {mode})"):
+            res = run([py, "-m", "edgekit.cli", "pipeline", "run", str(path), "--json", "--quiet"],
+                      f"the pipeline for v{version}")
+        manifest = json.loads(res.stdout)
+        from pipelines.steps import ORDER
+
+        steps = dict(sorted(manifest["steps"].items(), key=lambda kv: ORDER.index(kv[0])))
+        out[version] = Path(steps["sign"]["outputs"]["bundle"]["path"])
+        checks = {c["check"]: c for c in steps["gate"]["blessing"]["checks"]}
+        ran = [s for s, v in steps.items() if v["status"] == "ran"]
+        cached = [s for s, v in steps.items() if v["status"] == "cached"]
         console.print(f"  v{version} ({mode}): {out[version].name}, {out[version].stat().st_size / 1024:.1f} KiB, "
-                      f"{_accuracy(report)}")
+                      f"top-1 {checks['accuracy']['value'] * 100:.2f}% on the held-out digits, blessed; "
+                      f"pipeline run {manifest['run']} ran {', '.join(ran) or 'nothing'}"
+                      + (f", reused {', '.join(cached)} from its cache" if cached else ""))
+    console.print(f"  the runs: edgekit pipeline runs -f {path}")
     return out
-
-
-def _accuracy(report: dict) -> str:
-    acc = report.get("accuracy") or report.get("evaluation") or {}
-    for key in ("top1_converted", "top1", "converted_top1"):
-        if isinstance(acc, dict) and key in acc:
-            return f"top-1 {acc[key] * 100:.2f}% on the held-out digits"
-    return "converted and evaluated (see report.json)"
 
 
 def faulty_bundle(good: Path, out_dir: Path, key: Path) -> Path:
@@ -181,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"  fleet 'demo' in {lf.ctx.data_dir}; mosquitto (mTLS) on 127.0.0.1:{lf.ctx.broker_port}; "
                       f"fleet serve pid {pid}, artifacts at {lf.ctx.artifact_url}")
 
-        step("2. models: train, convert v1 (fp32) and v2 (int8), sign")
-        bundles = build_models(work, lf.ctx.signing_key_path)
+        step("2. models through examples/pipeline.toml: v1 (fp32) and v2 (int8), gated and signed")
+        bundles = build_models(work, lf.ctx.data_dir)
 
         step(f"3. {args.devices} devices: provision, install and start the agents")
         ids = [f"dev{i}" for i in range(1, args.devices + 1)]

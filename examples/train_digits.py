@@ -30,6 +30,28 @@ def load_digits_split(seed: int = 0):
     return (x[idx[:cut]], y[idx[:cut]]), (x[idx[cut:]], y[idx[cut:]])
 
 
+def digits_xy():
+    """All of scikit-learn's digits as ``(x, y)``: float32 images in [0, 1], shape (N, 8, 8, 1), integer labels.
+    The data source of ``examples/pipeline.toml`` (``source = "train_digits:digits_xy"``)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype("float32")[..., None], d.target.astype("int64")
+
+
+def fit(train, val, epochs: int = 8, seed: int = 0, width: int = 16, lr: float = 3e-3):
+    """The pipeline's train function (``[train] function = "train_digits:fit"``): the digits CNN (Keras 3) trained
+    on ``train = (x, y)``, with ``val`` reported per epoch."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(keras, width)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train[0], train[1], epochs=epochs, batch_size=32, verbose=0,
+              validation_data=val if len(val[0]) else None)
+    return model
+
+
 def build_model(keras, width: int = 16):
     L = keras.layers
     return keras.Sequential([

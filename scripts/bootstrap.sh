@@ -52,7 +52,7 @@ PY
 )
   "${PIP[@]}" "${convert_deps[@]}"
   "${PIP[@]}" --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
-  "${PIP[@]}" -e ".[agent,fleet,dev]"
+  "${PIP[@]}" -e ".[agent,fleet,dev,kfp]"
   echo "$want" > "$stamp"
 fi
 log "ready: $(.venv/bin/edgekit --version)"

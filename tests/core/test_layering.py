@@ -46,6 +46,15 @@ def test_agent_and_core_never_import_tensorflow():
     assert out["failed"] == {}
 
 
+def test_pipelines_load_neither_tensorflow_nor_the_agent_at_import():
+    """``edgekit pipeline --help`` and the file checks stay light: TensorFlow loads only inside steps that train
+    or convert, and the agent never."""
+    out = _import_all_in_subprocess(sys.executable, ["pipelines"])
+    loaded = [m for m in out["modules"] if m.split(".")[0] in HEAVY + ("device_agent",)]
+    assert loaded == [], f"loaded by pipelines: {loaded[:5]}"
+    assert out["failed"] == {}
+
+
 def test_converters_never_import_mqtt():
     out = _import_all_in_subprocess(sys.executable, ["converters"])
     assert not [m for m in out["modules"] if m.split(".")[0] == "paho"]
