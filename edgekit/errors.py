@@ -20,7 +20,7 @@ class ExitCode(enum.IntEnum):
     ERROR = 1           # an error, printed as one line with a hint; or the awaited outcome did not happen
     USAGE = 2           # a bad option, argument or combination of them
     MISSING_EXTRA = 3   # the command needs an optional dependency group that is not installed
-    BUDGET_NOT_MET = 4  # convert --max-accuracy-drop, optimize --budget or a pipeline's optimize budget could not be met
+    BUDGET_NOT_MET = 4  # convert --max-accuracy-drop, optimize --budget or a pipeline's budget could not be met
     NOT_RUNNING = 5     # 'agent status' / 'fleet broker status': the service asked about is not running
     GATE_FAILED = 6     # 'pipeline run': the gate did not bless the model; nothing was published
     STEP_FAILED = 7     # 'pipeline run': a step failed; the steps after it did not run

@@ -67,8 +67,8 @@ def pipeline_file(work: Path, fleet_dir: Path, version: str, mode: str) -> Path:
     shutil.copy(REPO / "examples" / "train_digits.py", d / "train_digits.py")
     text = PIPELINE.read_text()
     for pattern, repl in ((r"^workdir = .*$", 'workdir = "cache"'), (r"^# fleet = .*$", f'fleet = "{fleet_dir}"'),
-                          (r"^key = .*$", "# key: the fleet's signing key"), (r"^version = .*$", f'version = "{version}"'),
-                          (r"^mode = .*$", f'mode = "{mode}"')):
+                          (r"^key = .*$", "# key: the fleet's signing key"),
+                          (r"^version = .*$", f'version = "{version}"'), (r"^mode = .*$", f'mode = "{mode}"')):
         text, n = re.subn(pattern, repl, text, flags=re.M)
         if n != 1:
             raise SystemExit(f"demo: {PIPELINE} no longer has one line matching {pattern!r}")

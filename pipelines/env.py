@@ -17,6 +17,7 @@ class StepEnv:
     model_name: str = ""           # the model's name in bundles and in the fleet ([sign] name, else the pipeline's)
     base_dir: Path = Path(".")     # the pipeline file's directory: relative paths and module:function resolve here
     fleet_dir: Path | None = None
+    workdir: Path | None = None    # [pipeline] workdir: the step cache, the runs, the budget search's trials
     quiet: bool = True
     step_keys: dict[str, str] = field(default_factory=dict)  # cache keys of the steps that ran before
     _fleet: Any = None

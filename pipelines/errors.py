@@ -55,13 +55,5 @@ class BudgetNotMetError(PipelineError):
     exit_code = ExitCode.BUDGET_NOT_MET
 
 
-class BudgetSearchUnavailableError(PipelineError):
-    """``[optimize] budget`` was given but this edgekit has no budget search (``converters.optimize.search``)."""
-
-    def __init__(self) -> None:
-        super().__init__("budget search not available in this edgekit (converters.optimize.search is missing)",
-                         hint="use [optimize] recipe = \"...\" instead of budget", code="budget_unavailable")
-
-
 class RunNotFoundError(PipelineError):
     """``pipeline show RUN`` names no run."""

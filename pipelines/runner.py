@@ -2,7 +2,7 @@
 is unchanged.
 
 1. parse the file (:mod:`pipelines.spec`), then each step's ``preflight`` (data paths, the fleet, the rollout
-   target, the signing key, the budget search): any problem is a one-line error before any step runs;
+   target, the signing key): any problem is a one-line error before any step runs;
 2. for each step: its key from its config, its inputs' digests, the outside facts it reads and its code version;
    a cache hit reuses the entry, otherwise the step runs into a temporary directory that becomes the entry only
    when the step returned (``--force STEP`` and ``--from STEP`` skip the lookup);
@@ -55,7 +55,7 @@ def make_env(spec: spec_mod.PipelineSpec, run_id: str = "") -> StepEnv:
         p = Path(fleet).expanduser()
         fleet_dir = (p if p.is_absolute() else base / p).absolute()
     return StepEnv(run_id=run_id, pipeline=spec.name, model_name=spec.model_name, base_dir=base,
-                   fleet_dir=fleet_dir)
+                   fleet_dir=fleet_dir, workdir=workdir_of(spec))
 
 
 def preflight(spec: spec_mod.PipelineSpec, env: StepEnv, from_step: str | None, force: list[str]) -> None:

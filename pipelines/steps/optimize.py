@@ -1,23 +1,19 @@
 """``optimize``: a recipe chain through ``converters.optimize`` (the library call behind ``edgekit optimize``), or a
-budget search (:func:`budget_search`, the hook for ``converters.optimize.search``). Ends like ``convert``: a
-measured ``.tflite`` and its report card."""
+budget search (``converters.optimize.search``, the library call behind ``edgekit optimize --budget``). Ends like
+``convert``: a measured ``.tflite`` and its report card."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import Data, KerasModel, TFLiteModel
 from ..env import StepEnv
-from ..errors import BudgetSearchUnavailableError
 
 NAME = "optimize"
 PRODUCES = "tflite"
 CONSUMES = {"data": "data", "model": "keras"}
 OPTIONAL: dict[str, str] = {}
-SEARCH_MODULE = "converters.optimize.search"
 
 
 @dataclass
@@ -42,12 +38,12 @@ class Config:
             except EdgekitError as exc:
                 return [("recipe", f"[optimize] recipe: {exc.message}")]
         if self.budget is not None:
-            from ..budget import BudgetSyntaxError, parse_budget
+            from converters.optimize.budget import BudgetError, parse_budget  # pure: no TensorFlow
 
             try:
                 parse_budget(self.budget)
-            except BudgetSyntaxError as exc:
-                return [("budget", f"[optimize] budget: {exc}")]
+            except BudgetError as exc:
+                return [("budget", f"[optimize] budget: {exc.message}")]
         return []
 
 
@@ -57,28 +53,16 @@ class Inputs:
     model: KerasModel
 
 
-def search_available() -> bool:
-    try:
-        return importlib.util.find_spec(SEARCH_MODULE) is not None
-    except ImportError:
-        return False
-
-
-def preflight(cfg: Config, env: StepEnv) -> None:
-    if cfg.budget is not None and not search_available():
-        raise BudgetSearchUnavailableError()
-
-
 def budget_search(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> TFLiteModel:
-    """The hook for ``[optimize] budget``: runs ``converters.optimize.search`` when this edgekit has it."""
-    if not search_available():
-        raise BudgetSearchUnavailableError()
-    search = importlib.import_module(SEARCH_MODULE)
-    run_search = getattr(search, "search_for_pipeline", None)
-    if run_search is None:
-        raise BudgetSearchUnavailableError()
-    result = run_search(model=inp.model.model, budget=cfg.budget, train=inp.data.train, val=inp.data.val,
-                        eval=inp.data.test, output=out, name="model", epochs=cfg.epochs, seed=cfg.seed)
+    """``[optimize] budget``: the budget search of ``edgekit optimize --budget``; its trial cache lives beside the
+    pipeline's step cache, so a re-run or a widened budget reuses finished trials."""
+    from converters.optimize.search import SearchOptions, search
+
+    assert cfg.budget is not None  # run() calls this only with a budget
+    result = search(SearchOptions(model=str(inp.model.model), budget=cfg.budget, train=str(inp.data.train),
+                                  val=str(inp.data.val), eval=str(inp.data.test), output=out, name="model",
+                                  force=True, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                                  runs=cfg.runs, cache_dir=env.workdir / "search" if env.workdir else None))
     return TFLiteModel(Path(result.files["model"]), Path(result.files["report"]))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from edgekit.errors import ExitCode
 
@@ -74,16 +73,6 @@ def test_a_budget_the_parser_cannot_read(tmp_path, digits_npz):
     text = BASE.format(fleet="", extra="").replace('[convert]\nmode = "int8"',
                                                    '[optimize]\nbudget = "size<<120KB"')
     refused(tmp_path, text, ExitCode.USAGE, "budget", "size<<120KB", data=digits_npz)
-
-
-def test_a_budget_without_the_search_is_refused_up_front(tmp_path, digits_npz):
-    from pipelines.steps.optimize import search_available
-
-    if search_available():
-        pytest.skip("converters.optimize.search is present: the budget search runs")
-    text = BASE.format(fleet="", extra="").replace('[convert]\nmode = "int8"',
-                                                   '[optimize]\nbudget = "size<=120KB,accuracy_drop<=1"')
-    refused(tmp_path, text, ExitCode.ERROR, "budget search not available", data=digits_npz)
 
 
 def test_a_rollout_target_matching_no_device(tmp_path, digits_npz):

@@ -180,3 +180,20 @@ def test_fine_tuning_an_existing_model(tmp_path, digits_npz, digits):
     shutil.copy(first["steps"]["train"]["outputs"]["model"]["path"], tmp_path / "base.keras")
     code, third = run_json(path)
     assert code == 0 and statuses(third, "cached") == ["data"]
+
+
+def test_an_optimize_budget_runs_the_search_and_meets_it(tmp_path, digits_npz):
+    """[optimize] budget runs the budget search of 'edgekit optimize --budget': plain int8 of this model is ~56 KB,
+    so a 40 KB budget needs a recipe; the chosen model is re-read from the run's artifacts and checked against it."""
+    toml = TOML.replace('[convert]\nmode = "int8"\nruns = 5\n',
+                        '[optimize]\nbudget = "size<=40KB,accuracy_drop<=3"\nepochs = 1\nruns = 5\n')
+    path = project(tmp_path, toml, digits_npz)
+    steps = {"data", "train", "optimize", "evaluate", "gate", "sign"}
+    code, first = run_json(path)
+    assert code == 0, first
+    assert set(statuses(first, "ran")) == steps
+    model = next(p for p in (tmp_path / "work").rglob("model.tflite") if "optimize" in str(p))
+    assert model.stat().st_size <= 40_000
+    assert (tmp_path / "work" / "search").is_dir()  # the trials are kept in the workdir
+    code, second = run_json(path)
+    assert code == 0 and statuses(second, "ran") == [] and set(statuses(second, "cached")) == steps

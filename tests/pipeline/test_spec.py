@@ -119,7 +119,7 @@ def test_a_step_without_its_producer():
 def test_budget_and_recipe_are_read_before_anything_runs():
     text = GOOD.replace('[convert]\nmode = "int8"\n', '[optimize]\nbudget = "size<=120XB"\n')
     e = bad(text)
-    assert "unknown unit 'XB'" in e.message and e.line == lineno(text, "budget =")
+    assert "unknown size unit 'xb'" in e.message and e.line == lineno(text, "budget =")
     text = GOOD.replace('[convert]\nmode = "int8"\n', '[optimize]\nrecipe = "shrink:2"\n')
     e = bad(text)
     assert "recipe" in e.message and e.line == lineno(text, "recipe =")
