@@ -54,20 +54,17 @@ def text_plot(values: list[float], width: int = 72, height: int = 10) -> str:
 def device_rows(engine: Engine, fleet: str, now: float | None = None) -> list[dict[str, Any]]:
     """One row per provisioned device: registry fields + newest CPU/temperature + p95 of its current model."""
     now = now or time.time()
+    # the registry with each device's newest figures in one query (device_latest, no telemetry scan); the
+    # 5-minute inference window for the whole fleet at once (no IN list of thousands of ids)
     devices = Registry(engine, fleet).summaries()
     if not devices:
         return []
-    # the whole fleet: read every device's figures at once (no IN list of thousands of ids); revoked ones drop out
-    system = latest_system(engine)
     inf = inference_summary(engine, now - P95_WINDOW)
-    return [_row(d, system.get(d.id, {}), inf.get(d.id, {})) for d in devices]
-
-
-def _row(d: Any, sys_: dict[str, Any], inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    cur = current_model_figures(d, inf)
-    return {"id": d.id, "online": bool(d.online), "model": d.model_name, "version": d.model_version,
-            "last_seen": d.last_seen, "p95_ms": cur.get("p95_ms"), "cpu": sys_.get("cpu"), "temp": sys_.get("temp"),
-            "update_state": d.update_state, "tags": d.tags or {}, "groups": d.groups or []}
+    empty: dict[str, dict[str, Any]] = {}
+    return [{"id": d.id, "online": d.online, "model": d.model_name, "version": d.model_version,
+             "last_seen": d.last_seen, "p95_ms": current_model_figures(d, inf.get(d.id, empty)).get("p95_ms"),
+             "cpu": d.cpu, "temp": d.temp, "update_state": d.update_state, "tags": d.tags or {},
+             "groups": d.groups or []} for d in devices]
 
 
 def model_keys(name: str | None, version: str | None) -> list[str]:
