@@ -183,7 +183,9 @@ def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | 
             count, errors = int(count or 0), int(errors or 0)
             out.setdefault(dev, {})[ver] = {
                 "count": count, "errors": errors, "error_rate": errors / count if count else 0.0,
-                "p95_ms": (p95w / wc) if p95w is not None and wc else p95max, "p95_max_ms": p95max, "samples": n}
+                # PostgreSQL sums BIGINT into NUMERIC (a Decimal): float() it before dividing a double
+                "p95_ms": (float(p95w) / float(wc)) if p95w is not None and wc else p95max, "p95_max_ms": p95max,
+                "samples": n}
     return out
 
 
