@@ -208,3 +208,38 @@ def test_the_fleet_wide_window_reads_the_time_index(engine):
     with engine.connect() as c:
         plan = " ".join(str(r[3]) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + captured[0][0], captured[0][1]))
     assert "ix_inference_ts_window" in plan and "ix_inference_device_ts" not in plan, plan
+
+
+def test_page_p95_equals_the_fleet_wide_window(engine):
+    """fill_p95 (the devices page's rows only) gives each row the p95 device_rows gives it for the whole fleet:
+    the current model's samples in the last 5 minutes, else the busiest version's, else none."""
+    from edgekit.protocol import StateMessage
+    from fleet.registry import Registry
+    from fleet.views import device_rows, fill_p95
+
+    reg = Registry(engine, "f")
+    ids = [f"d{i}" for i in range(8)]
+    reg.add_many(ids)
+    now = time.time()
+    for i, d in enumerate(ids[:6]):
+        reg.apply_state(StateMessage(d, "online", ts=now, model={"name": "m", "version": "2.0", "sha256": "a" * 64}))
+    inf = []
+    for i, d in enumerate(ids):
+        for k in range(12):
+            ts = now - 20 * k - 1  # half the samples are older than the 5-minute window
+            ver = "m@2.0" if i % 3 else "m@1.0"  # every third device reports only another version
+            inf.append({"device_id": d, "seq": k, "ts": ts, "model_version": ver, "count": 10 + i + k,
+                        "errors": 0, "p50_ms": 1.0, "p95_ms": None if (i == 5) else 1.5 + i * 0.25 + k,
+                        "p99_ms": 9.0})
+            if i == 4:
+                inf.append({"device_id": d, "seq": k, "ts": ts, "model_version": "m@1.0", "count": 1000,
+                            "errors": 1, "p50_ms": 1.0, "p95_ms": 50.0, "p99_ms": 90.0})
+    write(engine, inference=inf)
+    full = device_rows(engine, "f", now)
+    page = fill_p95(engine, device_rows(engine, "f", now, p95=False)[2:7], now)
+    assert [r["p95_ms"] for r in page] == [r["p95_ms"] for r in full[2:7]]
+    assert all(r["p95_ms"] is None for r in device_rows(engine, "f", now, p95=False))
+    by_id = {r["id"]: r for r in full}
+    assert by_id["d5"]["p95_ms"] is None and by_id["d0"]["p95_ms"] is not None  # no p95 reported; other version
+    assert by_id["d4"]["p95_ms"] < 50  # the current model's window, not the busier old version's
+    assert len({r["p95_ms"] for r in full}) >= 6
