@@ -87,7 +87,7 @@ def apply_retention(engine: Engine, now: float, raw_days: float, bucket_s: int) 
                                                 temp_max=tmax, **{c: _mean(vals[c]) for c in SYSTEM_AVG}))
             conn.execute(delete(t).where(t.c.ts < cutoff))
             # a device whose newest sample expired has no raw sample left: no newest figures either
-            conn.execute(delete(DeviceLatest.__table__).where(DeviceLatest.__table__.c.ts < cutoff))
+            conn.execute(delete(DeviceLatest).where(DeviceLatest.ts < cutoff))
             done["telemetry"] = len(rows)
         t = InferenceSample.__table__
         rows = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.ts < cutoff))]

@@ -156,7 +156,7 @@ def _window_device(engine: Engine):
     """The device column to group a fleet-wide recent window by. SQLite, without statistics, walks the whole
     (device_id, ts) index to get rows in GROUP BY order; through a no-op unary plus it reads only the recent range
     of the (ts, …) covering index ``ix_inference_ts_window`` instead. PostgreSQL picks that index by itself."""
-    col = InferenceSample.device_id
+    col = InferenceSample.__table__.c.device_id
     if engine.dialect.name == "sqlite":
         return UnaryExpression(col, operator=custom_op("+"), type_=col.type)
     return col

@@ -24,11 +24,11 @@ def engine(tmp_path, any_db):
 
 def newest_from_telemetry(engine) -> dict[str, dict]:
     """The reference: each device's newest raw sample by (ts, seq), read straight from the telemetry table."""
-    from fleet.models import TelemetrySample as t
+    from fleet.models import TelemetrySample as T
 
     out: dict[str, tuple] = {}
     with engine.connect() as c:
-        for r in c.execute(select(t.device_id, t.ts, t.seq, t.cpu, t.mem, t.temp, t.disk, t.load1)):
+        for r in c.execute(select(T.device_id, T.ts, T.seq, T.cpu, T.mem, T.temp, T.disk, T.load1)):
             if r.device_id not in out or (r.ts, r.seq) > out[r.device_id][:2]:
                 out[r.device_id] = (r.ts, r.seq, r.cpu, r.mem, r.temp, r.disk, r.load1)
     return {d: dict(zip(("ts", "seq", "cpu", "mem", "temp", "disk", "load1"), v)) for d, v in out.items()}
