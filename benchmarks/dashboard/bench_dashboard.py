@@ -122,7 +122,7 @@ def viewer_cpu(pid: int, base: str, token: str, seconds: float, mode: str, ctx, 
                 for raw in resp:
                     if raw.startswith(b"data: "):
                         updates.append(time.monotonic())
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):  # the stream closed at the end of the measurement
                 pass
 
         threading.Thread(target=read, daemon=True).start()

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from . import api  # noqa: E402
 from .auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter  # noqa: E402
-from .users import AuthError, Principal  # noqa: E402
+from .users import AuthError, Principal, StoredFailures  # noqa: E402
 
 STATIC = Path(__file__).with_name("static")
 SECURITY_HEADERS = {
@@ -87,7 +87,8 @@ class Dashboard:
                  stream_interval: float = 1.0, stream_refresh: float = 10.0):
         self.fleet = fleet
         self.secure = secure_cookies
-        self.limiter = limiter or LoginLimiter()
+        # failed logins are counted in the fleet store: every dashboard process on it shares the limit
+        self.limiter = limiter or LoginLimiter(clock=time.time, failures=StoredFailures(fleet.engine))
         self.stream_interval = stream_interval
         self.live = LiveViews(fleet, stream_interval, stream_refresh)
         self.stopping = False
@@ -226,16 +227,16 @@ def build_app(fleet: api.Fleet, **options: Any) -> Starlette:
         if not isinstance(user, str) or not isinstance(password, str):
             raise Refused(400, "send user and password", 'e.g. {"user": "ann", "password": "..."}')
         client = request.client.host if request.client else "?"
-        wait = dash.limiter.retry_after(user, client)
+        wait = await run_in_threadpool(dash.limiter.retry_after, user, client)
         if wait > 0:
             raise Refused(429, "too many failed logins", f"try again in {wait:.0f} s",
                           {"retry-after": str(max(1, int(wait + 0.999)))})
         try:
             await run_in_threadpool(fleet.users.verify, user, password)
         except AuthError:
-            dash.limiter.failed(user, client)
+            await run_in_threadpool(dash.limiter.failed, user, client)
             raise
-        dash.limiter.succeeded(user, client)
+        await run_in_threadpool(dash.limiter.succeeded, user, client)
         token, p = await run_in_threadpool(fleet.users.open_session, user)
         from .users import SESSION_SECONDS
 
