@@ -95,7 +95,8 @@ def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list
         stmt = (update(t).where(t.c.id == bindparam("dev"))
                 .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen")))
                 .values(last_seen=bindparam("seen")))
-        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in last_seen.items()])
+        # in id order, like device_latest: concurrent replicas lock the same rows in the same order
+        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in sorted(last_seen.items())])
 
 
 # --- queries ---------------------------------------------------------------------------------------------------------
