@@ -243,3 +243,29 @@ def test_page_p95_equals_the_fleet_wide_window(engine):
     assert by_id["d5"]["p95_ms"] is None and by_id["d0"]["p95_ms"] is not None  # no p95 reported; other version
     assert by_id["d4"]["p95_ms"] < 50  # the current model's window, not the busier old version's
     assert len({r["p95_ms"] for r in full}) >= 6
+
+
+def test_change_token_moves_with_writes_and_the_registry(engine):
+    """The live views' change token: equal while nothing is written, different after an ingest batch, a birth
+    message, a provisioning and a revocation."""
+    from edgekit.protocol import StateMessage
+    from fleet.registry import Registry
+    from fleet.store import devices_change_token
+
+    reg = Registry(engine, "f")
+    reg.add_many(["a", "b"])
+    t0 = devices_change_token(engine)
+    assert devices_change_token(engine) == t0
+    now = time.time()
+    write(engine, [sample("a", 1, now - 5, 10)])
+    t1 = devices_change_token(engine)
+    assert t1 != t0 and devices_change_token(engine) == t1
+    reg.apply_state(StateMessage("b", "online", ts=now, model={"name": "m", "version": "1", "sha256": "a" * 64}),
+                    received=now + 1)
+    t2 = devices_change_token(engine)
+    assert t2 != t1
+    reg.revoke("a")
+    t3 = devices_change_token(engine)
+    assert t3 != t2
+    reg.add_many(["c"])
+    assert devices_change_token(engine) != t3
