@@ -95,7 +95,8 @@ class FleetCollector:
         from .views import device_rows
 
         now = time.time()
-        rows = device_rows(self.ctx.engine(), self.ctx.fleet_id, now)
+        # the 5-minute p95 window only when per-device series need it (the fleet gauges only count)
+        rows = device_rows(self.ctx.engine(), self.ctx.fleet_id, now, p95=self.per_device)
         online = sum(1 for r in rows if r["online"])
         yield _one(GaugeMetricFamily, "edgekit_devices_online", "provisioned devices online", online)
         g = GaugeMetricFamily("edgekit_devices", "provisioned devices", labels=["status"])

@@ -5,6 +5,8 @@
 - ``inference``: one row per (sample, model version) with count, errors and latency percentiles.
 - ``events``: update progress/outcome events from devices (the rollout engine reads these).
 - ``telemetry_rollup`` / ``inference_rollup``: downsampled buckets kept after raw samples expire.
+- ``device_latest``: each device's newest system sample (by ts, then seq), kept by the store's batch write and
+  pruned with the raw samples by retention, so the device tables read one row per device instead of the telemetry.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ class TelemetrySample(Base):
 class InferenceSample(Base):
     __tablename__ = "inference"
     __table_args__ = (UniqueConstraint("device_id", "seq", "ts", "model_version"),
-                      Index("ix_inference_device_ts", "device_id", "ts"))
+                      Index("ix_inference_device_ts", "device_id", "ts"),
+                      # the fleet-wide recent window (device tables, overview series) reads only this index
+                      Index("ix_inference_ts_window", "ts", "device_id", "model_version", "count", "errors",
+                            "p95_ms"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(64))
@@ -78,6 +83,19 @@ class InferenceSample(Base):
     p50_ms: Mapped[float | None] = mapped_column(Double)
     p95_ms: Mapped[float | None] = mapped_column(Double)
     p99_ms: Mapped[float | None] = mapped_column(Double)
+
+
+class DeviceLatest(Base):
+    __tablename__ = "device_latest"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[float] = mapped_column(Double)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    cpu: Mapped[float | None] = mapped_column(Double)
+    mem: Mapped[float | None] = mapped_column(Double)
+    temp: Mapped[float | None] = mapped_column(Double)
+    disk: Mapped[float | None] = mapped_column(Double)
+    load1: Mapped[float | None] = mapped_column(Double)
 
 
 class DeviceEvent(Base):

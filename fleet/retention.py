@@ -2,7 +2,8 @@
 
 The bucketing is pure (:func:`rollup_system`, :func:`rollup_inference`); :func:`apply_retention` reads the expired
 raw rows, merges them into existing buckets (count-weighted), writes the buckets and deletes the raw rows in one
-transaction per table. The cutoff is aligned to a bucket boundary so a bucket is folded in one run.
+transaction per table (with each device's newest figures in ``device_latest`` when they expire too). The cutoff is
+aligned to a bucket boundary so a bucket is folded in one run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Iterable
 from sqlalchemy import and_, delete, select
 from sqlalchemy.engine import Engine
 
-from .models import InferenceRollup, InferenceSample, TelemetryRollup, TelemetrySample
+from .models import DeviceLatest, InferenceRollup, InferenceSample, TelemetryRollup, TelemetrySample
 
 SYSTEM_AVG = ("cpu", "mem", "temp", "disk", "load1")
 
@@ -85,6 +86,8 @@ def apply_retention(engine: Engine, now: float, raw_days: float, bucket_s: int) 
                 conn.execute(rt.insert().values(device_id=dev, bucket=bucket, bucket_seconds=bucket_s, n=n,
                                                 temp_max=tmax, **{c: _mean(vals[c]) for c in SYSTEM_AVG}))
             conn.execute(delete(t).where(t.c.ts < cutoff))
+            # a device whose newest sample expired has no raw sample left: no newest figures either
+            conn.execute(delete(DeviceLatest).where(DeviceLatest.ts < cutoff))
             done["telemetry"] = len(rows)
         t = InferenceSample.__table__
         rows = [dict(r._mapping) for r in conn.execute(select(t).where(t.c.ts < cutoff))]

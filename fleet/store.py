@@ -1,7 +1,9 @@
 """Batched writes and read queries over the fleet store (SQLite or PostgreSQL).
 
 Writes use one transaction per batch and ``INSERT … ON CONFLICT DO NOTHING`` on the natural keys
-(device, seq, ts), so a QoS 1 message delivered twice is stored once.
+(device, seq, ts), so a QoS 1 message delivered twice is stored once. The same transaction keeps ``device_latest``
+(each device's newest system sample) with one upsert per device, so readers of "the newest figures of every device"
+read one row per device, whatever the volume of telemetry.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import json
 
 from sqlalchemy import JSON, Integer, and_, case, func, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from .db import store_call
 from .errors import StoreError
-from .models import Device, DeviceEvent, InferenceRollup, InferenceSample, TelemetryRollup, TelemetrySample
+from .models import (Device, DeviceEvent, DeviceLatest, InferenceRollup, InferenceSample, TelemetryRollup,
+                     TelemetrySample)
 from .rows import METRICS
 
 
@@ -45,11 +50,42 @@ def _insert(conn: Connection, table, rows: list[dict]) -> None:
     conn.exec_driver_sql(sql, data)
 
 
+LATEST_COLUMNS = ("device_id", "ts", "seq", "cpu", "mem", "temp", "disk", "load1")
+
+
+def newest_per_device(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pure: each device's newest system row by (ts, seq), in device-id order (one lock order for every writer)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        cur = best.get(r["device_id"])
+        if cur is None or (r["ts"], r["seq"]) > (cur["ts"], cur["seq"]):
+            best[r["device_id"]] = r
+    return [best[d] for d in sorted(best)]
+
+
+def _latest_sql(conn: Connection) -> str:
+    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in LATEST_COLUMNS[1:])
+    return (f"INSERT INTO device_latest ({', '.join(LATEST_COLUMNS)}) VALUES ({', '.join([ph] * len(LATEST_COLUMNS))})"
+            f" ON CONFLICT (device_id) DO UPDATE SET {sets} WHERE excluded.ts > device_latest.ts"
+            " OR (excluded.ts = device_latest.ts AND excluded.seq > device_latest.seq)")
+
+
+def update_latest(conn: Connection, telemetry: Iterable[dict[str, Any]]) -> None:
+    """Keep ``device_latest`` for system rows just written (inside the caller's transaction). A row never replaces
+    a newer or equal one (by ts, then seq), so redelivered and out-of-order samples leave the newest in place."""
+    newest = newest_per_device(telemetry)
+    if newest:
+        conn.exec_driver_sql(_latest_sql(conn), [tuple(r.get(c) for c in LATEST_COLUMNS) for r in newest])
+
+
 @store_call
 def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list[dict] = (), events: list[dict] = (),
                 last_seen: dict[str, float] | None = None) -> None:
     """Insert one batch (inside the caller's transaction)."""
-    _insert(conn, TelemetrySample.__table__, list(telemetry))
+    telemetry = list(telemetry)
+    _insert(conn, TelemetrySample.__table__, telemetry)
+    update_latest(conn, telemetry)
     _insert(conn, InferenceSample.__table__, list(inference))
     _insert(conn, DeviceEvent.__table__, list(events))
     if last_seen:
@@ -59,7 +95,8 @@ def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list
         stmt = (update(t).where(t.c.id == bindparam("dev"))
                 .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen")))
                 .values(last_seen=bindparam("seen")))
-        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in last_seen.items()])
+        # in id order, like device_latest: concurrent replicas lock the same rows in the same order
+        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in sorted(last_seen.items())])
 
 
 # --- queries ---------------------------------------------------------------------------------------------------------
@@ -105,17 +142,25 @@ def series(engine: Engine, device_id: str, metric: str, since: float, until: flo
 
 @store_call
 def latest_system(engine: Engine, device_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The newest system sample of each device: {device: {ts, cpu, mem, temp, disk, load1}}."""
-    t = TelemetrySample
-    newest = select(t.device_id, func.max(t.ts).label("ts")).group_by(t.device_id)
+    """The newest system sample of each device (from ``device_latest``): {device: {ts, cpu, mem, temp, disk,
+    load1}}."""
+    t = DeviceLatest
+    q = select(t.device_id, t.ts, t.cpu, t.mem, t.temp, t.disk, t.load1)
     if device_ids is not None:
-        newest = newest.where(t.device_id.in_(list(device_ids)))
-    newest = newest.subquery()
-    q = select(t.device_id, t.ts, t.cpu, t.mem, t.temp, t.disk, t.load1).join(
-        newest, and_(t.device_id == newest.c.device_id, t.ts == newest.c.ts))
+        q = q.where(t.device_id.in_(list(device_ids)))
     with engine.connect() as conn:
         return {r.device_id: {"ts": r.ts, "cpu": r.cpu, "mem": r.mem, "temp": r.temp, "disk": r.disk,
                               "load1": r.load1} for r in conn.execute(q)}
+
+
+def _window_device(engine: Engine):
+    """The device column to group a fleet-wide recent window by. SQLite, without statistics, walks the whole
+    (device_id, ts) index to get rows in GROUP BY order; through a no-op unary plus it reads only the recent range
+    of the (ts, …) covering index ``ix_inference_ts_window`` instead. PostgreSQL picks that index by itself."""
+    col = InferenceSample.__table__.c.device_id
+    if engine.dialect.name == "sqlite":
+        return UnaryExpression(col, operator=custom_op("+"), type_=col.type)
+    return col
 
 
 @store_call
@@ -124,10 +169,11 @@ def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | 
     """Per device and model version over [since, until]: count, errors, error_rate, p95_ms (count-weighted mean of
     the interval p95s), p95_max_ms, samples. The rollout planner's health gates read this."""
     t = InferenceSample
-    q = (select(t.device_id, t.model_version, func.sum(t.count), func.sum(t.errors),
+    dev = t.device_id if device_ids is not None else _window_device(engine)
+    q = (select(dev, t.model_version, func.sum(t.count), func.sum(t.errors),
                 func.sum(t.p95_ms * t.count), func.sum(case((t.p95_ms.is_not(None), t.count), else_=0)),
                 func.max(t.p95_ms), func.count())
-         .where(t.ts >= since).group_by(t.device_id, t.model_version))
+         .where(t.ts >= since).group_by(dev, t.model_version))
     if until is not None:
         q = q.where(t.ts <= until)
     if device_ids is not None:
@@ -138,7 +184,9 @@ def inference_summary(engine: Engine, since: float, device_ids: Iterable[str] | 
             count, errors = int(count or 0), int(errors or 0)
             out.setdefault(dev, {})[ver] = {
                 "count": count, "errors": errors, "error_rate": errors / count if count else 0.0,
-                "p95_ms": (p95w / wc) if p95w is not None and wc else p95max, "p95_max_ms": p95max, "samples": n}
+                # PostgreSQL sums BIGINT into NUMERIC (a Decimal): float() it before dividing a double
+                "p95_ms": (float(p95w) / float(wc)) if p95w is not None and wc else p95max, "p95_max_ms": p95max,
+                "samples": n}
     return out
 
 
@@ -187,3 +235,19 @@ def counts(engine: Engine) -> dict[str, int]:
                 for name, m in (("telemetry", TelemetrySample), ("inference", InferenceSample),
                                 ("events", DeviceEvent), ("telemetry_rollup", TelemetryRollup),
                                 ("inference_rollup", InferenceRollup))}
+
+
+@store_call
+def devices_change_token(engine: Engine) -> tuple:
+    """A cheap fingerprint of what the device views read: the newest telemetry, inference and event ids and the
+    registry's count, provisioned count and newest last-seen/state/provision/revoke times. Every ingest batch,
+    birth message, provisioning and revocation changes it (tag edits do not: a reader that must see them re-reads
+    on a timer). Two index lookups and one pass over the registry, not over the telemetry."""
+    d = Device.__table__.c
+    with engine.connect() as conn:
+        ids = tuple(conn.execute(select(func.max(m.id))).scalar() for m in (TelemetrySample, InferenceSample,
+                                                                            DeviceEvent))
+        reg = conn.execute(select(func.count(), func.sum(case((d.provisioned.is_(True), 1), else_=0)),
+                                  func.max(d.last_seen), func.max(d.state_ts), func.max(d.provisioned_at),
+                                  func.max(d.revoked_at))).one()
+    return ids + tuple(reg)

@@ -51,23 +51,37 @@ def text_plot(values: list[float], width: int = 72, height: int = 10) -> str:
     return "\n".join(rows)
 
 
-def device_rows(engine: Engine, fleet: str, now: float | None = None) -> list[dict[str, Any]]:
-    """One row per provisioned device: registry fields + newest CPU/temperature + p95 of its current model."""
+def device_rows(engine: Engine, fleet: str, now: float | None = None, *, p95: bool = True) -> list[dict[str, Any]]:
+    """One row per provisioned device: registry fields + newest CPU/temperature + p95 of its current model.
+
+    With ``p95=False`` the rows carry ``p95_ms: None`` and the 5-minute inference window is not read: for callers
+    that show only some rows (:func:`fill_p95` then fills those) or no p95 at all."""
     now = now or time.time()
+    # the registry with each device's newest figures in one query (device_latest, no telemetry scan); the
+    # 5-minute inference window for the whole fleet at once (no IN list of thousands of ids)
     devices = Registry(engine, fleet).summaries()
     if not devices:
         return []
-    # the whole fleet: read every device's figures at once (no IN list of thousands of ids); revoked ones drop out
-    system = latest_system(engine)
-    inf = inference_summary(engine, now - P95_WINDOW)
-    return [_row(d, system.get(d.id, {}), inf.get(d.id, {})) for d in devices]
+    inf = inference_summary(engine, now - P95_WINDOW) if p95 else None
+    empty: dict[str, dict[str, Any]] = {}
+    return [{"id": d.id, "online": d.online, "model": d.model_name, "version": d.model_version,
+             "last_seen": d.last_seen,
+             "p95_ms": None if inf is None else current_model_figures(d, inf.get(d.id, empty)).get("p95_ms"),
+             "cpu": d.cpu, "temp": d.temp, "update_state": d.update_state, "tags": d.tags or {},
+             "groups": d.groups or []} for d in devices]
 
 
-def _row(d: Any, sys_: dict[str, Any], inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    cur = current_model_figures(d, inf)
-    return {"id": d.id, "online": bool(d.online), "model": d.model_name, "version": d.model_version,
-            "last_seen": d.last_seen, "p95_ms": cur.get("p95_ms"), "cpu": sys_.get("cpu"), "temp": sys_.get("temp"),
-            "update_state": d.update_state, "tags": d.tags or {}, "groups": d.groups or []}
+def fill_p95(engine: Engine, rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    """Set ``p95_ms`` of these rows (of :func:`device_rows`) as device_rows would: the window of these devices
+    only, read through the per-device index."""
+    if not rows:
+        return rows
+    now = now or time.time()
+    inf = inference_summary(engine, now - P95_WINDOW, [r["id"] for r in rows])
+    empty: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        r["p95_ms"] = _figures(r["model"], r["version"], inf.get(r["id"], empty)).get("p95_ms")
+    return rows
 
 
 def model_keys(name: str | None, version: str | None) -> list[str]:
@@ -76,7 +90,11 @@ def model_keys(name: str | None, version: str | None) -> list[str]:
 
 
 def current_model_figures(d: Any, inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    for k in model_keys(d.model_name, d.model_version):
+    return _figures(d.model_name, d.model_version, inf)
+
+
+def _figures(name: str | None, version: str | None, inf: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    for k in model_keys(name, version):
         if k in inf:
             return inf[k]
     return max(inf.values(), key=lambda v: v["count"]) if inf else {}

@@ -12,7 +12,9 @@ import asyncio
 import hmac
 import json
 import re
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +32,7 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from . import api  # noqa: E402
 from .auth import CSRF_HEADER, SESSION_COOKIE, LoginLimiter  # noqa: E402
-from .users import AuthError, Principal  # noqa: E402
+from .users import AuthError, Principal, StoredFailures  # noqa: E402
 
 STATIC = Path(__file__).with_name("static")
 SECURITY_HEADERS = {
@@ -79,14 +81,16 @@ def _status_of(exc: EdgekitError) -> int:
 
 
 class Dashboard:
-    """State of one dashboard app: the fleet, the login limiter, whether cookies are marked Secure."""
+    """State of one dashboard app: the fleet, the login limiter, whether cookies are marked Secure, the live views."""
 
     def __init__(self, fleet: api.Fleet, *, secure_cookies: bool = False, limiter: LoginLimiter | None = None,
-                 stream_interval: float = 1.0):
+                 stream_interval: float = 1.0, stream_refresh: float = 10.0):
         self.fleet = fleet
         self.secure = secure_cookies
-        self.limiter = limiter or LoginLimiter()
+        # failed logins are counted in the fleet store: every dashboard process on it shares the limit
+        self.limiter = limiter or LoginLimiter(clock=time.time, failures=StoredFailures(fleet.engine))
         self.stream_interval = stream_interval
+        self.live = LiveViews(fleet, stream_interval, stream_refresh)
         self.stopping = False
 
     # --- who is asking -------------------------------------------------------------------------------------------
@@ -133,6 +137,61 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+@dataclass
+class _Live:
+    text: str
+    token: tuple | None
+    at: float  # monotonic time it was computed
+
+
+class LiveViews:
+    """The JSON the live streams send, shared by every viewer of the same endpoint and query: computed at most once
+    per ``interval``; for readers of device data only (the devices table, a device's telemetry) not recomputed
+    while the store's cheap change token stays the same, yet at least every ``refresh`` seconds (their figures
+    cover sliding time windows)."""
+
+    TOKENED = (api.devices, api.telemetry)
+
+    def __init__(self, fleet: api.Fleet, interval: float, refresh: float):
+        self.fleet, self.interval, self.refresh = fleet, interval, refresh
+        self._lock = threading.Lock()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._cache: dict[tuple, _Live] = {}
+        self.computed = 0  # how many times a reader ran for a stream
+
+    def text(self, fn: Callable[..., Any], query: dict[str, str], groups: tuple) -> str:
+        key = (fn.__name__, groups, tuple(sorted(query.items())))
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            now = time.monotonic()
+            entry = self._cache.get(key)
+            if entry is not None and now - entry.at < self.interval * 0.9:
+                return entry.text  # another viewer's copy from this round
+            token = None
+            if fn in self.TOKENED:
+                from fleet.store import devices_change_token
+
+                try:
+                    token = devices_change_token(self.fleet.engine)
+                except EdgekitError:
+                    token = None
+                if entry is not None and token is not None and token == entry.token \
+                        and now - entry.at < self.refresh:
+                    return entry.text
+            try:
+                text = json.dumps(fn(self.fleet, query, *groups), default=str, separators=(",", ":"))
+            except EdgekitError as exc:
+                text, token = json.dumps({"error": exc.message, "hint": exc.hint}), None
+            self.computed += 1
+            self._cache[key] = _Live(text, token, now)
+            with self._lock:  # forget views nobody streamed for a minute
+                for k in [k for k, v in self._cache.items() if now - v.at > 60 and k != key]:
+                    self._cache.pop(k, None)
+                    self._locks.pop(k, None)
+            return text
+
+
 def _guard(handler):
     async def wrapped(request: Request) -> Response:
         try:
@@ -168,16 +227,16 @@ def build_app(fleet: api.Fleet, **options: Any) -> Starlette:
         if not isinstance(user, str) or not isinstance(password, str):
             raise Refused(400, "send user and password", 'e.g. {"user": "ann", "password": "..."}')
         client = request.client.host if request.client else "?"
-        wait = dash.limiter.retry_after(user, client)
+        wait = await run_in_threadpool(dash.limiter.retry_after, user, client)
         if wait > 0:
             raise Refused(429, "too many failed logins", f"try again in {wait:.0f} s",
                           {"retry-after": str(max(1, int(wait + 0.999)))})
         try:
             await run_in_threadpool(fleet.users.verify, user, password)
         except AuthError:
-            dash.limiter.failed(user, client)
+            await run_in_threadpool(dash.limiter.failed, user, client)
             raise
-        dash.limiter.succeeded(user, client)
+        await run_in_threadpool(dash.limiter.succeeded, user, client)
         token, p = await run_in_threadpool(fleet.users.open_session, user)
         from .users import SESSION_SECONDS
 
@@ -229,11 +288,7 @@ def build_app(fleet: api.Fleet, **options: Any) -> Starlette:
                 if await run_in_threadpool(dash.principal, request) is None:
                     yield "event: logout\ndata: {}\n\n"
                     return
-                try:
-                    data = await run_in_threadpool(fn, fleet, query, *groups)
-                    text = json.dumps(data, default=str, separators=(",", ":"))
-                except EdgekitError as exc:
-                    text = json.dumps({"error": exc.message, "hint": exc.hint})
+                text = await run_in_threadpool(dash.live.text, fn, query, groups)
                 if text != last:
                     last, last_sent = text, time.monotonic()
                     yield f"event: update\ndata: {text}\n\n"

@@ -1,4 +1,5 @@
-"""Dashboard accounts: users with a role, browser sessions and API tokens (migration ``0003_dashboard``).
+"""Dashboard accounts: users with a role, browser sessions and API tokens (migration ``0003_dashboard``), and
+the login limiter's failures (``0005_dashboard_login_failures``).
 
 - Passwords are hashed with Argon2id (``argon2-cffi``, its default parameters); a hash made with older parameters
   is replaced on the next successful login.
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Double, ForeignKey, String, delete, select
+from sqlalchemy import BigInteger, Double, ForeignKey, Index, Integer, String, delete, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -103,6 +104,41 @@ def check_role(role: str) -> str:
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}", hint=f"use one of: {', '.join(ROLES)}")
     return role
+
+
+class LoginFailureRow(Base):
+    """One failed login, under two keys (``user:NAME`` and ``addr:CLIENT``), shared by every dashboard process."""
+
+    __tablename__ = "dashboard_login_failures"
+    __table_args__ = (Index("ix_dashboard_login_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    key: Mapped[str] = mapped_column(String(96))
+    at: Mapped[float] = mapped_column(Double)
+
+
+class StoredFailures:
+    """The login limiter's failures in the fleet store (wall-clock times), so that replicas of the dashboard on
+    one store share the limit. Rows older than ``keep`` seconds are deleted as new failures arrive."""
+
+    def __init__(self, engine: Engine, keep: float = 3600.0):
+        self.engine, self.keep = engine, keep
+
+    def times(self, key: str, since: float) -> list[float]:
+        t = LoginFailureRow
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(t.at).where(t.key == key[:96], t.at > since).order_by(t.at)).scalars())
+
+    def add(self, keys: tuple[str, ...], at: float) -> None:
+        t = LoginFailureRow
+        with self.engine.begin() as conn:
+            conn.execute(delete(t).where(t.at < at - self.keep))
+            conn.execute(insert(t), [{"key": k[:96], "at": at} for k in keys])
+
+    def clear(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(LoginFailureRow).where(LoginFailureRow.key == key[:96]))
 
 
 class UserStore:

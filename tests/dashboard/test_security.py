@@ -132,6 +132,46 @@ def test_wrong_passwords_rate_limit_the_login(client):
     assert client.login("vic").status == 429
 
 
+def test_replicas_share_the_login_limit(dash_ctx, dashboard):
+    """Failures counted by one dashboard process refuse logins at another on the same store."""
+    from fleet.dashboard.server import DashboardServer
+
+    other = DashboardServer(dash_ctx, port=free_port()).start()
+    try:
+        a, b = Client(dashboard.url), Client(other.url)
+        for i in range(5):
+            assert (a if i % 2 else b).login("olga", "wrong-password").status == 401
+        for c in (a, b):
+            r = c.login("olga")
+            assert r.status == 429 and int(r.headers["retry-after"]) > 0
+    finally:
+        other.stop()
+
+
+def test_stored_login_failures_window_and_reset(dash_ctx):
+    """The limiter over the fleet store's table: the same window, reset and per-address rules as in memory."""
+    from fleet.dashboard.auth import LoginLimiter
+    from fleet.dashboard.users import StoredFailures
+
+    now = [1_800_000_000.0]
+    store = StoredFailures(dash_ctx.engine(), keep=3600)
+    lim = LoginLimiter(attempts=3, window=60, clock=lambda: now[0], failures=store)
+    for _ in range(3):
+        assert lim.retry_after("a", "1.2.3.4") == 0
+        lim.failed("a", "1.2.3.4")
+    assert lim.retry_after("a", "1.2.3.4") == pytest.approx(60)
+    assert lim.retry_after("b", "5.6.7.8") == 0 and lim.retry_after("b", "1.2.3.4") == pytest.approx(60)
+    now[0] += 30
+    assert lim.retry_after("a", "9.9.9.9") == pytest.approx(30)
+    lim.succeeded("a", "1.2.3.4")  # a right password clears the name's failures (not the address's)
+    assert lim.retry_after("a", "9.9.9.9") == 0 and lim.retry_after("c", "1.2.3.4") == pytest.approx(30)
+    now[0] += 31
+    assert lim.retry_after("c", "1.2.3.4") == 0
+    now[0] += 7200
+    lim.failed("z", "8.8.8.8")  # old rows are dropped as new failures arrive
+    assert store.times("addr:1.2.3.4", 0) == [] and len(store.times("user:z", 0)) == 1
+
+
 def test_login_limiter_window_and_reset():
     from fleet.dashboard.auth import LoginLimiter
 
