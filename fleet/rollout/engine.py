@@ -17,7 +17,7 @@ from typing import Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.protocol import DesiredMessage
-from fleet.errors import StoreUnavailableError
+from fleet.errors import LeaseLostError, StoreUnavailableError
 
 from .model import Rollout
 from .planner import Decide, plan
@@ -57,10 +57,17 @@ def publish_all(publisher: DesiredPublisher, items: list[tuple[str, DesiredMessa
 
 
 class RolloutEngine:
-    def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time):
+    """With a ``lease`` (:class:`fleet.lease_store.LeaseKeeper`), it ticks only while this replica holds the engine
+    lease, and every write it makes is fenced with the lease's epoch (``store.fence``)."""
+
+    def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time, lease=None):
         self.store = store
         self.publisher = publisher
         self.clock = clock
+        self.lease = lease
+        if lease is not None:
+            store.fence = lease.fence
+        self._announced: int | None = None  # the lease epoch the engine last announced itself under
         self.ticks = 0
         self.errors = 0
         self.tick_seconds: list[float] = []   # the last ticks' wall times (bounded)
@@ -87,13 +94,21 @@ class RolloutEngine:
 
     def _tick(self) -> list[Decide]:
         decisions: list[Decide] = []
-        if self.ticks == 0:
+        epoch = 0
+        if self.lease is not None:
+            token = self.lease.token()
+            if token is None:  # another replica runs the engine (or nobody yet): stand by
+                self._announced = None
+                return decisions
+            epoch = token
+        if self._announced != epoch:
             self._announce()
+            self._announced = epoch
         for rid in self.store.needing_ticks():
             try:
                 decisions += self.step(self.store.get(rid))
-            except StoreUnavailableError:
-                raise  # the whole tick waits for the database, not one rollout
+            except (StoreUnavailableError, LeaseLostError):
+                raise  # the whole tick waits for the database (or stops: another replica holds the lease)
             except EdgekitError as exc:
                 self.errors += 1
                 log.warning("rollout %s: %s", rid, exc.one_line())
@@ -104,13 +119,15 @@ class RolloutEngine:
     def _announce(self) -> None:
         """Record in each rollout in progress that an engine (re)started on it, and where it picks up."""
         pending = self.store.unpublished()
+        lease = ({"holder": self.lease.holder, "epoch": self.lease.epoch} if self.lease is not None else {})
+        who = f"{lease['holder']}, lease epoch {lease['epoch']}" if lease else f"pid {os.getpid()}"
         for r in self.store.list(active_only=True):
             self.store.note(r.id, "engine_start",
-                            f"engine started (pid {os.getpid()}): continuing at stage {r.stage + 1} "
+                            f"engine started ({who}): continuing at stage {r.stage + 1} "
                             f"({r.policy.stages[r.stage].describe()}), {r.state}, {len(r.assignments)} device(s) "
                             f"assigned, {len(pending)} desired state(s) to publish",
                             {"pid": os.getpid(), "stage": r.stage, "assigned": len(r.assignments),
-                             "unpublished": len(pending)})
+                             "unpublished": len(pending), **lease})
 
     def step(self, rollout: Rollout) -> list[Decide]:
         devices = self.store.device_states(rollout)
@@ -127,6 +144,8 @@ class RolloutEngine:
         are marked published in one transaction, only for the messages the broker acknowledged."""
         if self.publisher is None:
             return 0
+        if self.lease is not None and not self.lease.leader:
+            return 0  # MQTT has no fencing: a replica that may have lost the lease publishes nothing
         pending = self.store.unpublished()
         if not pending:
             return 0
@@ -163,6 +182,9 @@ class EngineThread:
         while not self._stop.is_set():
             try:
                 self.engine.tick()
+            except LeaseLostError as exc:
+                self.engine.errors += 1
+                log.warning("rollout engine standing by: %s", exc.message)
             except StoreUnavailableError as exc:
                 self.engine.errors += 1
                 if self.outage_since is None:
