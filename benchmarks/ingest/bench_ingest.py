@@ -139,7 +139,7 @@ def consume_mosquitto_sub(ctx, n: int, phase: str) -> dict:
 def consume_ingest(ctx, n: int, phase: str) -> dict:
     from fleet.service import FleetService, ServiceOptions
 
-    svc = FleetService(ctx, ServiceOptions(replica="bench", http=False, stats_interval=3600))
+    svc = FleetService(ctx, ServiceOptions(replica="bench", http=False, stats_interval=3600, rollouts=False))
     if phase == "drain" and os.environ.get("BENCH_INGEST_PROFILE"):
         _profiled(svc, os.environ["BENCH_INGEST_PROFILE"] + f".{os.getpid()}.prof")
     svc.start(wait_connected=10)
