@@ -15,7 +15,7 @@ class ServiceOptions:
     http_port: int | None = None  # None: fleet.toml artifacts.port
     retention_interval: float = 3600.0
     stats_interval: float = 2.0
-    receive_maximum: int = 1000
+    receive_maximum: int = 20000
     rollouts: bool = True          # take part in the rollout engine's lease (fleet.lease): the holder runs it
     lease_seconds: float = 10.0    # lease time; the holder renews every third of it
     share_telemetry: bool = False  # telemetry through $share (replicas split it) instead of a persistent own copy
