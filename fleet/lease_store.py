@@ -110,6 +110,7 @@ class LeaseKeeper:
         self._valid_until = 0.0  # monotonic: past this, act as not holding it (even before the row says so)
         self.acquisitions = 0
         self.last_action: str | None = None
+        self._failing = False  # the store was unreachable at the last attempt (logged once per outage)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,8 +156,12 @@ class LeaseKeeper:
         try:
             s = self.store.attempt(self.holder, self.ttl)
         except StoreError as exc:
-            log.warning("lease %s: %s", self.store.name, exc.one_line())
+            if not self._failing:
+                log.warning("lease %s: cannot renew or take it, retrying every %.1fs: %s", self.store.name,
+                            self.renew_every, exc.one_line())
+            self._failing = True
             return None
+        self._failing = False
         with self._lock:
             was = self.epoch
             if s.leader:

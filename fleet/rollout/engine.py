@@ -92,6 +92,13 @@ class RolloutEngine:
                 "last_s": round(self.tick_seconds[-1], 4) if t else None, "max_s": round(self.max_tick, 4),
                 "median_s": pct(0.5), "p95_s": pct(0.95)}
 
+    def standing_by(self) -> bool:
+        """Does another replica (or nobody, for now) hold the engine lease? Then this engine does nothing."""
+        if self.lease is None or self.lease.token() is not None:
+            return False
+        self._announced = None  # announce again when the lease comes back
+        return True
+
     def _tick(self) -> list[Decide]:
         decisions: list[Decide] = []
         epoch = 0
@@ -180,6 +187,9 @@ class EngineThread:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.engine.standing_by():  # not a tick: says nothing about the database either
+                self._stop.wait(self.interval)
+                continue
             try:
                 self.engine.tick()
             except LeaseLostError as exc:
