@@ -108,7 +108,8 @@ def write_batch(conn: Connection, *, telemetry: list[dict] = (), inference: list
         stmt = (update(t).where(t.c.id == bindparam("dev"))
                 .where((t.c.last_seen.is_(None)) | (t.c.last_seen < bindparam("seen")))
                 .values(last_seen=bindparam("seen")))
-        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in last_seen.items()])
+        # in device order: replicas that store the same messages lock the same rows in the same order (no deadlock)
+        conn.execute(stmt, [{"dev": d, "seen": s} for d, s in sorted(last_seen.items())])
 
 
 # --- queries ---------------------------------------------------------------------------------------------------------
