@@ -22,7 +22,9 @@ import socket
 import threading
 import time
 
-from sqlalchemy import select, update
+from typing import cast
+
+from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -32,6 +34,8 @@ from .lease import Lease, LeaseAction, LeaseStep, step
 from .models import LeaseRow
 
 log = logging.getLogger("edgekit.fleet.lease")
+
+_LEASES = cast(Table, LeaseRow.__table__)
 
 ENGINE_LEASE = "rollout-engine"
 
@@ -60,7 +64,7 @@ class LeaseStore:
     def _create(self) -> None:
         try:
             with db_errors("creating a lease"), self.engine.begin() as conn:
-                conn.execute(LeaseRow.__table__.insert().values(name=self.name, holder=None, epoch=0,
+                conn.execute(_LEASES.insert().values(name=self.name, holder=None, epoch=0,
                                                                 expires_at=0.0, changed_at=self.clock()))
         except StoreError as exc:  # another replica created it first
             if not isinstance(exc.__cause__, IntegrityError):
@@ -74,7 +78,7 @@ class LeaseStore:
         decided = step(current, me, now, ttl, release=release)
         if not decided.writes:
             return decided
-        t = LeaseRow.__table__
+        t = _LEASES
         holder_was = t.c.holder.is_(None) if current.holder is None else t.c.holder == current.holder
         new = decided.lease
         with self.engine.begin() as conn:
@@ -89,7 +93,7 @@ class LeaseStore:
 def fence(conn, name: str, holder: str, epoch: int) -> None:
     """Inside a writer's transaction (a Connection or Session): go on only while ``holder`` holds lease ``name``
     at ``epoch``; otherwise raise :class:`LeaseLostError` (the caller's transaction is rolled back)."""
-    t = LeaseRow.__table__
+    t = _LEASES
     res = conn.execute(update(t).where(t.c.name == name, t.c.holder == holder, t.c.epoch == epoch)
                        .values(epoch=t.c.epoch))
     if res.rowcount != 1:

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +37,9 @@ from .errors import FleetError, StoreUnavailableError
 from .ingest import Ingest
 from .link import FleetLink
 from .retention import apply_retention
+
+if TYPE_CHECKING:
+    from .lease_store import LeaseKeeper
 
 log = logging.getLogger("edgekit.fleet.service")
 
@@ -55,7 +58,7 @@ class FleetService:
         self.http: ArtifactServer | None = None
         self.link: FleetLink | None = None
         self.rollouts = None  # fleet.rollout.engine.EngineThread
-        self.lease = None     # fleet.lease_store.LeaseKeeper of the engine lease
+        self.lease: LeaseKeeper | None = None  # the engine lease, when this replica takes part
         self.started = time.time()
         self.acked = 0
         self.stored = 0      # messages committed by the writer

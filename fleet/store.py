@@ -85,6 +85,7 @@ def _insert(conn: Connection, table, rows: list[dict]) -> None:
         conn.exec_driver_sql(plan.sql, data)
         return
     dbapi = conn.connection.driver_connection  # psycopg's Connection, inside the caller's transaction
+    assert dbapi is not None, "a connection checked out of the pool has its driver connection"
     with dbapi.cursor() as cur:
         cur.execute(plan.create_staging)
         with cur.copy(f"COPY {plan.staging} ({', '.join(plan.cols)}) FROM STDIN") as copy:

@@ -17,12 +17,13 @@ import pytest
 from edgekit.bundle import read_bundle
 from edgekit.procs import free_port
 
-from tests.fleet.conftest import pg_url  # noqa: F401 (fixture: a fresh PostgreSQL database)
+from tests.fleet import conftest as fleet_fixtures
 
 from .conftest import SimFleet, read_report
 from .test_simulated_fleet import start_sim, wait_for, wait_online
 
 pytestmark = pytest.mark.slow
+pg_url = fleet_fixtures.pg_url  # the fixture: a fresh database on the session's PostgreSQL
 
 LEASE = 3.0
 
@@ -67,7 +68,7 @@ def test_killing_the_engine_leader_mid_rollout_hands_over_without_repeating_anyt
         a = f.cli("serve", "-v", "--replica", "a", "--no-http", "--lease-seconds", str(LEASE), name="serve-a")
         wait_for(lambda: leader(f, "a"), 60, "replica a to hold the engine lease")
         # replica b serves the artifacts and stands by for the lease
-        b = f.cli("serve", "-v", "--replica", "b", "--lease-seconds", str(LEASE), name="serve-b")
+        f.cli("serve", "-v", "--replica", "b", "--lease-seconds", str(LEASE), name="serve-b")
 
         def b_up():
             try:
