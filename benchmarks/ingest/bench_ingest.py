@@ -227,6 +227,12 @@ def main() -> int:
     args.messages = args.messages or (300 if args.smoke else 20000)
     args.devices = args.devices or (5 if args.smoke else 20)
     args.rounds = args.rounds or (1 if args.smoke else 3)
+    import shutil
+
+    if shutil.which("mosquitto_sub") is None:
+        print("mosquitto_sub not found: install the Debian package mosquitto-clients (scripts/bootstrap.sh does)",
+              file=sys.stderr)
+        return 2
     run = benchlib.Run(__file__, args)
 
     from fleet import broker
@@ -235,8 +241,6 @@ def main() -> int:
     from fleet.setup import init_fleet
     from edgekit.procs import free_port
     from edgekit.servers import Postgres
-
-    import shutil
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-ingest-"))
     pg = Postgres(work / "pg").start()
