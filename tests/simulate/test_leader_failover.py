@@ -136,3 +136,17 @@ def test_killing_the_engine_leader_mid_rollout_hands_over_without_repeating_anyt
     rep = read_report(report_path)
     per = {d["device_id"]: d for d in rep["per_device"]}
     assert {d: x["commits"] for d, x in per.items()} == {d: [v2.sha256] for d in per}, sim_out
+    # and as the fleet stored it: one download and one commit of v2 per device
+    from sqlalchemy import create_engine, select
+
+    from fleet.models import DeviceEvent
+
+    db = create_engine(pg_url)
+    try:
+        with db.connect() as c:
+            for name in ("downloading", "committed"):
+                rows = c.execute(select(DeviceEvent.device_id, DeviceEvent.model).where(DeviceEvent.event == name))
+                per_v2 = collections.Counter(d for d, model in rows if (model or {}).get("sha256") == v2.sha256)
+                assert per_v2 == {d: 1 for d in per}, (name, per_v2)
+    finally:
+        db.dispose()
