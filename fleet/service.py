@@ -3,8 +3,8 @@
 - MQTT 5 via :class:`~fleet.link.FleetLink` as the fleet service, with its own persistent session
   (``clean_start=False`` + session expiry) and normal subscriptions to ``telemetry``, ``events`` and ``state``:
   what is published while the service or the broker is down (even a broker ``kill -9`` and restart) is queued for
-  it and delivered on reconnect. Every replica stores every message once the store's unique keys have dropped the
-  copies the others stored. With ``share_telemetry`` telemetry goes through ``$share/edgekit-fleet/…`` instead
+  it and delivered on reconnect. Several replicas each receive and write every message; the store's unique keys
+  keep one row of each. With ``share_telemetry`` telemetry goes through ``$share/edgekit-fleet/…`` instead
   (replicas split it), which Mosquitto 2.0 does not queue across a broker restart (docs/fleet.md).
 - The rollout engine runs in the replica that holds the engine lease (:mod:`fleet.lease_store`), fenced by its
   epoch; every replica started with ``rollouts`` takes part.
