@@ -183,6 +183,9 @@ def fleet_filter(fleet: str, channel: str, shared: bool = False) -> str:
 # --- messages --------------------------------------------------------------------------------------------------------
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}  # per message class, computed once (ingest decodes thousands a second)
+
+
 @dataclass
 class _Message:
     kind: ClassVar[str] = ""
@@ -201,7 +204,9 @@ class _Message:
         missing = [k for k in cls.required if k not in data]
         if missing:
             raise ProtocolError(f"{cls.kind} message lacks {', '.join(missing)}")
-        names = {f.name for f in fields(cls)}
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
         kwargs = {k: v for k, v in data.items() if k in names}
         try:
             msg = cls(**kwargs)

@@ -175,8 +175,13 @@ def revoke_cmd(device_id, as_json):
 @click.option("--batch-size", type=int, default=_SERVE.batch_size, show_default=True)
 @click.option("--flush-interval", type=float, default=_SERVE.flush_interval, show_default=True)
 @click.option("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until signalled)")
-@click.option("--rollouts/--no-rollouts", default=None,
-              help="run the rollout engine in this replica (default: only in the replica named 'main')")
+@click.option("--rollouts/--no-rollouts", default=_SERVE.rollouts, show_default=True,
+              help="take part in the election of the replica that runs the rollout engine (a lease in the store)")
+@click.option("--lease-seconds", type=float, default=_SERVE.lease_seconds, show_default=True,
+              help="engine lease time: another replica takes over this long after the holder stops renewing")
+@click.option("--share-telemetry", is_flag=True,
+              help="split telemetry with the other replicas (MQTT shared subscription) instead of every replica "
+                   "storing all of it; see docs/fleet.md for what a broker restart costs then")
 @click.option("--metrics-per-device", is_flag=True,
               help="also export per-device series on /metrics (small fleets: one series set per device)")
 @click.option("--dashboard-port", type=int, default=None,
@@ -185,8 +190,8 @@ def revoke_cmd(device_id, as_json):
               help="dashboard address; beyond loopback it is served over TLS from the fleet's CA")
 @click.option("--dashboard-insecure", is_flag=True, help="allow a plain-HTTP dashboard beyond loopback")
 @click.option("-v", "--verbose", is_flag=True)
-def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, rollouts, metrics_per_device,
-              dashboard_port, dashboard_host, dashboard_insecure, verbose):
+def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration, rollouts, lease_seconds,
+              share_telemetry, metrics_per_device, dashboard_port, dashboard_host, dashboard_insecure, verbose):
     """Run telemetry ingest, the artifact server (with /metrics) and optionally the dashboard until
     SIGTERM/SIGINT."""
     from .service import FleetService
@@ -196,7 +201,8 @@ def serve_cmd(replica, http_port, no_http, batch_size, flush_interval, duration,
     ctx = _ctx()
     svc = FleetService(ctx, ServiceOptions(replica=replica, http=not no_http, http_port=http_port,
                                            batch_size=batch_size, flush_interval=flush_interval,
-                                           rollouts=rollouts, metrics_per_device=metrics_per_device))
+                                           rollouts=rollouts, lease_seconds=lease_seconds,
+                                           share_telemetry=share_telemetry, metrics_per_device=metrics_per_device))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -76,3 +76,12 @@ class LinkError(FleetError):
     """The fleet's MQTT connection failed."""
 
     default_hint = "check that the broker runs ('edgekit fleet broker status') and the service credentials exist"
+
+
+class LeaseLostError(FleetError):
+    """This replica no longer holds the lease its write was fenced with (another replica took over)."""
+
+    default_hint = "nothing to do: the replica that holds the lease now carries on"
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint, code="lease_lost")

@@ -253,7 +253,7 @@ class Ingest:
         from sqlalchemy.orm import Session
 
         with Session(bind=conn) as s:
-            for dev_id, (msg, received) in states.items():
+            for dev_id, (msg, received) in sorted(states.items(), key=lambda kv: kv[0]):  # lock order
                 dev = s.get(Device, dev_id)
                 if dev is not None and dev.provisioned:
                     apply_state_to(dev, msg, received)

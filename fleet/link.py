@@ -1,7 +1,7 @@
 """The fleet's own MQTT connection (paho-mqtt 2.x, MQTT 5, mTLS with the fleet service certificate).
 
-Used by the ingest service (shared subscription, persistent session) and by the rollout engine
-(:meth:`FleetLink.publish_desired`: retained, QoS 1, waits for the PUBACK).
+Used by the ingest service (persistent session; a shared telemetry subscription with ``--share-telemetry``) and
+by the rollout engine (:meth:`FleetLink.publish_desired`: retained, QoS 1, waits for the PUBACK).
 """
 
 from __future__ import annotations

@@ -149,3 +149,15 @@ class InferenceRollup(Base):
     p95_ms: Mapped[float | None] = mapped_column(Double)
     p95_max_ms: Mapped[float | None] = mapped_column(Double)
     p99_ms: Mapped[float | None] = mapped_column(Double)
+
+
+class LeaseRow(Base):
+    """A lease (``fleet.lease``): who holds it, its epoch (the fencing token) and when it expires."""
+
+    __tablename__ = "fleet_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Double, default=0.0)
+    changed_at: Mapped[float] = mapped_column(Double, default=0.0)

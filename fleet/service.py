@@ -1,10 +1,13 @@
 """``edgekit fleet serve``: the ingest service and artifact server of one fleet replica.
 
-- MQTT 5 via :class:`~fleet.link.FleetLink` as the fleet service; ``telemetry`` and ``events`` through the shared
-  subscription ``$share/edgekit-fleet/…`` (replicas split the load), ``state`` as a normal subscription
-  (retained birth messages are not delivered to shared subscriptions; applying a state twice is harmless).
-- Persistent session (``clean_start=False`` + session expiry): messages queued while the service or the broker was
-  down are delivered on reconnect; paho reconnects by itself after a broker restart.
+- MQTT 5 via :class:`~fleet.link.FleetLink` as the fleet service, with its own persistent session
+  (``clean_start=False`` + session expiry) and normal subscriptions to ``telemetry``, ``events`` and ``state``:
+  what is published while the service or the broker is down (even a broker ``kill -9`` and restart) is queued for
+  it and delivered on reconnect. Several replicas each receive and write every message; the store's unique keys
+  keep one row of each. With ``share_telemetry`` telemetry goes through ``$share/edgekit-fleet/…`` instead
+  (replicas split it), which Mosquitto 2.0 does not queue across a broker restart (docs/fleet.md).
+- The rollout engine runs in the replica that holds the engine lease (:mod:`fleet.lease_store`), fenced by its
+  epoch; every replica started with ``rollouts`` takes part.
 - Manual acknowledgement: a message is PUBACKed only after the batch holding it is committed, so a crash of the
   service loses nothing; the broker redelivers and the store's unique keys drop the duplicate.
 - Retention runs periodically; counters are written to ``run/serve-<replica>.json`` and served at ``/stats``;
@@ -19,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,6 +37,9 @@ from .errors import FleetError, StoreUnavailableError
 from .ingest import Ingest
 from .link import FleetLink
 from .retention import apply_retention
+
+if TYPE_CHECKING:
+    from .lease_store import LeaseKeeper
 
 log = logging.getLogger("edgekit.fleet.service")
 
@@ -52,6 +58,7 @@ class FleetService:
         self.http: ArtifactServer | None = None
         self.link: FleetLink | None = None
         self.rollouts = None  # fleet.rollout.engine.EngineThread
+        self.lease: LeaseKeeper | None = None  # the engine lease, when this replica takes part
         self.started = time.time()
         self.acked = 0
         self.stored = 0      # messages committed by the writer
@@ -76,8 +83,8 @@ class FleetService:
                 raise FleetError(f"cannot serve artifacts on port {port}: {exc.strerror}",
                                  hint="pass --http-port or change artifacts.port in fleet.toml") from exc
         fleet = self.ctx.fleet_id
-        subs = [(fleet_filter(fleet, Channel.TELEMETRY, shared=True), 1),
-                (fleet_filter(fleet, Channel.EVENTS, shared=True), 1), (fleet_filter(fleet, Channel.STATE), 1)]
+        subs = [(fleet_filter(fleet, Channel.TELEMETRY, shared=self.opts.share_telemetry), 1),
+                (fleet_filter(fleet, Channel.EVENTS), 1), (fleet_filter(fleet, Channel.STATE), 1)]
         self.link = FleetLink.from_context(
             self.ctx, client_id=f"edgekit-fleet-{fleet}-{self.opts.replica}", clean_start=False,
             session_expiry=self.opts.session_expiry, subscriptions=subs, on_mqtt_message=self._on_message,
@@ -85,10 +92,13 @@ class FleetService:
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
         self.link.connect(timeout=wait_connected or 10.0, wait=bool(wait_connected))
-        if self.runs_rollouts:
+        if self.opts.rollouts:
+            from .lease_store import LeaseKeeper, LeaseStore, holder_id
             from .rollout.service import start_engine
 
-            self.rollouts = start_engine(self.ctx, self.link, self.opts.rollout_interval)
+            self.lease = LeaseKeeper(LeaseStore(self.engine), holder_id(self.opts.replica),
+                                     self.opts.lease_seconds).start()
+            self.rollouts = start_engine(self.ctx, self.link, self.opts.rollout_interval, lease=self.lease)
         return self
 
     def _metrics(self):
@@ -102,6 +112,8 @@ class FleetService:
         self._stop.set()
         if self.rollouts:
             self.rollouts.stop()
+        if self.lease:
+            self.lease.stop(release=True)  # a clean stop hands the engine over at once, not after the lease time
         if self._worker:
             self._worker.join(30)
         if self.link:
@@ -211,17 +223,13 @@ class FleetService:
 
     # --- stats ---------------------------------------------------------------------------------------------------
 
-    @property
-    def runs_rollouts(self) -> bool:
-        """One engine per fleet: by default only the replica named ``main`` runs it."""
-        return self.opts.replica == "main" if self.opts.rollouts is None else self.opts.rollouts
-
     def stats(self) -> dict[str, Any]:
         link = self.link
         return {"replica": self.opts.replica, "fleet": self.ctx.fleet_id, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "ingest": self.ingest.stats.to_dict(),
                 "acked": self.acked, "stored": self.stored, "lag_s": round(self.lag_s, 4),
-                "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
+                "queue": self.queue.qsize(), "rollouts": self.opts.rollouts,
+                "lease": self.lease.status() if self.lease else None,
                 "engine": self.rollouts.engine.tick_stats() if self.rollouts else None,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.protocol import DesiredMessage
-from fleet.errors import StoreUnavailableError
+from fleet.errors import LeaseLostError, StoreUnavailableError
 
 from .model import Rollout
 from .planner import Decide, plan
@@ -57,10 +57,17 @@ def publish_all(publisher: DesiredPublisher, items: list[tuple[str, DesiredMessa
 
 
 class RolloutEngine:
-    def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time):
+    """With a ``lease`` (:class:`fleet.lease_store.LeaseKeeper`), it ticks only while this replica holds the engine
+    lease, and every write it makes is fenced with the lease's epoch (``store.fence``)."""
+
+    def __init__(self, store: RolloutStore, publisher: DesiredPublisher | None, clock=time.time, lease=None):
         self.store = store
         self.publisher = publisher
         self.clock = clock
+        self.lease = lease
+        if lease is not None:
+            store.fence = lease.fence
+        self._announced: int | None = None  # the lease epoch the engine last announced itself under
         self.ticks = 0
         self.errors = 0
         self.tick_seconds: list[float] = []   # the last ticks' wall times (bounded)
@@ -85,15 +92,30 @@ class RolloutEngine:
                 "last_s": round(self.tick_seconds[-1], 4) if t else None, "max_s": round(self.max_tick, 4),
                 "median_s": pct(0.5), "p95_s": pct(0.95)}
 
+    def standing_by(self) -> bool:
+        """Does another replica (or nobody, for now) hold the engine lease? Then this engine does nothing."""
+        if self.lease is None or self.lease.token() is not None:
+            return False
+        self._announced = None  # announce again when the lease comes back
+        return True
+
     def _tick(self) -> list[Decide]:
         decisions: list[Decide] = []
-        if self.ticks == 0:
+        epoch = 0
+        if self.lease is not None:
+            token = self.lease.token()
+            if token is None:  # another replica runs the engine (or nobody yet): stand by
+                self._announced = None
+                return decisions
+            epoch = token
+        if self._announced != epoch:
             self._announce()
+            self._announced = epoch
         for rid in self.store.needing_ticks():
             try:
                 decisions += self.step(self.store.get(rid))
-            except StoreUnavailableError:
-                raise  # the whole tick waits for the database, not one rollout
+            except (StoreUnavailableError, LeaseLostError):
+                raise  # the whole tick waits for the database (or stops: another replica holds the lease)
             except EdgekitError as exc:
                 self.errors += 1
                 log.warning("rollout %s: %s", rid, exc.one_line())
@@ -104,13 +126,15 @@ class RolloutEngine:
     def _announce(self) -> None:
         """Record in each rollout in progress that an engine (re)started on it, and where it picks up."""
         pending = self.store.unpublished()
+        lease = ({"holder": self.lease.holder, "epoch": self.lease.epoch} if self.lease is not None else {})
+        who = f"{lease['holder']}, lease epoch {lease['epoch']}" if lease else f"pid {os.getpid()}"
         for r in self.store.list(active_only=True):
             self.store.note(r.id, "engine_start",
-                            f"engine started (pid {os.getpid()}): continuing at stage {r.stage + 1} "
+                            f"engine started ({who}): continuing at stage {r.stage + 1} "
                             f"({r.policy.stages[r.stage].describe()}), {r.state}, {len(r.assignments)} device(s) "
                             f"assigned, {len(pending)} desired state(s) to publish",
                             {"pid": os.getpid(), "stage": r.stage, "assigned": len(r.assignments),
-                             "unpublished": len(pending)})
+                             "unpublished": len(pending), **lease})
 
     def step(self, rollout: Rollout) -> list[Decide]:
         devices = self.store.device_states(rollout)
@@ -127,6 +151,8 @@ class RolloutEngine:
         are marked published in one transaction, only for the messages the broker acknowledged."""
         if self.publisher is None:
             return 0
+        if self.lease is not None and not self.lease.leader:
+            return 0  # MQTT has no fencing: a replica that may have lost the lease publishes nothing
         pending = self.store.unpublished()
         if not pending:
             return 0
@@ -161,8 +187,14 @@ class EngineThread:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.engine.standing_by():  # not a tick: says nothing about the database either
+                self._stop.wait(self.interval)
+                continue
             try:
                 self.engine.tick()
+            except LeaseLostError as exc:
+                self.engine.errors += 1
+                log.warning("rollout engine standing by: %s", exc.message)
             except StoreUnavailableError as exc:
                 self.engine.errors += 1
                 if self.outage_since is None:

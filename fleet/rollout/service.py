@@ -88,9 +88,10 @@ def rollback_fleet(ctx: Any, store: RolloutStore, to: str | None, target: str = 
                         message=f"fleet-wide rollback of {target} to {ref.name} {ref.version}")
 
 
-def start_engine(ctx: Any, link: Any, interval: float = 1.0):
+def start_engine(ctx: Any, link: Any, interval: float = 1.0, lease: Any = None):
     """Start the rollout engine inside a fleet service: ``ctx`` is its FleetContext, ``link`` its connected
-    :class:`fleet.link.FleetLink`. Returns the :class:`~fleet.rollout.engine.EngineThread` (call ``.stop()``)."""
+    :class:`fleet.link.FleetLink`, ``lease`` its :class:`fleet.lease_store.LeaseKeeper` (None: always run).
+    Returns the :class:`~fleet.rollout.engine.EngineThread` (call ``.stop()``)."""
     from .engine import EngineThread, RolloutEngine
 
-    return EngineThread(RolloutEngine(open_store(ctx), link), interval).start()
+    return EngineThread(RolloutEngine(open_store(ctx), link, lease=lease), interval).start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import secrets
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -60,6 +60,13 @@ class RolloutStore:
         self.fleet = fleet
         self.Session = session_factory(engine)
         self.clock = clock
+        # the rollout engine's writes (apply, note, mark_published_many) call this first in their transaction:
+        # fleet.lease_store.LeaseKeeper.fence refuses them once another replica holds the engine lease
+        self.fence: Callable[[Session], None] | None = None
+
+    def _fenced(self, s: Session) -> None:
+        if self.fence is not None:
+            self.fence(s)
 
     # --- creating ------------------------------------------------------------------------------------------------
 
@@ -224,6 +231,7 @@ class RolloutStore:
             return rollout
         now = self.clock()
         with self.Session.begin() as s, s.no_autoflush:
+            self._fenced(s)
             row = s.get(RolloutRow, rollout.id, with_for_update=True)
             if row is None or row.state != rollout.state or row.stage != rollout.stage:
                 return None  # an operator changed it meanwhile: plan again next tick
@@ -325,6 +333,7 @@ class RolloutStore:
         """An audit entry that changes nothing (e.g. the engine starting on a rollout in progress)."""
         now = self.clock()
         with self.Session.begin() as s:
+            self._fenced(s)
             row = s.get(RolloutRow, rollout_id)
             if row is not None:
                 self._audit(s, rollout_id, now, "engine", event, row.state, row.state, row.stage, message,
@@ -362,6 +371,7 @@ class RolloutStore:
         now = self.clock()
         want = dict(acked)
         with self.Session.begin() as s:
+            self._fenced(s)
             ids = list(want)
             for i in range(0, len(ids), 5000):
                 for row in s.scalars(select(DesiredRow).where(DesiredRow.device_id.in_(ids[i:i + 5000]))):

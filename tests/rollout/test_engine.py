@@ -275,3 +275,43 @@ def test_manual_approval_between_stages(fleet_ctx, sim):
     events = [e["event"] for e in store.audit(r.id) if e["actor"] != "planner" or e["event"] in
               ("await_approval", "complete")]
     assert events == ["create", "engine_start", "await_approval", "approve", "complete"]
+
+
+def test_two_engines_under_one_lease_a_deposed_holder_writes_nothing(fleet_ctx, sim):
+    """Engines a and b share the store, each with its own lease keeper. Only the holder ticks. When b takes the
+    lease while a still believes it holds it (a paused past its lease), a's next write is fenced: its transaction
+    is rolled back, no audit row or desired state of a lands, and a stands by."""
+    from fleet.errors import LeaseLostError
+    from fleet.lease_store import LeaseKeeper, LeaseStore
+
+    store_a = RolloutStore(sim.engine, fleet_ctx.fleet_id, clock=sim.clock)
+    store_b = RolloutStore(sim.engine, fleet_ctx.fleet_id, clock=sim.clock)
+    keep_a = LeaseKeeper(LeaseStore(sim.engine), "a", ttl=30.0)
+    keep_b = LeaseKeeper(LeaseStore(sim.engine), "b", ttl=30.0)
+    a = RolloutEngine(store_a, Recorder(), clock=sim.clock, lease=keep_a)
+    b = RolloutEngine(store_b, Recorder(), clock=sim.clock, lease=keep_b)
+    assert keep_a.step_once().leader and not keep_b.step_once().leader
+    r = store_a.create(V2, "all", sim.ids, build_policy(stages="1,100%", soak="0"))
+    b.tick()
+    assert b.publisher.sent == [] and store_a.get(r.id).assignments == {}  # b stands by
+    a.tick()
+    assert [d for d, _, _ in a.publisher.sent] == ["dev00"]  # a assigned the canary
+    audit_before = store_a.audit(r.id)
+    # b takes over: a's lease lapsed in the store (seen from a clock past its expiry) while a was paused
+    later = LeaseStore(sim.engine, clock=lambda: time.time() + 60)
+    assert later.attempt("b", 30.0).action == "steal"
+    assert keep_b.step_once().leader
+    sim.commit("dev00", V2, r.id)
+    assert keep_a.token() is not None  # a's own clock says its lease still runs: only fencing stops it now
+    with pytest.raises(LeaseLostError):
+        a.tick()
+    assert store_a.audit(r.id) == audit_before and len(store_a.get(r.id).assignments) == 1
+    assert not keep_a.leader
+    a.tick()  # standing by: nothing happens, nothing is raised
+    assert len(a.publisher.sent) == 1
+    for _ in range(5):  # b continues from the database: stage 2 for the other nine devices, each told once
+        sim.now += 1.0
+        b.tick()
+    assert sorted(d for d, _, _ in b.publisher.sent) == sim.ids[1:]
+    starts = [e["numbers"] for e in store_b.audit(r.id) if e["event"] == "engine_start"]
+    assert [(s["holder"], s["epoch"]) for s in starts] == [("a", 1), ("b", 2)] and keep_b.epoch == 2
