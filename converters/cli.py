@@ -75,7 +75,7 @@ def _range(ctx, param, value):
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,
             max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
             quiet) -> None:
-    """Convert MODEL (.keras, .h5 or a SavedModel directory) to TFLite, measure it, and bundle it."""
+    """Convert MODEL (.keras, .h5, .onnx or a SavedModel directory) to TFLite, measure it, and bundle it."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banner; errors still show
