@@ -295,11 +295,13 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
         content = members[name]
         if len(content) != entry["size"] or sha256_hex(content) != entry["sha256"]:
             raise HashMismatchError(f"{name} does not match the sha256/size in the manifest: the file was modified")
-    model = members[manifest["model_file"]]
-    if manifest["target"] == "gpu":
-        onnx_model.check_onnx(model)  # NotTFLiteError for a gpu payload that is not an ONNX model
-    else:
-        inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
+    meta = Manifest(manifest)
+    for target in meta.payload_targets:  # every model of the bundle (schema 2: one per payload)
+        model = members[meta.select(target).model_file]
+        if target == "gpu":
+            onnx_model.check_onnx(model)  # NotTFLiteError for a gpu payload that is not an ONNX model
+        else:
+            inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
     order = [name for name, _ in listed]
     canonical_order = [MANIFEST_NAME, SIGNATURE_NAME, *sorted(members)]
     if order != canonical_order:
@@ -367,20 +369,23 @@ def extract_bundle(bundle: Bundle, dest: str | os.PathLike) -> Path:
 def describe(bundle: Bundle) -> dict[str, Any]:
     """A JSON-able summary for ``edgekit bundle inspect``."""
     m = bundle.manifest
-    info = None if m["target"] == "gpu" else bundle.model_info()  # an ONNX payload has no TFLite op table
+    meta = bundle.meta
+    info = None if meta.target == "gpu" else bundle.model_info()  # an ONNX payload has no TFLite op table
     return {
         "path": str(bundle.path) if bundle.path else None,
-        "name": m["name"], "version": m["version"], "created_at": m["created_at"], "target": m["target"],
+        "name": m["name"], "version": m["version"], "created_at": m["created_at"], "target": meta.target,
+        "payloads": {t: {"model_file": meta.select(t).model_file, "golden": meta.select(t).data_golden()}
+                     for t in meta.payload_targets},
         "schema_version": m["schema_version"],
         "bundle": {"size": bundle.size, "sha256": bundle.sha256},
         "files": m["files"],
-        "inputs": m["inputs"], "outputs": m["outputs"],
+        "inputs": meta.inputs, "outputs": meta.outputs,
         "labels": m.get("labels"),
         "ops": info.op_histogram() if info else {},
         "op_count": sum(len(sg.ops) for sg in info.subgraphs) if info else None,
         "parameter_bytes": info.parameter_bytes if info else None,
-        "min_runtime": m.get("min_runtime", {}),
-        "golden": m.get("golden"),
+        "min_runtime": meta.min_runtime,
+        "golden": meta.data_golden(),
         "provenance": m.get("provenance", {}),
         "signature": {"key_id": bundle.signature.get("key_id"),
                       "status": "verified" if bundle.signature_verified else "not checked (pass --pubkey)"},

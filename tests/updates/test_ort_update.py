@@ -151,3 +151,27 @@ def test_latency_regression_of_an_onnx_model_in_probation_rolls_back(rig_factory
     assert all(s == 200 for s, _, _ in loop.results)
     shas = [sha for _, sha, _ in loop.results]
     assert shas[0] == a and slow in shas and shas[-1] == a
+
+
+def test_a_multi_payload_update_self_tests_and_serves_the_payload_this_device_runs(rig_factory, onnx_bundles,
+                                                                                    session_key, tmp_path):
+    """cpu (int8 TFLite) + gpu (ONNX) in one bundle: no GPU here and no CPU fallback, so the cpu payload is tested,
+    switched to and served; the gpu payload is carried but never loaded."""
+    from edgekit.bundle import read_bundle
+    from edgekit.bundle_multi import create_multi_bundle
+    from tests.support.models import digits_tflite
+
+    v2_model = read_bundle(onnx_bundles["onnx_a"]).model_bytes  # the ONNX model
+    multi = create_multi_bundle({"cpu": digits_tflite("int8", seed=1).read_bytes(), "gpu": v2_model},
+                                tmp_path / "multi.ekb", name="digits", version="6.0.0", key=session_key[0])
+    rig = rig_factory({"probation_s": 1.0}, bundles={"multi": multi})
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("multi"))
+    rig.agent.wait_history(lambda h: any(i["name"] == "idle" and i["src"] == "COMMITTED" for i in h),
+                           timeout=60, what="commit")
+    passed = next(e for e in rig.events.events() if e["event"] == "self_test_passed")
+    assert passed["detail"]["self_test"]["runtime"]["backend"] == "ai-edge-litert"
+    assert passed["detail"]["self_test"]["runtime"]["target"] == "cpu"
+    status, out, sha = rig.agent.infer(rig.bundles["sample"])  # the int8 sample of the LiteRT digits models
+    assert status == 200 and sha == rig.sha("multi") and out.shape == (1, 10)
