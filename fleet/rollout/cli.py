@@ -66,16 +66,25 @@ def rollout() -> None:
 @click.option("--on-failure", type=click.Choice(list(FAILURE_MODES)), default=None,
               help=f"default {_P.on_failure}")
 @click.option("--require-approval", is_flag=True, default=None, help="wait for 'rollout approve' between stages")
+@click.option("--skip-unfit", is_flag=True, default=False,
+              help="leave out target devices that can run no payload of the bundle (default: refuse)")
 @click.option("--json", "as_json", is_flag=True, help="print the rollout as JSON")
-def create(bundle: Path, target: str, as_json: bool, **options: Any) -> None:
+def create(bundle: Path, target: str, as_json: bool, skip_unfit: bool, **options: Any) -> None:
     """Roll BUNDLE out to TARGET in stages: publish it to the artifact server and start the rollout."""
     from .service import create_rollout
 
     ctx, store = _store()
-    r = create_rollout(ctx, store, bundle, target, **options)
+    plan: dict[str, Any] = {}
+    r = create_rollout(ctx, store, bundle, target, skip_unfit=skip_unfit, plan_out=plan, **options)
     if as_json:
-        return emit_json(_view(r, store))
+        return emit_json({**_view(r, store), **plan})
     click.echo(f"rollout {r.id}: {r.bundle.name} {r.bundle.version} to {len(r.devices)} device(s) ({target})")
+    by_target: dict[str, int] = {}
+    for t in plan.get("payloads", {}).values():
+        by_target[t] = by_target.get(t, 0) + 1
+    click.echo("  payloads: " + ", ".join(f"{t} on {n}" for t, n in sorted(by_target.items())))
+    for device_id, why in plan.get("unfit", {}).items():
+        click.echo(f"  left out {device_id}: {why}")
     click.echo(f"  {r.policy.describe()}")
     click.echo("  the fleet service ('edgekit fleet serve') carries it out; follow it with "
                f"'edgekit fleet rollout status {r.id}'")
