@@ -69,6 +69,8 @@ class Result:
     model_bytes: bytes = field(repr=False)
     files: dict[str, Path] = field(default_factory=dict)
     budget_met: bool = True
+    compiled: bytes | None = field(default=None, repr=False)  # the Edge TPU model, when edgetpu_compiler ran
+    samples: list[np.ndarray] | None = field(default=None, repr=False)  # first real samples, for golden vectors
 
 
 class _NullProgress:
@@ -195,7 +197,8 @@ class Converter:
                             held_out=held is not None and o.eval is None, accuracy=acc, fallback=fb, precheck=pre,
                             compiler=compiler, latency=lat, warnings=self.warnings, timings=self.timings,
                             versions={**versions(), **onnx_source.versions(model), "edgekit": edgekit_version})
-        result = Result(card, blob, budget_met=budget_met)
+        result = Result(card, blob, budget_met=budget_met, compiled=compiled,
+                        samples=[a[:GOLDEN_COUNT] for a in (calib or eval_ds).arrays] if (calib or eval_ds) else None)
         if staging:
             signing_key = key if budget_met else None  # a model that misses its budget is not signed
             result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,

@@ -219,3 +219,70 @@ def test_dynamic_spatial_size_is_refused(tmp_path):
     onnx.save(m, path)
     with pytest.raises(ModelLoadError, match="dynamic dimension"):
         run_convert(model=path)
+
+
+# -- several payloads in one run ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cpu_edgetpu_gpu_in_one_run_make_one_multi_payload_bundle(digits_onnx, session_key, tmp_path):
+    from click.testing import CliRunner
+
+    from converters import edgetpu_compiler
+    from edgekit.cli import cli
+    from edgekit.golden import compare, run_model
+    from edgekit.onnx_model import run_model as run_onnx
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["convert", digits_onnx["model"], "--target", "cpu,edgetpu,gpu", "--mode", "int8",
+                                 "--calibration", digits_onnx["calibration"], "--eval", digits_onnx["eval"],
+                                 "--runs", "2", "-o", str(out), "--key", str(session_key[0]), "--name", "digits",
+                                 "--version", "2.0.0", "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    card = json.loads(r.output[r.output.index("{"):])
+    compiler = edgetpu_compiler.available() is not None
+    assert card["payloads"] == (["cpu", "edgetpu", "gpu"] if compiler else ["cpu", "gpu"])
+    assert card["targets"]["cpu"]["conversion"]["mode"] == "int8"
+    assert card["targets"]["edgetpu"]["placement"]["edgetpu"]["all_mapped"] is True
+    assert card["targets"]["cpu"]["accuracy"]["source_float_agreement"]["agreement"] == 1.0
+    assert (out / "digits-cpu.tflite").exists() and (out / "digits-edgetpu.tflite").exists()
+    assert (out / "digits-gpu.onnx").read_bytes() == Path(digits_onnx["model"]).read_bytes()
+    b = read_bundle(out / "digits-2.0.0.ekb", session_key[1])
+    assert b.manifest["schema_version"] == 2 and b.signature_verified
+    for target in card["payloads"]:
+        view = b.meta.select(target)
+        ins, outs, atol, rtol = view.golden_vectors(b.files.__getitem__)
+        if target == "edgetpu":
+            continue  # compiled: runs only on an Edge TPU
+        actual = (run_onnx if target == "gpu" else run_model)(b.files[view.model_file], ins)
+        assert compare(outs, actual, atol, rtol).ok, target
+    gpu_in = b.meta.select("gpu").golden_vectors(b.files.__getitem__)[0][0]
+    assert gpu_in.shape == (3, 1, 1, 8, 8)
+    cal_first = np.load(digits_onnx["calibration"])["input"][:3]
+    np.testing.assert_array_equal(gpu_in[:, 0], cal_first.astype(np.float32))  # real samples, not noise
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "cpu,npu"], "unknown target npu"),
+    (["--target", "cpu,cpu"], "names a target twice"),
+])
+def test_bad_target_lists_are_one_line_usage_errors(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\x08\x08")
+    r = CliRunner().invoke(cli, ["convert", str(src), *args, "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
+
+
+def test_gpu_payload_needs_an_onnx_source(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    src = tmp_path / "m.keras"
+    src.write_bytes(b"PK\x03\x04")
+    r = CliRunner().invoke(cli, ["convert", str(src), "--target", "cpu,gpu", "--quiet"])
+    assert r.exit_code == 2 and "needs an ONNX source" in r.output, r.output
