@@ -33,7 +33,8 @@ def publish(ctx: Any, path: str | os.PathLike) -> BundleRef:
     """Verify ``path`` against the fleet key, copy it to the artifact store and describe it for ``desired``."""
     url = ctx.publish_bundle(path)
     b = read_bundle(path, pubkey=ctx.signing_pub_path)
-    return BundleRef(b.name, b.version, b.sha256, url, b.size)
+    return BundleRef(b.name, b.version, b.sha256, url, b.size, tuple(b.meta.payload_targets),
+                     int(b.manifest["schema_version"]))
 
 
 def target_devices(ctx: Any, target: str) -> list[str]:

@@ -73,3 +73,13 @@ def test_skip_unfit_rolls_out_to_the_devices_that_fit_and_reports_their_payload(
     out = json.loads(res.output)
     assert out["devices"] == 1 and out["payloads"] == {"coral-0": "edgetpu"}
     assert sorted(out["unfit"]) == ["old-0", "pi-0"]
+
+
+def test_the_desired_state_of_a_multi_payload_rollout_names_its_payloads(fleet_ctx, multi_bundle):
+    from fleet.rollout.service import open_store
+
+    run = _fleet(fleet_ctx)
+    res = run("create", str(multi_bundle), "--target", "tag:site=lab", "--skip-unfit", "--json")
+    rid = json.loads(res.output)["id"]
+    model = open_store(fleet_ctx).get(rid).bundle.desired_model()
+    assert model["payloads"] == ["edgetpu"] and model["schema"] == 2

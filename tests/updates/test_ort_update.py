@@ -175,3 +175,24 @@ def test_a_multi_payload_update_self_tests_and_serves_the_payload_this_device_ru
     assert passed["detail"]["self_test"]["runtime"]["target"] == "cpu"
     status, out, sha = rig.agent.infer(rig.bundles["sample"])  # the int8 sample of the LiteRT digits models
     assert status == 200 and sha == rig.sha("multi") and out.shape == (1, 10)
+
+
+def test_a_bundle_with_no_payload_this_device_runs_is_refused_before_download(rig_factory, onnx_bundles, session_key,
+                                                                                 tmp_path):
+    from edgekit.bundle import read_bundle
+    from edgekit.bundle_multi import create_multi_bundle
+
+    gpu_only = create_multi_bundle({"gpu": read_bundle(onnx_bundles["onnx_a"]).model_bytes}, tmp_path / "g.ekb",
+                                   name="digits", version="6.1.0", key=session_key[0])
+    rig = rig_factory({"probation_s": 1.0}, bundles={"gpu_only": gpu_only})  # no GPU provider, no CPU fallback
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("gpu_only", payloads=["gpu"], schema=2))
+    rig.events.wait(lambda ev: [e for e in ev if e["event"] == "failed"], timeout=60, what="failure")
+    failed = next(e for e in rig.events.events() if e["event"] == "failed")
+    assert failed["reason"] == "no_fitting_payload", failed
+    assert "can run no payload" in failed["detail"]["message"]
+    assert rig.server.requests_for("gpu_only.ekb") == [], "nothing was downloaded"
+    assert "downloaded" not in rig.events.names()
+    rig.agent.wait_state(lambda r: r["state"] == "IDLE", what="IDLE")
+    assert rig.agent.get("/v1/health")["model"]["sha256"] == rig.sha("v1")
