@@ -181,8 +181,8 @@ def load_onnx(path: Path, sha: str, size: int) -> OnnxModel:
         raise ModelLoadError(f"{path} has no inputs")
     for spec in inputs:
         if any(d is None for d in spec.shape):
-            dims = ["?" if d is None else d for d in spec.shape]
-            raise ModelLoadError(f"ONNX input '{spec.name}' has a dynamic dimension {dims} beyond the batch",
+            shown = ["?" if d is None else d for d in spec.shape]
+            raise ModelLoadError(f"ONNX input '{spec.name}' has a dynamic dimension {shown} beyond the batch",
                                  hint="export it with a fixed size (torch.onnx.export without "
                                  "dynamic_axes on that dimension)")
     keras_model = _onnx2tf(onnx2tf, path, inputs)
@@ -192,9 +192,10 @@ def load_onnx(path: Path, sha: str, size: int) -> OnnxModel:
                                     onnx.TensorProto.BFLOAT16))
     sizes = []
     for vi in proto.graph.output:
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in vi.type.tensor_type.shape.dim][1:]
-        sizes.append(None if any(d is None for d in dims) else int(np.prod(dims)))
+        out_dims = [int(d.dim_value) for d in vi.type.tensor_type.shape.dim[1:]
+                    if d.HasField("dim_value") and d.dim_value > 0]
+        static = len(out_dims) == len(vi.type.tensor_type.shape.dim) - 1
+        sizes.append(int(np.prod(out_dims)) if static else None)
     return OnnxModel(path, SourceFormat("onnx", "onnx"), inputs, keras_model=keras_model, sha256=sha, size=size,
                      session=session, parameters=params, output_sizes=sizes,
                      onnx2tf_version=str(onnx2tf.__version__))
