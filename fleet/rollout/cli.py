@@ -94,9 +94,21 @@ def _view(r, store, audit: bool = True) -> dict[str, Any]:
     from .store import rollout_view
 
     v = rollout_view(r)
+    if r.bundle.schema != 1:  # a multi-payload bundle: which payload each device runs (what its agent chooses)
+        v.update(_payloads(r, store).to_dict())
     if audit:
         v["audit"] = store.audit(r.id)
     return v
+
+
+def _payloads(r, store):
+    from fleet.registry import Registry
+
+    from .payload_plan import plan_payloads
+
+    wanted = set(r.devices)
+    caps = {d.id: d.capabilities for d in Registry(store.engine, store.fleet).select("all") if d.id in wanted}
+    return plan_payloads(list(r.bundle.payloads), r.bundle.schema, caps)
 
 
 @rollout.command("list")
@@ -131,6 +143,10 @@ def status(rollout_id: str, audit: bool, as_json: bool) -> None:
     if as_json:
         return emit_json(_view(r, store, audit=audit))
     render_status(r, store.audit(r.id) if audit else None)
+    if r.bundle.schema != 1:
+        plan = _payloads(r, store)
+        console().print("  payloads: " + ", ".join(f"{d} {t}" for d, t in plan.assign.items())
+                        + "".join(f"; {d} runs none ({why})" for d, why in plan.unfit.items()))
 
 
 def render_status(r, audit: list[dict[str, Any]] | None, out=None) -> None:

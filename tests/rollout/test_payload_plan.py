@@ -83,3 +83,6 @@ def test_the_desired_state_of_a_multi_payload_rollout_names_its_payloads(fleet_c
     rid = json.loads(res.output)["id"]
     model = open_store(fleet_ctx).get(rid).bundle.desired_model()
     assert model["payloads"] == ["edgetpu"] and model["schema"] == 2
+    status = json.loads(run("status", rid, "--json").output)  # the rollout's report: the payload per device
+    assert status["payloads"] == {"coral-0": "edgetpu"}
+    assert "coral-0 edgetpu" in run("status", rid).output
