@@ -65,6 +65,15 @@ def choose_providers(available_providers: Sequence[str], allowed: Sequence[str] 
     return [*chosen, CPU]
 
 
+def provider_options(providers: Sequence[str]) -> list[Any]:
+    """What to hand ``InferenceSession(providers=...)``: TensorRT with fp16 enabled (the golden tolerance of a gpu
+    payload made by ``edgekit convert`` allows fp16), the others with their defaults. Pure."""
+    out: list[Any] = []
+    for p in providers:
+        out.append((p, {"trt_fp16_enable": True}) if p == PROVIDER_ORDER[0] else p)
+    return out
+
+
 def has_gpu(available_providers: Sequence[str]) -> bool:
     """Whether a GPU execution provider is present (what target ``gpu`` needs to be worth running). Pure."""
     return any(p in available_providers for p in PROVIDER_ORDER if p != CPU)
@@ -172,7 +181,7 @@ def load_ort_runner(model: bytes | str | os.PathLike, *, threads: int = 1, targe
             raise InterpreterLoadError(f"model file {path} does not exist")
         model = path.read_bytes()
     try:
-        session = ort.InferenceSession(bytes(model), opts, providers=providers)
+        session = ort.InferenceSession(bytes(model), opts, providers=provider_options(providers))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise InterpreterLoadError(f"onnxruntime cannot load the model: {first}") from exc

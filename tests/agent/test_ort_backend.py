@@ -37,6 +37,13 @@ def test_configured_providers_restrict_the_choice():
     assert choose_providers([TRT, CUDA, CPU], allowed=[CPU]) == [CPU]
 
 
+def test_tensorrt_runs_in_fp16_and_the_others_with_their_defaults():
+    from device_agent.ort_runtime import provider_options
+
+    assert provider_options([TRT, CUDA, CPU]) == [(TRT, {"trt_fp16_enable": True}), CUDA, CPU]
+    assert provider_options([CPU]) == [CPU]
+
+
 def test_gpu_needs_a_gpu_provider():
     assert has_gpu([CUDA, CPU]) and has_gpu([TRT]) and not has_gpu([CPU]) and not has_gpu([])
 
