@@ -17,14 +17,12 @@ from typing import Any
 import numpy as np
 
 from edgekit.keys import load_private_key
+from edgekit.onnx_model import GPU_TOLERANCE  # the gpu payload's golden tolerance (TensorRT runs it in fp16)
 
 from .errors import OptionError
 from .output import Staging
 
 PAYLOAD_TARGETS = ("cpu", "edgetpu", "gpu")
-# golden tolerance of the gpu payload: computed on onnxruntime's CPU provider in fp32, checked on the device's GPU
-# provider, where TensorRT may run in fp16
-GPU_TOLERANCE = (1e-2, 1e-2)
 
 
 def parse_targets(text: str) -> list[str]:

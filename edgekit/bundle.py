@@ -221,7 +221,7 @@ def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, n
     if golden_outputs is None:
         run = onnx_model.run_model if target == "gpu" else golden_mod.run_model
         golden_outputs = run(model, golden_inputs)
-    atol, rtol = tolerance or golden_mod.default_tolerance(out_specs)
+    atol, rtol = tolerance or (onnx_model.GPU_TOLERANCE if target == "gpu" else golden_mod.default_tolerance(out_specs))
     files[golden_mod.GOLDEN_FILE] = golden_mod.pack(golden_inputs, golden_outputs)
     golden = {"file": golden_mod.GOLDEN_FILE, "count": int(golden_inputs[0].shape[0]), "atol": atol, "rtol": rtol}
     if labels is not None:

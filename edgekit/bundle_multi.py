@@ -87,7 +87,8 @@ def create_multi_bundle(payloads: Mapping[str, bytes], out: str | os.PathLike, *
         g_out = (golden_outputs or {}).get(target)
         if g_out is None:
             g_out = (onnx_model.run_model if target == "gpu" else golden_mod.run_model)(model, g_in)
-        atol, rtol = (tolerance or {}).get(target) or golden_mod.default_tolerance(outs)
+        default = onnx_model.GPU_TOLERANCE if target == "gpu" else golden_mod.default_tolerance(outs)
+        atol, rtol = (tolerance or {}).get(target) or default
         files[golden_file(target)] = golden_mod.pack(g_in, g_out)
         entries[target] = {"model_file": model_file, "inputs": ins, "outputs": outs, "min_runtime": min_runtime,
                            "golden": {"file": golden_file(target), "count": int(g_in[0].shape[0]), "atol": atol,

@@ -16,6 +16,9 @@ from .errors import NotTFLiteError, UsageError
 from .extras import require
 
 ONNX_MODEL_FILE = "model.onnx"
+# golden tolerance of an ONNX (gpu) payload: outputs are computed by onnxruntime on the CPU in fp32 and checked on the
+# device's GPU provider, where TensorRT runs in fp16
+GPU_TOLERANCE = (1e-2, 1e-2)
 _GRAPH_TAG = 0x3A  # field 7 (graph), wire type 2
 
 _DTYPES = {
