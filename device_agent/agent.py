@@ -49,6 +49,10 @@ def _load_updater(agent: "Agent") -> "Updater | None":
         return None
 
 
+#: seconds after start before the capability probe runs (unless a multi-payload bundle needs it sooner)
+CAPABILITY_PROBE_DELAY_S = 3.0
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, with_updater: bool = True):
         self.config = config
@@ -92,7 +96,10 @@ class Agent:
             return self._caps
 
     def _probe_capabilities(self) -> None:
-        """At start, in the background: probe, then republish the birth certificate with the result."""
+        """Soon after start, in the background: probe, then republish the birth certificate with the result. It
+        waits a few seconds first, so that the probe's child process does not compete with the first requests."""
+        if self._stop.wait(CAPABILITY_PROBE_DELAY_S):
+            return
         try:
             self.capabilities()
         except Exception:  # noqa: BLE001 - describing the device must never stop it
