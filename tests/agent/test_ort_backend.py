@@ -154,3 +154,23 @@ def test_an_agent_serving_litert_never_imports_onnxruntime(digits_int8_tflite):
                          timeout=60, env=env, cwd=str(REPO))
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1])["ort"] == []
+
+
+ORT_PROBE = r"""
+import json, sys
+import numpy as np
+from device_agent.runtime import load_runner
+r = load_runner(sys.argv[1], target="gpu", allow_cpu_fallback=True)
+r.invoke([np.zeros(r.inputs[0].shape, r.inputs[0].dtype)])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "onnx2tf"))
+print(json.dumps({"heavy": heavy, "backend": r.backend}))
+"""
+
+
+def test_the_onnxruntime_backend_imports_no_tensorflow(digits_onnx_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", ORT_PROBE, digits_onnx_path["model"]], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=str(REPO))
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"heavy": [], "backend": "onnxruntime"}
