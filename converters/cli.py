@@ -55,7 +55,8 @@ def _range(ctx, param, value):
 @click.option("--mode", type=click.Choice(MODE_NAMES), help="Quantization mode (default: the target's).")
 @click.option("--io", "io", type=click.Choice(IO_NAMES), help="Input/output type for int8 (int8|uint8|float) and "
               "int16x8 (float|int16).")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default=_D["target"], show_default=True)
+@click.option("--target", default=_D["target"], show_default=True,
+              help="cpu | edgetpu, or several payloads of one bundle: e.g. cpu,edgetpu,gpu (gpu: ONNX sources).")
 @click.option("--calibration", help="Calibration data: .npz/.npy, an image directory, or module:function.")
 @click.option("--calibration-samples", type=click.IntRange(1), default=_D["calibration_samples"], show_default=True)
 @click.option("--eval", "eval_data", help="Evaluation data (.npz with x and optional y labels).")
@@ -75,7 +76,7 @@ def _range(ctx, param, value):
 def convert(model, output, mode, io, target, calibration, calibration_samples, eval_data, scale, offset, input_range,
             max_accuracy_drop, max_float_layers, threads, runs, no_eval, key, name, version, labels, force, as_json,
             quiet) -> None:
-    """Convert MODEL (.keras, .h5 or a SavedModel directory) to TFLite, measure it, and bundle it."""
+    """Convert MODEL (.keras, .h5, .onnx or a SavedModel directory) to TFLite, measure it, and bundle it."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banner; errors still show
@@ -87,6 +88,25 @@ def convert(model, output, mode, io, target, calibration, calibration_samples, e
         expected_range=input_range, max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
         threads=threads, runs=runs,
         evaluate=not no_eval, key=key, name=name, version=version, labels=labels, force=force)
+    from . import multi_target
+
+    if multi_target.is_multi(target):  # several payloads in one bundle (converters/multi_target.py)
+        with pipeline.progress_bars(not quiet and not as_json) as progress:
+            card = multi_target.convert_targets(opts, multi_target.parse_targets(target), progress)
+        if as_json:
+            emit_json(card)
+        else:
+            for t, sub in card["targets"].items():
+                console().print(f"[bold]{t}[/bold]")
+                if "model" in sub:
+                    report.render(sub, console())
+                else:
+                    console().print(f"  {sub['payload']} ({sub['runtime']}, {sub['precision']})")
+            for w in card["warnings"]:
+                console().print(f"[yellow]warning:[/yellow] {w}")
+        return
+    if target not in TARGET_NAMES:
+        multi_target.parse_targets(target)  # the one-line error for an unknown target
     with pipeline.progress_bars(not quiet and not as_json) as progress:
         result = pipeline.convert(opts, progress)
     if as_json:

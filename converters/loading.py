@@ -1,4 +1,5 @@
-"""Detect and load a source model (.keras, .h5, SavedModel directory) and give the converter a static-shape function.
+"""Detect and load a source model (.keras, .h5, SavedModel directory, .onnx) and give the converter a static-shape
+function.
 
 Format detection is pure (:func:`detect_format` reads a few bytes); loading imports TensorFlow lazily. Every
 model is turned into a *frozen concrete function with batch 1 and static shapes*: that is what the Edge TPU needs,
@@ -51,6 +52,8 @@ def detect_format(path: str | os.PathLike) -> SourceFormat:
         if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
             return SourceFormat("savedmodel", "tf")
         raise ModelLoadError(f"{p} is a directory without saved_model.pb, so not a SavedModel")
+    if p.suffix.lower() == ".onnx":  # ONNX (converters/onnx_source.py): a bare protobuf, named by its suffix
+        return SourceFormat("onnx", "onnx")
     with open(p, "rb") as f:
         head = f.read(8)
     if head == HDF5_MAGIC:
@@ -69,7 +72,7 @@ def detect_format(path: str | os.PathLike) -> SourceFormat:
     if head[4:8] == b"TFL3":
         raise ModelLoadError(f"{p} is already a TFLite model",
                              hint="pass the Keras or SavedModel source; use 'edgekit edgetpu check' for .tflite files")
-    raise ModelLoadError(f"{p} is not a .keras archive, an HDF5 (.h5) file or a SavedModel directory")
+    raise ModelLoadError(f"{p} is not a .keras archive, an HDF5 (.h5) file, an .onnx file or a SavedModel directory")
 
 
 def source_digest(path: str | os.PathLike) -> tuple[str, int]:
@@ -197,6 +200,10 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     p = Path(path)
     fmt = detect_format(p)
     sha, size = source_digest(p)
+    if fmt.kind == "onnx":
+        from .onnx_source import load_onnx
+
+        return load_onnx(p, sha, size)
     require("tensorflow", "convert")  # a missing extra is an install hint, not a load error
     try:
         if fmt.kind == "savedmodel":

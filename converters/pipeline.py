@@ -18,7 +18,7 @@ from edgekit.hashing import sha256_hex
 from edgekit.keys import load_private_key
 
 from . import calibration as cal
-from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, report
+from . import edgetpu_check, edgetpu_compiler, evaluate, fallback, metrics, onnx_source, report
 from .errors import AccuracyBudgetError, CalibrationError
 from .layer_names import describe as describe_node
 from .layer_names import keras_layers
@@ -69,6 +69,8 @@ class Result:
     model_bytes: bytes = field(repr=False)
     files: dict[str, Path] = field(default_factory=dict)
     budget_met: bool = True
+    compiled: bytes | None = field(default=None, repr=False)  # the Edge TPU model, when edgetpu_compiler ran
+    samples: list[np.ndarray] | None = field(default=None, repr=False)  # first real samples, for golden vectors
 
 
 class _NullProgress:
@@ -164,8 +166,11 @@ class Converter:
         if o.evaluate and eval_ds is not None:
             reference = self._reference(model, eval_ds)
             acc = self._measure(blob, eval_ds, reference)
+            source_agreement = self._source_agreement(model, eval_ds, reference)
             if o.max_accuracy_drop is not None:
                 blob, acc, fb, budget_met = self._fallback(model, plan, calib, eval_ds, reference, blob, acc)
+            if source_agreement is not None:
+                acc = {**acc, "source_float_agreement": source_agreement}
         elif o.max_accuracy_drop is not None:
             raise CalibrationError("--max-accuracy-drop needs data to measure the drop",
                                    hint="pass --eval data.npz or enough --calibration data to hold some out")
@@ -191,8 +196,9 @@ class Converter:
         card = report.build(opts=o, plan=plan, model=model, blob=blob, calib=calib, eval_ds=eval_ds,
                             held_out=held is not None and o.eval is None, accuracy=acc, fallback=fb, precheck=pre,
                             compiler=compiler, latency=lat, warnings=self.warnings, timings=self.timings,
-                            versions={**versions(), "edgekit": edgekit_version})
-        result = Result(card, blob, budget_met=budget_met)
+                            versions={**versions(), **onnx_source.versions(model), "edgekit": edgekit_version})
+        result = Result(card, blob, budget_met=budget_met, compiled=compiled,
+                        samples=[a[:GOLDEN_COUNT] for a in (calib or eval_ds).arrays] if (calib or eval_ds) else None)
         if staging:
             signing_key = key if budget_met else None  # a model that misses its budget is not signed
             result.files = self._write(staging, names, card, blob, compiled, signing_key, plan, model,
@@ -269,6 +275,14 @@ class Converter:
         summary["drop_pp"] = metrics.accuracy_drop_pp(per_output[0])
         return summary
 
+    def _source_agreement(self, model, ds, reference) -> dict[str, Any] | None:
+        """ONNX sources: how far onnx2tf's fp32 conversion is from onnxruntime (converters/onnx_source.py)."""
+        agreement = onnx_source.float_agreement(model, ds, reference, self.names)
+        warning = onnx_source.agreement_warning(agreement)
+        if warning:
+            self.warnings.append(warning)
+        return agreement
+
     def _fallback(self, model, plan, calib, eval_ds, reference, blob, acc):
         budget = float(self.opts.max_accuracy_drop)
         first = fallback.Attempt([], acc["drop_pp"], acc, blob)
@@ -332,7 +346,7 @@ class Converter:
                 provenance = {
                     "source": {"path": model.path.name, "sha256": model.sha256, "format": model.format.kind,
                                "flavor": model.format.flavor},
-                    "converter": {"edgekit": edgekit_version, **versions()},
+                    "converter": {"edgekit": edgekit_version, **versions(), **onnx_source.versions(model)},
                     "mode": plan.mode, "io": plan.io, "target": plan.target,
                     "report": report.summary(card),
                     **(extra_provenance or {}),

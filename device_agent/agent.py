@@ -49,13 +49,19 @@ def _load_updater(agent: "Agent") -> "Updater | None":
         return None
 
 
+#: seconds after start before the capability probe runs (unless a multi-payload bundle needs it sooner)
+CAPABILITY_PROBE_DELAY_S = 3.0
+
+
 class Agent:
     def __init__(self, config: AgentConfig, *, with_updater: bool = True):
         self.config = config
         self.paths = AgentPaths(config.data_path)
         self.data_dir = self.paths.root
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(self.paths.store)
+        self.store = ModelStore(self.paths.store, capabilities=self.capabilities)
+        self._caps: dict[str, Any] | None = None
+        self._caps_lock = threading.Lock()
         self.slot = ModelSlot()
         self.stats = InferenceStats()
         self.spool = Spool(self.paths.spool, max_items=config.spool.max_items)
@@ -79,6 +85,27 @@ class Agent:
         from edgekit import keys as keys_mod
 
         return keys_mod.load_public_key(self.config.fleet_public_key)
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this device can run (runtimes, delegates, execution providers), probed once in a child process."""
+        with self._caps_lock:
+            if self._caps is None:
+                from . import capabilities as caps_mod
+
+                self._caps = caps_mod.probe(self.config.runtime.allow_cpu_fallback)
+            return self._caps
+
+    def _probe_capabilities(self) -> None:
+        """Soon after start, in the background: probe, then republish the birth certificate with the result. It
+        waits a few seconds first, so that the probe's child process does not compete with the first requests."""
+        if self._stop.wait(CAPABILITY_PROBE_DELAY_S):
+            return
+        try:
+            self.capabilities()
+        except Exception:  # noqa: BLE001 - describing the device must never stop it
+            log.exception("probing the device's capabilities failed")
+            return
+        self.publish_state()
 
     @property
     def backend_name(self) -> str:
@@ -236,8 +263,23 @@ class Agent:
             runtime={"backend": self.backend.name, "backend_version": self.backend.version(),
                      "available": available_backends(), "threads": self.config.runtime.threads,
                      "delegates": list(runner.delegates) if runner else [],
-                     "cpu_fallback": bool(runner.cpu_fallback) if runner else False},
+                     "cpu_fallback": bool(runner.cpu_fallback) if runner else False,
+                     **self._capability_fields()},
             hardware=hardware_class(), model=cur[1].model_ref() if cur else None, update=update)
+
+    def _capability_fields(self) -> dict[str, Any]:
+        """Birth-certificate fields from the capability probe, once it has answered (edgekit/payloads.py)."""
+        cur = self.slot.current
+        runner = cur[0] if cur else None
+        out: dict[str, Any] = {"serving_backend": getattr(runner, "backend", None),
+                               "serving_execution_providers": list(getattr(runner, "providers", []) or [])}
+        caps = self._caps
+        if caps is not None:
+            from edgekit.payloads import device_targets
+
+            out.update(capabilities=caps, execution_providers=list(caps.get("execution_providers") or []),
+                       targets=device_targets(caps))
+        return out
 
     def publish_event(self, **kwargs: Any) -> int:
         """Queue an event (EventMessage fields except device_id/seq) durably; returns its sequence number."""
@@ -305,6 +347,7 @@ class Agent:
 
                 self.unix_api = UnixApiServer(self, cfg.api.unix_socket).start()
                 log.info("local API on unix://%s", cfg.api.unix_socket)
+        threading.Thread(target=self._probe_capabilities, name="capabilities", daemon=True).start()
         if cfg.mqtt.enabled:
             from .link import MqttLink
 

@@ -38,15 +38,17 @@ def edgetpu_library() -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """A bundle target (``manifest.target``): which delegate it needs, if any."""
+    """A bundle target (``manifest.target``): which delegate it needs, if any, and which runtime runs it."""
 
     name: str
     delegate_library: Callable[[], str] | None = None
+    runtime: str = "litert"  # litert (a TFLite backend below) | onnxruntime (device_agent/ort_runtime.py)
 
 
 TARGETS: dict[str, Target] = {
     "cpu": Target("cpu"),
     "edgetpu": Target("edgetpu", edgetpu_library),
+    "gpu": Target("gpu", runtime="onnxruntime"),
 }
 
 
@@ -281,6 +283,8 @@ def load_runner(model: bytes | str | os.PathLike, *, backend: str = "auto", thre
     tgt = TARGETS.get(target)
     if tgt is None:
         raise BackendError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    if tgt.runtime == "onnxruntime":
+        return _load_onnx(model, threads, target, allow_cpu_fallback)
     be = choose_backend(backend)
     cls = be.interpreter_class()
     delegates: list[Any] = []
@@ -313,3 +317,18 @@ def load_runner(model: bytes | str | os.PathLike, *, backend: str = "auto", thre
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InterpreterLoadError(f"the {be.name} interpreter cannot load the model: {first}") from exc
     return Runner(interp, be.name, target, threads, delegate_names, fallback)
+
+
+def _load_onnx(model, threads: int, target: str, allow_cpu_fallback: bool) -> Any:
+    """Target ``gpu``: onnxruntime (imported now, not before) on the device's best execution providers. Without a
+    GPU provider the model only runs when the policy allows the CPU, as for a missing Edge TPU delegate."""
+    from . import ort_runtime
+
+    runner = ort_runtime.load_ort_runner(model, threads=threads, target=target)
+    if runner.cpu_fallback and not allow_cpu_fallback:
+        providers = ", ".join(runner.providers)
+        runner.close()
+        raise DelegateError(f"the bundle targets {target} but onnxruntime has no GPU execution provider here "
+                            f"({providers})", hint="install the onnxruntime-gpu build for this device "
+                            "(docs/agent.md), or set runtime.allow_cpu_fallback = true")
+    return runner

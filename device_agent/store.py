@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from edgekit.errors import EdgekitError, SignatureError
 from edgekit.fsutil import fsync_dir
@@ -123,8 +123,11 @@ def verify_entry_dir(entry_dir: Path, pubkey: PublicKey, what: str) -> Manifest:
 class ModelStore:
     """Content-addressed store of verified bundles with atomic ``current``/``previous`` pointers."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, capabilities: Callable[[], Mapping[str, Any]] | None = None):
+        """``capabilities`` describes this device (device_agent/capabilities.py); it is asked only for a bundle
+        with several payloads (manifest schema 2), whose entry then shows the payload the device runs."""
         self.root = Path(root)
+        self._capabilities = capabilities
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
 
@@ -147,7 +150,20 @@ class ModelStore:
         except EdgekitError as exc:
             raise ModelStoreError(f"stored model {sha[:12]} has a bad manifest: {exc.message}",
                              hint="remove it and install the bundle again") from exc
+        if manifest.multi:
+            manifest = self._payload_of(manifest)
         return StoreEntry(sha, d, manifest)
+
+    def _payload_of(self, manifest: Manifest) -> Manifest:
+        """The view of the payload this device runs (the first one when it can run none: its load then fails)."""
+        from edgekit.payloads import choose_payload
+
+        if self._capabilities is None:
+            from . import capabilities as caps_mod
+
+            self._capabilities = caps_mod.local
+        chosen = choose_payload(manifest.payload_targets, self._capabilities(), manifest.data["schema_version"])
+        return manifest.select(chosen) if chosen else manifest
 
     def entries(self) -> list[StoreEntry]:
         out = []

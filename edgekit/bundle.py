@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import archive
 from . import golden as golden_mod
 from . import keys as keys_mod
+from . import onnx_model
 from .arrays import load_arrays
 from .errors import (ArrayFileError, BundleCorruptError, BundleTooLargeError, FileExistsRefusal, HashMismatchError,
                      ManifestError, NotTFLiteError, SignatureError, UnsafeMemberError, UsageError)
@@ -34,6 +35,7 @@ from .tflite_model import ModelInfo, inspect_tflite, is_tflite
 
 MODEL_FILE = "model.tflite"
 EDGETPU_MODEL_FILE = "model_edgetpu.tflite"
+MODEL_FILES = {"cpu": MODEL_FILE, "edgetpu": EDGETPU_MODEL_FILE, "gpu": onnx_model.ONNX_MODEL_FILE}
 LABELS_FILE = "labels.txt"
 SUFFIX = ".ekb"
 
@@ -137,11 +139,15 @@ def build_manifest(model: bytes, *, name: str, version: str, files: dict[str, by
                    labels: list[str] | None, target: str, provenance: dict[str, Any] | None,
                    preprocessing: dict[str, Any] | None, golden: dict[str, Any] | None,
                    key: Ed25519PrivateKey) -> dict[str, Any]:
-    info = inspect_tflite(model)
     min_ops: dict[str, int] = {}
-    for sg in info.subgraphs:
-        for op in sg.ops:
-            min_ops[op.opcode] = max(min_ops.get(op.opcode, 1), op.version)
+    if target == "gpu":  # an ONNX payload: its tensors come from onnxruntime (edgekit/onnx_model.py)
+        in_specs, out_specs = onnx_model.tensor_specs(model)
+    else:
+        info = inspect_tflite(model)
+        for sg in info.subgraphs:
+            for op in sg.ops:
+                min_ops[op.opcode] = max(min_ops.get(op.opcode, 1), op.version)
+        in_specs, out_specs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -149,8 +155,8 @@ def build_manifest(model: bytes, *, name: str, version: str, files: dict[str, by
         "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "model_file": model_file,
         "files": {n: {"sha256": sha256_hex(d), "size": len(d)} for n, d in sorted(files.items())},
-        "inputs": [t.to_dict() for t in info.inputs],
-        "outputs": [t.to_dict() for t in info.outputs],
+        "inputs": in_specs,
+        "outputs": out_specs,
         "labels": labels,
         "preprocessing": preprocessing or {},
         "target": target,
@@ -182,9 +188,14 @@ def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, n
             model = Path(model).read_bytes()
         except FileNotFoundError:
             raise UsageError(f"model file {model} does not exist") from None
-    if not is_tflite(model):
-        raise NotTFLiteError("the model is not a TFLite flatbuffer (no TFL3 identifier)")
-    info = inspect_tflite(model)
+    if target == "gpu":
+        onnx_model.check_onnx(model)
+        in_specs, out_specs = onnx_model.tensor_specs(model)
+    else:
+        if not is_tflite(model):
+            raise NotTFLiteError("the model is not a TFLite flatbuffer (no TFL3 identifier)")
+        info = inspect_tflite(model)
+        in_specs, out_specs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
     out_path = Path(out)
     if out_path.is_dir():
         out_path = out_path / f"{name}-{version}{SUFFIX}"
@@ -201,17 +212,16 @@ def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, n
             raise UsageError(f"cannot read labels file {labels}: {exc}") from exc
     labels = list(labels) if labels is not None else None
 
-    model_file = EDGETPU_MODEL_FILE if target == "edgetpu" else MODEL_FILE
+    model_file = MODEL_FILES.get(target, MODEL_FILE)
     files = {model_file: model}
-    in_specs = [t.to_dict() for t in info.inputs]
-    out_specs = [t.to_dict() for t in info.outputs]
     if isinstance(golden_inputs, (str, os.PathLike)):
         golden_inputs = _load_golden_inputs(golden_inputs, in_specs)
     elif golden_inputs is None:
         golden_inputs = golden_mod.default_inputs(in_specs, golden_count)
     if golden_outputs is None:
-        golden_outputs = golden_mod.run_model(model, golden_inputs)
-    atol, rtol = tolerance or golden_mod.default_tolerance(out_specs)
+        run = onnx_model.run_model if target == "gpu" else golden_mod.run_model
+        golden_outputs = run(model, golden_inputs)
+    atol, rtol = tolerance or (onnx_model.GPU_TOLERANCE if target == "gpu" else golden_mod.default_tolerance(out_specs))
     files[golden_mod.GOLDEN_FILE] = golden_mod.pack(golden_inputs, golden_outputs)
     golden = {"file": golden_mod.GOLDEN_FILE, "count": int(golden_inputs[0].shape[0]), "atol": atol, "rtol": rtol}
     if labels is not None:
@@ -285,8 +295,13 @@ def parse_bundle(data: bytes, pubkey: Ed25519PublicKey | None = None, *, path: P
         content = members[name]
         if len(content) != entry["size"] or sha256_hex(content) != entry["sha256"]:
             raise HashMismatchError(f"{name} does not match the sha256/size in the manifest: the file was modified")
-    model = members[manifest["model_file"]]
-    inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
+    meta = Manifest(manifest)
+    for target in meta.payload_targets:  # every model of the bundle (schema 2: one per payload)
+        model = members[meta.select(target).model_file]
+        if target == "gpu":
+            onnx_model.check_onnx(model)  # NotTFLiteError for a gpu payload that is not an ONNX model
+        else:
+            inspect_tflite(model)  # NotTFLiteError for a payload that is not a TFLite flatbuffer
     order = [name for name, _ in listed]
     canonical_order = [MANIFEST_NAME, SIGNATURE_NAME, *sorted(members)]
     if order != canonical_order:
@@ -353,21 +368,24 @@ def extract_bundle(bundle: Bundle, dest: str | os.PathLike) -> Path:
 
 def describe(bundle: Bundle) -> dict[str, Any]:
     """A JSON-able summary for ``edgekit bundle inspect``."""
-    info = bundle.model_info()
     m = bundle.manifest
+    meta = bundle.meta
+    info = None if meta.target == "gpu" else bundle.model_info()  # an ONNX payload has no TFLite op table
     return {
         "path": str(bundle.path) if bundle.path else None,
-        "name": m["name"], "version": m["version"], "created_at": m["created_at"], "target": m["target"],
+        "name": m["name"], "version": m["version"], "created_at": m["created_at"], "target": meta.target,
+        "payloads": {t: {"model_file": meta.select(t).model_file, "golden": meta.select(t).data_golden()}
+                     for t in meta.payload_targets},
         "schema_version": m["schema_version"],
         "bundle": {"size": bundle.size, "sha256": bundle.sha256},
         "files": m["files"],
-        "inputs": m["inputs"], "outputs": m["outputs"],
+        "inputs": meta.inputs, "outputs": meta.outputs,
         "labels": m.get("labels"),
-        "ops": info.op_histogram(),
-        "op_count": sum(len(sg.ops) for sg in info.subgraphs),
-        "parameter_bytes": info.parameter_bytes,
-        "min_runtime": m.get("min_runtime", {}),
-        "golden": m.get("golden"),
+        "ops": info.op_histogram() if info else {},
+        "op_count": sum(len(sg.ops) for sg in info.subgraphs) if info else None,
+        "parameter_bytes": info.parameter_bytes if info else None,
+        "min_runtime": meta.min_runtime,
+        "golden": meta.data_golden(),
         "provenance": m.get("provenance", {}),
         "signature": {"key_id": bundle.signature.get("key_id"),
                       "status": "verified" if bundle.signature_verified else "not checked (pass --pubkey)"},

@@ -24,13 +24,13 @@ def bundle() -> None:
 @click.option("--labels", type=click.Path(path_type=Path), help="Text file with one label per line.")
 @click.option("--golden", type=click.Path(path_type=Path),
               help="Golden inputs (.npz named after the input tensors, or .npy); computed outputs are pinned.")
-@click.option("--target", type=click.Choice(["cpu", "edgetpu"]), default="cpu", show_default=True)
+@click.option("--target", type=click.Choice(["cpu", "edgetpu", "gpu"]), default="cpu", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."),
               help="Output .ekb file or directory.", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing bundle.")
 @click.option("--json", "as_json", is_flag=True)
 def create(model, name, version, key, labels, golden, target, output, force, as_json) -> None:
-    """Bundle MODEL (.tflite) with its manifest, golden vectors and signature."""
+    """Bundle MODEL (.tflite; .onnx for --target gpu) with its manifest, golden vectors and signature."""
     out = bundle_mod.create_bundle(model, output, name=name, version=version, key=key, labels=labels,
                                    golden_inputs=golden, target=target, force=force)
     # reload what was written and verify it with the signer's own public key before reporting success

@@ -1,4 +1,4 @@
-"""The bundle manifest, schema version 1 (documented in docs/bundle.md).
+"""The bundle manifest, schema versions 1 (one model) and 2 (several payloads), documented in docs/bundle.md.
 
 The manifest is stored in the bundle as its canonical bytes (UTF-8 JSON, sorted keys, no spaces) and the signature
 covers exactly those bytes. It pins the sha256 and size of every payload file.
@@ -14,17 +14,23 @@ from typing import Any, Callable, Mapping
 from . import jsonlimits
 from .errors import ManifestError, SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1        # one model for one target (``model_file``, ``target`` at the top level)
+MULTI_SCHEMA_VERSION = 2  # ``payloads``: one model per target, each with its own tensors and golden vectors
+SCHEMA_VERSIONS = (SCHEMA_VERSION, MULTI_SCHEMA_VERSION)
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "signature"
 MAX_MANIFEST_BYTES = 1 << 20
-TARGETS = ("cpu", "edgetpu")
+TARGETS = ("cpu", "edgetpu", "gpu")  # gpu: an ONNX payload for onnxruntime
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.\-+]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 REQUIRED = ("schema_version", "name", "version", "created_at", "model_file", "files", "inputs", "outputs", "target")
+REQUIRED_MULTI = ("schema_version", "name", "version", "created_at", "files", "payloads")
+PAYLOAD_REQUIRED = ("model_file", "inputs", "outputs")
+#: which payload a reader shows when none is chosen (a device chooses with edgekit.payloads.choose_payload)
+DEFAULT_ORDER = ("cpu", "edgetpu", "gpu")
 
 
 def canonical_bytes(manifest: dict[str, Any]) -> bytes:
@@ -56,14 +62,18 @@ def parse_manifest(raw: bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> dict[s
     if not isinstance(data, dict):
         raise ManifestError("manifest.json must be a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMA_VERSIONS or isinstance(version, bool):
         raise SchemaVersionError(
-            f"manifest schema version {version!r} is not supported (this edgekit reads version {SCHEMA_VERSION})")
+            f"manifest schema version {version!r} is not supported (this edgekit reads versions "
+            f"{', '.join(map(str, SCHEMA_VERSIONS))})")
     validate_manifest(data)
     return data
 
 
 def validate_manifest(m: dict[str, Any]) -> None:
+    if m.get("schema_version") == MULTI_SCHEMA_VERSION:
+        validate_multi(m)
+        return
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise ManifestError(f"manifest lacks {', '.join(missing)}")
@@ -71,6 +81,47 @@ def validate_manifest(m: dict[str, Any]) -> None:
     check_version(m["version"])
     if m["target"] not in TARGETS:
         raise ManifestError(f"unknown target {m['target']!r}", hint=f"use one of {', '.join(TARGETS)}")
+    _check_files(m)
+    _check_payload(m, "manifest")
+    labels = m.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        raise ManifestError("manifest.labels must be a list of strings")
+
+
+def validate_multi(m: dict[str, Any]) -> None:
+    """Schema 2: ``payloads`` maps each target to its model file, tensors and golden vectors; no two payloads share
+    a model or golden file, and every file they name is pinned in ``files``."""
+    missing = [k for k in REQUIRED_MULTI if k not in m]
+    if missing:
+        raise ManifestError(f"manifest lacks {', '.join(missing)}")
+    check_name(m["name"])
+    check_version(m["version"])
+    _check_files(m)
+    payloads = m["payloads"]
+    if not isinstance(payloads, dict) or not payloads:
+        raise ManifestError("manifest.payloads must be a non-empty object")
+    used: dict[str, str] = {}
+    for target, entry in payloads.items():
+        where = f"manifest.payloads[{target!r}]"
+        if target not in TARGETS:
+            raise ManifestError(f"unknown payload target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where} must be an object")
+        lacking = [k for k in PAYLOAD_REQUIRED if k not in entry]
+        if lacking:
+            raise ManifestError(f"{where} lacks {', '.join(lacking)}")
+        _check_payload({**entry, "files": m["files"]}, where)
+        mine = [entry["model_file"]] + ([entry["golden"]["file"]] if entry.get("golden") else [])
+        for name in mine:
+            if name in used:
+                raise ManifestError(f"{where} and manifest.payloads[{used[name]!r}] both use {name}")
+            used[name] = target
+    labels = m.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        raise ManifestError("manifest.labels must be a list of strings")
+
+
+def _check_files(m: dict[str, Any]) -> None:
     files = m["files"]
     if not isinstance(files, dict) or not files:
         raise ManifestError("manifest.files must be a non-empty object")
@@ -83,25 +134,27 @@ def validate_manifest(m: dict[str, Any]) -> None:
             raise ManifestError(f"manifest.files[{name!r}] needs a lowercase hex sha256")
         if not isinstance(entry.get("size"), int) or entry["size"] < 0:
             raise ManifestError(f"manifest.files[{name!r}] needs a non-negative integer size")
-    if m["model_file"] not in files:
-        raise ManifestError(f"model_file {m['model_file']!r} is not listed in manifest.files")
+
+
+def _check_payload(m: dict[str, Any], where: str) -> None:
+    """model_file, inputs, outputs and golden of one model (the manifest itself in schema 1, a payload in 2)."""
+    files = m["files"]
+    if not isinstance(m["model_file"], str) or m["model_file"] not in files:
+        raise ManifestError(f"{where}: model_file {m['model_file']!r} is not listed in manifest.files")
     for key in ("inputs", "outputs"):
         tensors = m[key]
         if not isinstance(tensors, list) or not tensors:
-            raise ManifestError(f"manifest.{key} must be a non-empty list")
+            raise ManifestError(f"{where}.{key} must be a non-empty list")
         for t in tensors:
             if not isinstance(t, dict) or not isinstance(t.get("dtype"), str) or not isinstance(t.get("shape"), list):
-                raise ManifestError(f"each entry of manifest.{key} needs dtype and shape")
+                raise ManifestError(f"each entry of {where}.{key} needs dtype and shape")
     golden = m.get("golden")
     if golden is not None:
-        if not isinstance(golden, dict) or golden.get("file") not in files:
-            raise ManifestError("manifest.golden.file must name a payload file")
+        if not isinstance(golden, dict) or not isinstance(golden.get("file"), str) or golden["file"] not in files:
+            raise ManifestError(f"{where}.golden.file must name a payload file")
         for k in ("atol", "rtol"):
-            if not isinstance(golden.get(k), (int, float)) or golden[k] < 0:
-                raise ManifestError(f"manifest.golden.{k} must be a non-negative number")
-    labels = m.get("labels")
-    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
-        raise ManifestError("manifest.labels must be a list of strings")
+            if not isinstance(golden.get(k), (int, float)) or isinstance(golden.get(k), bool) or golden[k] < 0:
+                raise ManifestError(f"{where}.golden.{k} must be a non-negative number")
 
 
 # --- the typed view --------------------------------------------------------------------------------------------------
@@ -126,10 +179,35 @@ class Manifest:
     agent's store entries. ``data`` is the manifest itself (what the signature covers, once canonicalised)."""
 
     data: Mapping[str, Any] = field(repr=False)
+    payload: str | None = None  # schema 2: the chosen payload (None: the first of DEFAULT_ORDER it has)
 
     @classmethod
     def parse(cls, raw: bytes) -> "Manifest":
         return cls(parse_manifest(raw))
+
+    @property
+    def multi(self) -> bool:
+        return self.data.get("schema_version") == MULTI_SCHEMA_VERSION
+
+    @property
+    def payload_targets(self) -> list[str]:
+        """The targets this bundle has a model for (schema 1: its one target)."""
+        if self.multi:
+            return [t for t in DEFAULT_ORDER if t in self.data["payloads"]]
+        return [self.data.get("target", "cpu")]
+
+    def select(self, target: str) -> "Manifest":
+        """The view of one payload; ManifestError when the bundle has none for ``target``."""
+        if target not in self.payload_targets:
+            raise ManifestError(f"bundle {self.name} {self.version} has no {target} payload "
+                                f"(it has {', '.join(self.payload_targets)})")
+        return Manifest(self.data, target if self.multi else None)
+
+    @property
+    def _entry(self) -> Mapping[str, Any]:
+        if self.multi:
+            return self.data["payloads"][self.target]
+        return self.data
 
     @property
     def name(self) -> str:
@@ -141,11 +219,13 @@ class Manifest:
 
     @property
     def target(self) -> str:
+        if self.multi:
+            return self.payload or self.payload_targets[0]
         return self.data.get("target", "cpu")
 
     @property
     def model_file(self) -> str:
-        return self.data["model_file"]
+        return self._entry["model_file"]
 
     @property
     def created_at(self) -> str | None:
@@ -157,11 +237,11 @@ class Manifest:
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
-        return self.data["inputs"]
+        return self._entry["inputs"]
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
-        return self.data["outputs"]
+        return self._entry["outputs"]
 
     @property
     def labels(self) -> list[str] | None:
@@ -172,8 +252,17 @@ class Manifest:
         return self.data.get("preprocessing", {})
 
     @property
+    def min_runtime(self) -> dict[str, Any]:
+        return dict(self._entry.get("min_runtime", {}))
+
+    def data_golden(self) -> dict[str, Any] | None:
+        """The payload's ``golden`` entry as written in the manifest."""
+        g = self._entry.get("golden")
+        return dict(g) if g else None
+
+    @property
     def golden(self) -> GoldenRef | None:
-        g = self.data.get("golden")
+        g = self._entry.get("golden")
         return GoldenRef(g["file"], float(g["atol"]), float(g["rtol"])) if g else None
 
     def golden_vectors(self, read: Callable[[str], bytes]):

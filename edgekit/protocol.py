@@ -99,6 +99,7 @@ class Reason(enum.StrEnum):
     SIGNATURE_INVALID = "signature_invalid"      # wrong key or tampered manifest
     BUNDLE_INVALID = "bundle_invalid"            # not a readable bundle (corrupt tar, payload hash, bad manifest)
     DISK_FULL = "disk_full"                      # not enough free space for the download
+    NO_FITTING_PAYLOAD = "no_fitting_payload"    # the bundle has no payload this device can run (before download)
     GOLDEN_MISMATCH = "golden_mismatch"          # golden outputs outside the tolerance
     INCOMPATIBLE_MODEL = "incompatible_model"    # unsupported ops, missing delegate, interpreter failure
     LATENCY_REGRESSION = "latency_regression"    # slower than the policy allows vs the previous model

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a machine for edgekit: Debian packages (when root), a venv in .venv, and the project with its extras.
-# TensorFlow is installed the lean way: tensorflow-cpu, then tf-keras and tfmot without their (full-TF) deps.
+# TensorFlow is installed the lean way: tensorflow-cpu, then tf-keras, tfmot and onnx2tf without their (full-TF) deps.
 # Idempotent: a second run only checks. Versions are pinned by requirements/constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,8 @@ for d in deps:
 PY
 )
   "${PIP[@]}" "${convert_deps[@]}"
-  "${PIP[@]}" --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
+  # onnx2tf pins tensorflow==2.19/numpy==1.26: it goes in without them (its real imports are in [convert])
+  "${PIP[@]}" --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1" "onnx2tf==1.29.24"
   "${PIP[@]}" -e ".[agent,fleet,dev,kfp]"
   echo "$want" > "$stamp"
 fi

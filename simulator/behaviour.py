@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AGENT_VERSION = "sim-1"
+#: what a simulated device can run, as its birth certificate says (a LiteRT device reading manifest schemas 1 and 2)
+SIM_CAPABILITIES = {"runtimes": ["simulated"], "delegates": [], "execution_providers": [],
+                    "allow_cpu_fallback": False, "bundle_schemas": [1, 2]}
 
 #: (from state, to state, event name) of a successful update, in order
 SUCCESS_FLOW = (

@@ -26,8 +26,8 @@ from edgekit.extras import require
 from edgekit.protocol import (CommandMessage, CommandReply, DesiredMessage, EventMessage, StateMessage,
                               TelemetryMessage, Topic, decode)
 
-from .behaviour import (AGENT_VERSION, STATE_REFRESH, Latency, Traits, UpdateRecord, model_ref, new_update_id,
-                        telemetry_sample, wants_update)
+from .behaviour import (AGENT_VERSION, SIM_CAPABILITIES, STATE_REFRESH, Latency, Traits, UpdateRecord, model_ref,
+                        new_update_id, telemetry_sample, wants_update)
 from .download import DownloadError, fetch
 from .package import DevicePackage
 
@@ -123,7 +123,9 @@ class VirtualDevice:
 
     def state_message(self, status: str) -> StateMessage:
         return StateMessage(device_id=self.id, status=status, agent_version=AGENT_VERSION,
-                            runtime={"backend": "simulated", "threads": 1, "delegates": [], "cpu_fallback": False},
+                            runtime={"backend": "simulated", "threads": 1, "delegates": [], "cpu_fallback": False,
+                                     # a LiteRT device that reads multi-payload bundles (edgekit/payloads.py)
+                                     "capabilities": SIM_CAPABILITIES},
                             hardware={"machine": "sim", "system": "Linux", "cpus": 1},
                             model=model_ref(self.model), update=self.rec.summary())
 

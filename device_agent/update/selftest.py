@@ -77,7 +77,9 @@ def run_self_test(store_root: str, sha256: str, baseline_sha256: str | None,
     from ..store import ModelStore
 
     t0 = time.perf_counter()
-    store = ModelStore(store_root)
+    from .. import capabilities as caps_mod
+
+    store = ModelStore(store_root, capabilities=lambda: caps_mod.local(bool(settings.get("allow_cpu_fallback"))))
     entry = store.get(sha256)
     try:
         runner = _load(entry, settings)

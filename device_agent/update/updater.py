@@ -246,7 +246,9 @@ class Updater:
             cur = self.store.current()
             self._announced_reject = None
             self._transition(Event.START, update_id=new_update_id(model["sha256"]), rollout_id=rollout,
-                             target={k: model.get(k) for k in ("name", "version", "sha256", "url", "size")},
+                             target={**{k: model.get(k) for k in ("name", "version", "sha256", "url", "size")},
+                                     # multi-payload bundles: what the pre-download payload check reads
+                                     **{k: model[k] for k in ("payloads", "schema") if k in model}},
                              previous=cur.model_ref() if cur else None, reason=None, detail={})
             return True
         if action is Action.REJECTED and self._announced_reject != (model["sha256"], rollout):

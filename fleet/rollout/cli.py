@@ -66,16 +66,25 @@ def rollout() -> None:
 @click.option("--on-failure", type=click.Choice(list(FAILURE_MODES)), default=None,
               help=f"default {_P.on_failure}")
 @click.option("--require-approval", is_flag=True, default=None, help="wait for 'rollout approve' between stages")
+@click.option("--skip-unfit", is_flag=True, default=False,
+              help="leave out target devices that can run no payload of the bundle (default: refuse)")
 @click.option("--json", "as_json", is_flag=True, help="print the rollout as JSON")
-def create(bundle: Path, target: str, as_json: bool, **options: Any) -> None:
+def create(bundle: Path, target: str, as_json: bool, skip_unfit: bool, **options: Any) -> None:
     """Roll BUNDLE out to TARGET in stages: publish it to the artifact server and start the rollout."""
     from .service import create_rollout
 
     ctx, store = _store()
-    r = create_rollout(ctx, store, bundle, target, **options)
+    plan: dict[str, Any] = {}
+    r = create_rollout(ctx, store, bundle, target, skip_unfit=skip_unfit, plan_out=plan, **options)
     if as_json:
-        return emit_json(_view(r, store))
+        return emit_json({**_view(r, store), **plan})
     click.echo(f"rollout {r.id}: {r.bundle.name} {r.bundle.version} to {len(r.devices)} device(s) ({target})")
+    by_target: dict[str, int] = {}
+    for t in plan.get("payloads", {}).values():
+        by_target[t] = by_target.get(t, 0) + 1
+    click.echo("  payloads: " + ", ".join(f"{t} on {n}" for t, n in sorted(by_target.items())))
+    for device_id, why in plan.get("unfit", {}).items():
+        click.echo(f"  left out {device_id}: {why}")
     click.echo(f"  {r.policy.describe()}")
     click.echo("  the fleet service ('edgekit fleet serve') carries it out; follow it with "
                f"'edgekit fleet rollout status {r.id}'")
@@ -85,9 +94,21 @@ def _view(r, store, audit: bool = True) -> dict[str, Any]:
     from .store import rollout_view
 
     v = rollout_view(r)
+    if r.bundle.schema != 1:  # a multi-payload bundle: which payload each device runs (what its agent chooses)
+        v.update(_payloads(r, store).to_dict())
     if audit:
         v["audit"] = store.audit(r.id)
     return v
+
+
+def _payloads(r, store):
+    from fleet.registry import Registry
+
+    from .payload_plan import plan_payloads
+
+    wanted = set(r.devices)
+    caps = {d.id: d.capabilities for d in Registry(store.engine, store.fleet).select("all") if d.id in wanted}
+    return plan_payloads(list(r.bundle.payloads), r.bundle.schema, caps)
 
 
 @rollout.command("list")
@@ -122,6 +143,10 @@ def status(rollout_id: str, audit: bool, as_json: bool) -> None:
     if as_json:
         return emit_json(_view(r, store, audit=audit))
     render_status(r, store.audit(r.id) if audit else None)
+    if r.bundle.schema != 1:
+        plan = _payloads(r, store)
+        console().print("  payloads: " + ", ".join(f"{d} {t}" for d, t in plan.assign.items())
+                        + "".join(f"; {d} runs none ({why})" for d, why in plan.unfit.items()))
 
 
 def render_status(r, audit: list[dict[str, Any]] | None, out=None) -> None:

@@ -26,3 +26,10 @@ class RolloutStateError(RolloutError):
 
 class NoTargetDevicesError(RolloutError):
     default_hint = "check the target with 'edgekit fleet devices' (tags, groups and ids must match provisioned devices)"
+
+
+class NoFittingPayloadError(RolloutError):
+    """Some target devices can run no payload of the bundle (found before anything is published)."""
+
+    default_hint = ("add a payload they can run (edgekit convert --target cpu,edgetpu,gpu), upgrade their agent, "
+                    "or pass --skip-unfit to roll out to the others")

@@ -118,10 +118,15 @@ class BundleRef:
     sha256: str
     url: str
     size: int = 0
+    payloads: tuple[str, ...] = ()   # multi-payload bundles (manifest schema 2): the targets it carries
+    schema: int = 1
 
     def desired_model(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256, "url": self.url,
-                "size": self.size}
+        model: dict[str, Any] = {"name": self.name, "version": self.version, "sha256": self.sha256, "url": self.url,
+                                 "size": self.size}
+        if self.schema != 1:  # lets a device refuse, before downloading, a bundle with no payload it can run
+            model.update(payloads=list(self.payloads), schema=self.schema)
+        return model
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 
 from edgekit.bundle import read_bundle
 
-from .errors import NoTargetDevicesError, RolloutError
+from .errors import NoFittingPayloadError, NoTargetDevicesError, RolloutError
 from .model import BundleRef, Rollout, RolloutKind
+from .payload_plan import PayloadPlan, plan_payloads
 from .policy import build_policy
 from .store import RolloutStore
 
@@ -32,7 +33,8 @@ def publish(ctx: Any, path: str | os.PathLike) -> BundleRef:
     """Verify ``path`` against the fleet key, copy it to the artifact store and describe it for ``desired``."""
     url = ctx.publish_bundle(path)
     b = read_bundle(path, pubkey=ctx.signing_pub_path)
-    return BundleRef(b.name, b.version, b.sha256, url, b.size)
+    return BundleRef(b.name, b.version, b.sha256, url, b.size, tuple(b.meta.payload_targets),
+                     int(b.manifest["schema_version"]))
 
 
 def target_devices(ctx: Any, target: str) -> list[str]:
@@ -41,17 +43,44 @@ def target_devices(ctx: Any, target: str) -> list[str]:
     return sorted(d.id for d in Registry(ctx.engine(), ctx.fleet_id).select(target))
 
 
+def payload_plan(ctx: Any, bundle: str | os.PathLike, devices: list[str]) -> PayloadPlan:
+    """Which payload of ``bundle`` each device runs, and which devices can run none (fleet/rollout/payload_plan.py)."""
+    from fleet.registry import Registry
+
+    from edgekit.errors import BundleError
+    from fleet.artifacts import ArtifactError
+
+    try:
+        b = read_bundle(bundle, pubkey=ctx.signing_pub_path)
+    except BundleError as exc:  # the same refusal as publishing it would give
+        raise ArtifactError(f"refusing to publish {bundle}: {exc.message}", hint=exc.hint) from exc
+    wanted = set(devices)
+    caps = {d.id: d.capabilities for d in Registry(ctx.engine(), ctx.fleet_id).select("all") if d.id in wanted}
+    return plan_payloads(b.meta.payload_targets, int(b.manifest["schema_version"]), caps)
+
+
 def create_rollout(ctx: Any, store: RolloutStore, bundle: str | os.PathLike, target: str, *, actor: str = "operator",
-                   **options: Any) -> Rollout:
-    """Validate everything first (policy, target, bundle), then publish the bundle and insert the rollout."""
+                   skip_unfit: bool = False, plan_out: dict[str, Any] | None = None, **options: Any) -> Rollout:
+    """Validate everything first (policy, target, bundle, a payload for every device), then publish the bundle and
+    insert the rollout. ``plan_out`` receives the payload plan (``payloads``: device -> target, ``unfit``)."""
     policy = build_policy(**{k: v for k, v in options.items() if v is not None})
     devices = target_devices(ctx, target)
     if not devices:
         raise NoTargetDevicesError(f"target {target} matches no provisioned device")
-    store.check_free(devices)
     if not Path(bundle).is_file():
         raise RolloutError(f"bundle {bundle} does not exist", hint="pass the path of a .ekb file")
+    plan = payload_plan(ctx, bundle, devices)
+    if plan.unfit and not skip_unfit:
+        first = next(iter(plan.unfit))
+        raise NoFittingPayloadError(f"{len(plan.unfit)} of {len(devices)} target device(s) can run no payload of "
+                                    f"this bundle ({', '.join(plan.unfit)}); {first}: {plan.unfit[first]}")
+    devices = [d for d in devices if d in plan.assign]
+    if not devices:
+        raise NoFittingPayloadError("no target device can run a payload of this bundle")
+    store.check_free(devices)
     ref = publish(ctx, bundle)
+    if plan_out is not None:
+        plan_out.update(plan.to_dict())
     return store.create(ref, target, devices, policy, actor=actor)
 
 

@@ -42,7 +42,8 @@ def new_rollout_id(now: float) -> str:
 
 def _to_rollout(row: RolloutRow, assignments: Iterable[RolloutDeviceRow]) -> Rollout:
     r = Rollout(id=row.id, bundle=BundleRef(row.bundle_name, row.bundle_version, row.bundle_sha256, row.bundle_url,
-                                            row.bundle_size),
+                                            row.bundle_size, tuple(row.bundle_payloads or ()),
+                                            int(row.bundle_schema or 1)),
                 policy=Policy.from_dict(row.policy), target=row.target, devices=tuple(row.devices),
                 created_at=row.created_at, state=row.state, stage=row.stage, stage_started_at=row.stage_started_at,
                 soak_started_at=row.soak_started_at, acknowledged_at=row.acknowledged_at, reverted=row.reverted,
@@ -84,7 +85,8 @@ class RolloutStore:
                 self._state_change(s, other, RolloutEvent.SUPERSEDE, "engine", f"superseded by {kind} {rid}", {}, now)
             s.add(RolloutRow(id=rid, fleet=self.fleet, kind=kind, bundle_name=bundle.name,
                              bundle_version=bundle.version, bundle_sha256=bundle.sha256, bundle_url=bundle.url,
-                             bundle_size=bundle.size, target=target, devices=sorted(device_ids),
+                             bundle_size=bundle.size, bundle_payloads=list(bundle.payloads) or None,
+                             bundle_schema=bundle.schema, target=target, devices=sorted(device_ids),
                              policy=policy.to_dict(), state=RUNNING, stage=0, stage_started_at=now,
                              soak_started_at=None, acknowledged_at=None, reverted=False, created_at=now,
                              updated_at=now, finished_at=None))

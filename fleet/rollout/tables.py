@@ -31,6 +31,8 @@ class RolloutRow(Base):
     bundle_sha256: Mapped[str] = mapped_column(String(64))
     bundle_url: Mapped[str] = mapped_column(String(512))
     bundle_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    bundle_payloads: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # schema-2 bundles' targets
+    bundle_schema: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     target: Mapped[str] = mapped_column(String(512))
     devices: Mapped[list[str]] = mapped_column(JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -122,3 +122,27 @@ def test_client_id_takeover_does_not_turn_into_a_reconnect_storm(tmp_path, bundl
     time.sleep(5)
     connects = [a.client().health()["link"]["connects"] for a in agents]
     assert all(1 <= c <= 15 for c in connects), connects  # at most ~1 per backoff_max (1 s) each
+
+
+def test_birth_message_reports_runtimes_delegates_and_execution_providers(tmp_path, bundles, mosquitto,
+                                                                          agent_factory, subscriber_factory):
+    """The capability probe (a child process, a few seconds after start) republishes the birth certificate."""
+    from edgekit.payloads import device_targets
+
+    _start(tmp_path, bundles, mosquitto, agent_factory)
+    sub = subscriber_factory(mosquitto, TOPIC + "state", client_id="caps-watch")
+    states = sub.wait_for(lambda s: [m for m in s.of("state") if "capabilities" in m.get("runtime", {})],
+                          what="birth with capabilities")
+    runtime = states[-1]["runtime"]
+    caps = runtime["capabilities"]
+    assert "ai-edge-litert" in caps["runtimes"] and caps["bundle_schemas"] == [1, 2]
+    assert caps["delegates"] == [] and caps["allow_cpu_fallback"] is False  # no Edge TPU on this machine
+    try:
+        import onnxruntime
+    except ImportError:
+        assert "onnxruntime" not in caps["runtimes"] and caps["execution_providers"] == []
+    else:
+        assert "onnxruntime" in caps["runtimes"]
+        assert caps["execution_providers"] == onnxruntime.get_available_providers()
+    assert runtime["targets"] == device_targets(caps) and runtime["targets"][0] == "cpu"
+    assert runtime["serving_backend"] == "ai-edge-litert"

@@ -87,3 +87,20 @@ def digits_tflite(mode: str = "fp32", **kw) -> Path:
             tmp.write_bytes(to_tflite(info["model"], mode, calib))
             os.replace(tmp, path)
     return path
+
+
+def digits_onnx(**kw) -> dict:
+    """The trained digits CNN as ONNX in PyTorch's NCHW layout (examples/digits_onnx.py), with NCHW data (cached)."""
+    info = digits_keras(**kw)
+    out = Path(info["model"]).with_name("digits_nchw.onnx")  # its _calib/_eval .npz beside the Keras ones
+    stem = out.with_suffix("")
+    result = {"model": str(out), "calibration": f"{stem}_calib.npz", "eval": f"{stem}_eval.npz"}
+    with _cache_lock():
+        if not all(Path(p).exists() for p in result.values()):
+            sys.path.insert(0, str(REPO / "examples"))
+            try:
+                import digits_onnx as export
+            finally:
+                sys.path.pop(0)
+            export.export(Path(info["model"]), out)
+    return result

@@ -161,16 +161,20 @@ def rig_factory(tmp_path, mosquitto, update_bundles):
     """Builds a Rig: an artifact server, an event subscriber and an agent (not started) serving v1 from its config."""
     made: list[Rig] = []
 
-    def make(update: dict | None = None, python: str | None = None) -> Rig:
+    def make(update: dict | None = None, python: str | None = None, bundles: dict | None = None, first: str = "v1",
+             **sections) -> Rig:
+        """``bundles`` adds bundles by key (``first`` names the one the agent starts with); ``sections`` are more
+        config sections (e.g. ``runtime={...}``)."""
         work = tmp_path / f"rig{len(made)}"
         work.mkdir()
         server = ArtifactServer(work / "artifacts").start()
         events = EventLog(mosquitto)
         data = work / "data"
+        all_bundles = {**update_bundles, **(bundles or {})}
         cfg = write_config(work / "agent.toml", pub=update_bundles["pub"], data_dir=data,
-                           bundle=update_bundles["v1"], broker=mosquitto, update=update)
+                           bundle=all_bundles[first], broker=mosquitto, update=update, **sections)
         agent = AgentProc(work, cfg, data, python=python) if python else AgentProc(work, cfg, data)
-        rig = Rig(agent, events, server, update_bundles, mosquitto, work)
+        rig = Rig(agent, events, server, all_bundles, mosquitto, work)
         made.append(rig)
         return rig
 

@@ -27,7 +27,7 @@ FAST_POLICY = {"probation_s": 1.5, "check_interval_s": 0.2, "retry_backoff_s": 0
 
 
 def write_config(path: Path, *, pub: Path, data_dir: Path, bundle: Path, broker, device_id: str = "dev1",
-                 update: dict | None = None) -> Path:
+                 update: dict | None = None, **sections: dict) -> Path:
     import tomli_w
 
     cfg = {"device_id": device_id, "fleet": FLEET, "fleet_public_key": str(pub), "data_dir": str(data_dir),
@@ -37,6 +37,8 @@ def write_config(path: Path, *, pub: Path, data_dir: Path, bundle: Path, broker,
            "telemetry": {"enabled": False},
            "model": {"bundle": str(bundle)},
            "update": {**FAST_POLICY, **(update or {})}}
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
     path.write_text(tomli_w.dumps(cfg))
     return path
 

@@ -28,8 +28,26 @@ def _ssl_context(ctx: StepContext) -> ssl.SSLContext | None:
     return None
 
 
+def check_payload(ctx: StepContext) -> None:
+    """Refuse, before any byte is fetched, a bundle whose payloads (``desired.model.payloads``, set by the fleet for
+    multi-payload bundles) this device cannot run. Without that hint the self-test decides, as before."""
+    from edgekit.payloads import choose_payload, device_targets, why_none
+
+    payloads = ctx.target.get("payloads")
+    capabilities = getattr(ctx.host, "capabilities", None)
+    if not isinstance(payloads, list) or not payloads or capabilities is None:
+        return
+    schema = ctx.target.get("schema", 1)
+    caps = capabilities()
+    if choose_payload(payloads, caps, schema) is None:
+        raise UpdateFailed(Reason.NO_FITTING_PAYLOAD.value,
+                           f"this device can run no payload of the bundle: {why_none(payloads, caps, schema)}",
+                           detail={"payloads": payloads, "device_targets": device_targets(caps)})
+
+
 def download(ctx: StepContext) -> None:
     target, policy = ctx.target, ctx.policy
+    check_payload(ctx)
     if ctx.store.has(target["sha256"]):
         ctx.transition(Event.DOWNLOADED, detail={"skipped": "already in the store"})
         return

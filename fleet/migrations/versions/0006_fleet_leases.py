@@ -1,12 +1,12 @@
 """fleet_leases: the lease (holder, epoch = fencing token, expiry) that elects the replica running the rollout engine
 
-Revision ID: lease14_fleet_leases
+Revision ID: 0006_fleet_leases
 Revises: 0005_dashboard_login_failures
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = 'lease14_fleet_leases'
+revision = '0006_fleet_leases'
 down_revision = '0005_dashboard_login_failures'
 branch_labels = None
 depends_on = None
