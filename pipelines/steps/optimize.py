@@ -59,7 +59,7 @@ def budget_search(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> TFLiteMo
     from converters.optimize.search import SearchOptions, search
 
     assert cfg.budget is not None  # run() calls this only with a budget
-    result = search(SearchOptions(model=str(inp.model.model), budget=cfg.budget, train=str(inp.data.train),
+    result = search(SearchOptions(model=inp.model.model, budget=cfg.budget, train=str(inp.data.train),
                                   val=str(inp.data.val), eval=str(inp.data.test), output=out, name="model",
                                   force=True, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                                   runs=cfg.runs, cache_dir=env.workdir / "search" if env.workdir else None))
