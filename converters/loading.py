@@ -99,6 +99,7 @@ class LoadedModel:
     sha256: str = ""
     size: int = 0
     _frozen: Any = field(default=None, repr=False)
+    _output_names: list[str] = field(default_factory=list, repr=False)
 
     @property
     def first_layer_names(self) -> list[str]:
@@ -143,11 +144,24 @@ class LoadedModel:
             def call(*xs):
                 return sig(**dict(zip(names, xs)))
         fn = tf.function(call).get_concrete_function(*specs)
+        self._output_names = _output_names(fn.structured_outputs, getattr(self.keras_model, "output_names", None))
         try:
             self._frozen = convert_variables_to_constants_v2(fn)
         except Exception as exc:  # noqa: BLE001 - TF raises many types here
             raise ModelLoadError(f"cannot freeze the model's variables: {exc}") from exc
         return self._frozen
+
+    @property
+    def output_names(self) -> list[str]:
+        """The source's output names in the order of the frozen function's (and so the converted model's) outputs:
+        Keras ``output_names`` for a list, sorted keys for a dict (TF flattens dicts by key)."""
+        self.concrete_function()
+        return list(self._output_names)
+
+    @property
+    def io_names(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """(inputs as (name, argument name the converter sees), output names), for :func:`signature.name_io`."""
+        return [(s.name, _arg_name(s.name, i)) for i, s in enumerate(self.inputs)], self.output_names
 
     def float_parameters(self) -> int:
         """How many floating-point parameters the model has (trainable and not: batch-norm statistics count, the
@@ -173,6 +187,16 @@ class LoadedModel:
                 ys = [y[k] for k in sorted(y)]
             outs.append([np.asarray(t) for t in ys])
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+
+def _output_names(structured: Any, keras_names: list[str] | None) -> list[str]:
+    if isinstance(structured, dict):
+        return [str(k) for k in sorted(structured)]
+    flat = list(structured) if isinstance(structured, (list, tuple)) else [structured]
+    names = [str(n) for n in (keras_names or [])]
+    if len(names) != len(flat) or len(set(names)) != len(names):
+        names = [f"output_{j}" for j in range(len(flat))]
+    return names
 
 
 def _arg_name(name: str, i: int) -> str:

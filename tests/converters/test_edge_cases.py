@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,9 @@ from click.testing import CliRunner
 from edgekit.cli import cli
 
 from .conftest import run_convert
+
+
+EDGEKIT = str(Path(sys.executable).with_name("edgekit"))
 
 
 def invoke(*args):
@@ -59,6 +65,142 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path, out):
     assert r.exit_code == 2, r.output
     assert "cannot write to" in r.output and "writable --output" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+# --- 3: a converter that crashes the process ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recurrent_models(tmp_path_factory):
+    """Token-id classifiers with an Embedding and an LSTM or a GRU: TensorFlow 2.21's int8 calibrator segfaults on
+    them when it is given int32 token ids (the data these models take)."""
+    import keras
+
+    d = tmp_path_factory.mktemp("recurrent")
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    for name, rnn in (("lstm", L.LSTM(8)), ("gru", L.GRU(8))):
+        m = keras.Sequential([L.Input((16,), dtype="int32", name="tokens"), L.Embedding(50, 8), rnn,
+                              L.Dense(4, activation="softmax", name="cls")])
+        m.save(d / f"{name}.keras")
+    np.savez(d / "calib.npz", tokens=np.random.default_rng(0).integers(0, 50, (64, 16)).astype(np.int32))
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_converter_crash_is_a_one_line_error(recurrent_models, tmp_path, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([EDGEKIT, "convert", str(recurrent_models / f"{kind}.keras"), "--mode", "int8",
+                           "--calibration", str(recurrent_models / "calib.npz"), "-o", str(out), "--json",
+                           "--quiet"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "ConverterCrashed" and err["exit_code"] == 1
+    assert err["message"] == "TensorFlow's converter crashed (SIGSEGV, exit 139) converting the model to int8"
+    assert "--mode dynamic" in err["hint"]
+    assert proc.stderr.strip().splitlines()[-1].startswith("edgekit: error: TensorFlow's converter crashed")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and leftovers(tmp_path) == []
+    # what the hint says to try works on the same model and data
+    res = run_convert(model=recurrent_models / f"{kind}.keras", mode="dynamic",
+                      calibration=recurrent_models / "calib.npz", runs=0)
+    assert res.report["accuracy"]["snr_db"] > 20
+
+
+def test_crash_hint_depends_on_mode_and_step():
+    from converters.isolation import crash_error
+
+    e = crash_error("int16x8", "convert int16x8", -6)
+    assert e.message == "TensorFlow's converter crashed (SIGABRT, exit 134) converting the model to int16x8"
+    assert "--mode dynamic" in e.hint
+    e = crash_error("dynamic", "evaluate converted model", -11)
+    assert "in step 'evaluate converted model' of mode dynamic" in e.message and "fp16" in e.hint
+    assert "--max-accuracy-drop" in crash_error("int8", "accuracy budget: float fallback", -11).hint
+
+
+def test_errors_in_the_conversion_process_keep_their_class_and_exit_status(digits, tmp_path):
+    from converters.errors import OptionError
+    from converters.isolation import convert_isolated
+    from converters.pipeline import ConvertOptions
+
+    with pytest.raises(OptionError) as info:
+        convert_isolated(ConvertOptions(model=digits["model"], mode="int8", io="int16"))
+    assert info.value.exit_code == 2 and "--io int16 does not apply to mode int8" in info.value.message
+
+
+# --- 9: input and output names -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory):
+    """Two-output models whose output names sort the other way round from their order (``reg`` before ``cls``), with
+    outputs of the same shape (a swap shows only in the values): one returns a list, one a dict."""
+    import keras
+
+    d = tmp_path_factory.mktemp("two-outputs")
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = L.Input((8,), name="features")
+    h = L.Dense(16, activation="relu")(inp)
+    reg, cls = L.Dense(3, name="reg")(h), L.Dense(3, activation="softmax", name="cls")(h)
+    keras.Model(inp, [reg, cls]).save(d / "as_list.keras")
+    keras.Model(inp, {"reg": reg, "cls": cls}).save(d / "as_dict.keras")
+    rng = np.random.default_rng(0)
+    np.savez(d / "data.npz", features=rng.random((64, 8), dtype=np.float32))
+    return d
+
+
+@pytest.mark.parametrize("variant", ["as_list", "as_dict"])
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_outputs_keep_their_names(two_outputs, tmp_path, session_key, variant, mode):
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.evaluate import dequantize_output, quantize_input
+    from device_agent.runtime import load_runner
+    from edgekit.bundle import read_bundle
+
+    src = two_outputs / f"{variant}.keras"
+    x = np.load(two_outputs / "data.npz")["features"]
+    y = keras.saving.load_model(src).predict(x, verbose=0)
+    expected = dict(zip(["reg", "cls"], y)) if isinstance(y, list) else {k: np.asarray(v) for k, v in y.items()}
+    out = tmp_path / "out"
+    res = run_convert(model=src, mode=mode, calibration=two_outputs / "data.npz", output=out, key=session_key[0],
+                      version="1.0.0", runs=0)
+    tol = 1e-5 if mode == "fp32" else 0.2  # int8: a few quantization steps of the outputs
+    for k in (0, 5):
+        assert np.abs(expected["reg"][k] - expected["cls"][k]).max() > 2 * tol  # a swap would show
+    # the .tflite carries a SignatureDef with the Keras names, and its runner answers by name
+    interp = Interpreter(model_content=res.model_bytes)
+    assert interp.get_signature_list() == {"serving_default": {"inputs": ["features"], "outputs": ["cls", "reg"]}}
+    runner = interp.get_signature_runner("serving_default")
+    details = runner.get_output_details()
+    for k in (0, 5):
+        got = runner(features=quantize_input(x[k:k + 1], runner.get_input_details()["features"]))
+        for name in ("reg", "cls"):
+            np.testing.assert_allclose(dequantize_output(got[name], details[name])[0], expected[name][k], atol=tol)
+    # evaluation compared each output with its own reference
+    per_output = res.report["accuracy"]["outputs"]
+    if mode == "fp32":
+        assert [o["max_abs_error"] <= tol for o in per_output] == [True, True]
+    else:
+        assert [o["snr_db"] > 20 for o in per_output] == [True, True]
+    # the bundle's io spec names the outputs in the model's output order; golden vectors and the device runtime agree
+    bundle = read_bundle(out / f"{variant}-1.0.0.ekb", session_key[1])
+    order = [o["name"] for o in bundle.manifest["outputs"]]
+    assert sorted(order) == ["cls", "reg"] and bundle.manifest["inputs"][0]["name"] == "features"
+    golden_in, golden_out, atol, rtol = bundle.golden()
+    device = load_runner(bundle.model_bytes)
+    assert [s.name for s in device.outputs] == order
+    got = device.invoke([golden_in[0][0]])  # golden sample 0 is the first calibration sample
+    for spec, arr, gold in zip(device.outputs, got, golden_out):
+        np.testing.assert_allclose(arr, gold[0], atol=atol, rtol=rtol)
+        detail = {"dtype": spec.dtype, "quantization": spec.quantization}
+        np.testing.assert_allclose(dequantize_output(arr, detail)[0], expected[spec.name][0], atol=tol)
 
 
 # --- 10: --json errors, report outputs, exit codes, warnings ------------------------------------------------------
