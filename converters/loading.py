@@ -144,7 +144,7 @@ class LoadedModel:
             def call(*xs):
                 return sig(**dict(zip(names, xs)))
         fn = tf.function(call).get_concrete_function(*specs)
-        self._output_names = _output_names(fn.structured_outputs, getattr(self.keras_model, "output_names", None))
+        self._output_names = _output_names(fn.structured_outputs, _keras_output_names(self.keras_model))
         try:
             self._frozen = convert_variables_to_constants_v2(fn)
         except Exception as exc:  # noqa: BLE001 - TF raises many types here
@@ -187,6 +187,20 @@ class LoadedModel:
                 ys = [y[k] for k in sorted(y)]
             outs.append([np.asarray(t) for t in ys])
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+
+def _keras_output_names(model) -> list[str] | None:
+    """Functional models (both Keras versions) name their outputs; a Keras 3 Sequential does not, so its outputs
+    are named after the layers that make them."""
+    if model is None:
+        return None
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    try:
+        return [t._keras_history.operation.name for t in model.outputs]
+    except (AttributeError, TypeError):
+        return None
 
 
 def _output_names(structured: Any, keras_names: list[str] | None) -> list[str]:

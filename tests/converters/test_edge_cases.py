@@ -309,12 +309,34 @@ def test_integer_inputs_keep_their_dtype(token_model):
     assert not any("pixels" in w for w in res.report["warnings"])
 
 
-def test_int16x8_of_integer_inputs_names_the_real_limit(token_model):
-    # TensorFlow 2.21's 16x8 quantizer wants min/max for the int32 input itself, even given int32 data
+def test_int16x8_of_integer_inputs_converts(token_model):
+    """Keras 3's Embedding wraps negative ids with an int32 ADD that TF 2.21's 16x8 quantizer cannot calibrate; the
+    model converts through its tf_keras twin (same weights), whose Embedding gathers directly."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = run_convert(model=token_model["model"], mode="int16x8", calibration=token_model["calibration"], runs=0)
+    acc = res.report["accuracy"]
+    assert acc["samples"] == 16 and acc["snr_db"] > 20 and acc["agreement"] == 1.0
+    interp = Interpreter(model_content=res.model_bytes)
+    dtypes = {d["name"]: d["dtype"] for d in interp.get_tensor_details()}
+    assert np.int16 in dtypes.values()  # 16-bit activations, not a float model
+    assert interp.get_input_details()[0]["dtype"] == np.int32
+    assert interp.get_signature_list()["serving_default"] == {"inputs": ["tokens"], "outputs": ["cls"]}
+
+
+def test_int16x8_of_integer_inputs_without_a_twin_names_the_real_limit(tmp_path, token_model):
+    # UnitNormalization has no tf_keras twin: the model is converted as it is and hits TF's 16x8 limit
+    import keras
+
     from converters.errors import ConverterFailed
 
+    L = keras.layers
+    m = keras.Sequential([L.Input((16,), dtype="int32", name="tokens"), L.Embedding(50, 8), L.UnitNormalization(),
+                          L.GlobalAveragePooling1D(), L.Dense(4, activation="softmax", name="cls")])
+    m.save(tmp_path / "untwinned.keras")
     with pytest.raises(ConverterFailed) as info:
-        run_convert(model=token_model["model"], mode="int16x8", calibration=token_model["calibration"], runs=0)
+        run_convert(model=tmp_path / "untwinned.keras", mode="int16x8", calibration=token_model["calibration"],
+                    runs=0)
     assert "Failed for tensor tokens" in info.value.message
     assert "cannot calibrate the integer input 'tokens'" in info.value.hint and "--mode int8" in info.value.hint
     assert "batch of 1" not in info.value.hint
