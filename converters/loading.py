@@ -310,6 +310,8 @@ def _load_qat(p: Path):
                              hint="install it with: pip install 'edgekit[convert]'") from None
     with tfmot.quantization.keras.quantize_scope():
         try:
+            if zipfile.is_zipfile(p):
+                return _load_qat_archive(p, tf_keras)
             return tf_keras.models.load_model(p, compile=False)
         except Exception as exc:  # noqa: BLE001
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -317,6 +319,57 @@ def _load_qat(p: Path):
                                  f"file ({first})",
                                  hint="re-save the QAT model as .h5 (model.save('m.h5')) or as a SavedModel "
                                       "directory (model.export('m')), and convert that") from exc
+
+
+def _load_qat_archive(p: Path, tf_keras):
+    """A tfmot QAT model from a ``.keras`` archive (under tfmot's quantize scope).
+
+    tf_keras's loader refuses it: rebuilt from its config, a ``QuantizeLayer`` holds 5 variables (its min/max twice)
+    while the file holds 3, and a ``QuantizeWrapperV2`` holds 6 while the file holds 8 (the wrapped layer's kernel and
+    bias first). So the model is rebuilt from ``config.json`` and each layer's saved variables are matched to its own
+    by their common tail, shape by shape; a variable before that tail takes the value of the matched variable of the
+    same name (QuantizeLayer's duplicate min/max). Any other mismatch is an error."""
+    with zipfile.ZipFile(p) as z:
+        config = json.loads(z.read("config.json"))
+    model = tf_keras.saving.deserialize_keras_object(config)
+    layers: list = []
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack += [x for x in (getattr(layer, "layer", None), *getattr(layer, "layers", ())) if x is not None]
+    for layer in layers:
+        layer.load_own_variables = _tail_loader(layer)  # this instance only, for the load below
+    try:
+        model.load_weights(str(p))
+    finally:
+        for layer in layers:
+            del layer.load_own_variables
+    return model
+
+
+def _tail_loader(layer):
+    def load_own_variables(store) -> None:
+        own = layer._trainable_weights + layer._non_trainable_weights
+        saved = [np.asarray(store[str(i)]) for i in range(len(store.keys()))]
+        k = min(len(own), len(saved))
+        by_name: dict[str, np.ndarray] = {}
+        for var, value in zip(own[len(own) - k:], saved[len(saved) - k:]):
+            if tuple(var.shape) != value.shape:
+                raise ValueError(f"layer '{layer.name}': saved variable of shape {value.shape} for "
+                                 f"{var.name} {tuple(var.shape)}")
+            var.assign(value)
+            by_name[_base_name(var.name)] = value
+        for var in own[:len(own) - k]:
+            value = by_name.get(_base_name(var.name))
+            if value is None or tuple(var.shape) != value.shape:
+                raise ValueError(f"layer '{layer.name}': no saved value for {var.name}")
+            var.assign(value)
+    return load_own_variables
+
+
+def _base_name(name: str) -> str:
+    return name.split("/")[-1].split(":")[0]
 
 
 def _load_savedmodel(p: Path, fmt: SourceFormat, sha: str, size: int) -> LoadedModel:
