@@ -1,12 +1,13 @@
-"""Run a conversion in a freshly started interpreter, so that a crash inside TensorFlow or LiteRT is reported.
+"""Run a conversion in a child process, so that a crash inside TensorFlow or LiteRT is reported, not suffered.
 
 TensorFlow's converter can kill the process that calls it (a segfault in the int8 calibrator on Embedding+LSTM/GRU
-models, for one): no Python handler survives that, and a fork of a process where TensorFlow has already converted
-aborts. So ``edgekit convert`` runs the whole conversion in a child, ``python -m converters.isolation DIR``, which
-imports TensorFlow itself; the parent never imports it and only waits, so the happy path costs one interpreter
-start. The child writes its result (report card, model) or its error into DIR, and the name of the step it is in,
-so that a child killed by a signal becomes a :class:`ConverterCrashed` naming the step, the mode and what to try.
-The output directory is written only by the child's last step (staged, then moved), so a crash leaves it as it was.
+models, for one): no Python handler survives that. So ``edgekit convert`` runs the whole conversion in a child that
+imports TensorFlow itself; the parent never imports it and only waits. The child is a fork when TensorFlow is not
+loaded here (the CLI: a few milliseconds), else a fresh ``python -m converters.isolation DIR`` (a library caller
+that has used TensorFlow already, where a fork would abort: an interpreter start and the imports, ~0.5 s).
+The child writes its result (report card, model) or its error into DIR, and the name of the step it is in, so that
+a child killed by a signal becomes a :class:`ConverterCrashed` naming the step, the mode and what to try. The output
+directory is written only by the child's last step (staged, then moved), so a crash leaves it as it was.
 """
 
 from __future__ import annotations
@@ -56,30 +57,63 @@ def crash_error(mode: str, step: str, returncode: int) -> ConverterCrashed:
     return ConverterCrashed(what, hint=hint)
 
 
-def convert_isolated(opts: ConvertOptions, progress: bool = False) -> Result:
-    """:func:`converters.pipeline.convert` in a child interpreter; its errors are raised here as they were there."""
+def convert_isolated(opts: ConvertOptions, progress: bool = False, start: str | None = None) -> Result:
+    """:func:`converters.pipeline.convert` in a child process; its errors are raised here as they were there.
+
+    ``start`` is ``fork`` or ``spawn``; by default a fork unless TensorFlow is loaded in this process."""
     work = Path(tempfile.mkdtemp(prefix="edgekit-convert-"))
     try:
         request = {f.name: _plain(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
         (work / "request.json").write_text(json.dumps({"options": request, "progress": progress}))
         (work / "step").write_text(LOADING)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        # stdout stays the parent's (the report is printed here); stderr is shared for progress bars
-        proc = subprocess.run([sys.executable, "-m", "converters.isolation", str(work)], env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        if start is None:
+            start = "spawn" if "tensorflow" in sys.modules else "fork"
+        returncode = _fork(work) if start == "fork" else _spawn(work)
         if (work / "error.json").exists():
             raise _rebuild(json.loads((work / "error.json").read_text()))
-        if proc.returncode < 0:
-            raise crash_error(_mode_name(opts), (work / "step").read_text(), proc.returncode)
-        if proc.returncode != 0 or not (work / "result.json").exists():
-            raise ConversionError(f"the conversion process failed with exit status {proc.returncode}",
+        if returncode < 0:
+            raise crash_error(_mode_name(opts), (work / "step").read_text(), returncode)
+        if returncode != 0 or not (work / "result.json").exists():
+            raise ConversionError(f"the conversion process failed with exit status {returncode}",
                                   hint="its message is above")
         doc = json.loads((work / "result.json").read_text())
         return Result(doc["report"], (work / "model.tflite").read_bytes(),
                       files={k: Path(v) for k, v in doc["files"].items()}, budget_met=doc["budget_met"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _spawn(work: Path) -> int:
+    """A fresh interpreter: always safe, and needed where TensorFlow is already loaded (a fork of a process where
+    it has converted aborts). stdout is not the child's (the report is printed here); stderr is shared."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run([sys.executable, "-m", "converters.isolation", str(work)], env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+
+
+def _fork(work: Path) -> int:
+    """A fork of this process, which has not loaded TensorFlow (the CLI never does): the child imports it fresh,
+    and saves the interpreter start and imports a spawned child would pay again (measured ~0.5 s)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: run, and leave without unwinding the parent's stack or its atexit handlers
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+            code = _child(work)
+        except BaseException:  # noqa: BLE001 - a bug: print it as an uncaught exception would be, then exit 1
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _mode_name(opts: ConvertOptions) -> str:

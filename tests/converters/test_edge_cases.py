@@ -122,14 +122,42 @@ def test_crash_hint_depends_on_mode_and_step():
     assert "--max-accuracy-drop" in crash_error("int8", "accuracy budget: float fallback", -11).hint
 
 
-def test_errors_in_the_conversion_process_keep_their_class_and_exit_status(digits, tmp_path):
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_errors_in_the_conversion_process_keep_their_class_and_exit_status(digits, tmp_path, start):
     from converters.errors import OptionError
     from converters.isolation import convert_isolated
     from converters.pipeline import ConvertOptions
 
-    with pytest.raises(OptionError) as info:
-        convert_isolated(ConvertOptions(model=digits["model"], mode="int8", io="int16"))
-    assert info.value.exit_code == 2 and "--io int16 does not apply to mode int8" in info.value.message
+    if start == "fork":  # a fork only where TensorFlow is not loaded, as in the CLI: run it from a fresh interpreter
+        code = ("import sys, json\n"
+                "from converters.isolation import convert_isolated\n"
+                "from converters.pipeline import ConvertOptions\n"
+                "from converters.errors import OptionError\n"
+                f"opts = ConvertOptions(model={str(digits['model'])!r}, mode='int8', io='int16')\n"
+                "try:\n    convert_isolated(opts, start='fork')\n"
+                "except OptionError as e:\n"
+                "    print(json.dumps([e.exit_code, e.message, 'tensorflow' in sys.modules]))\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        exit_code, message, tf_loaded = json.loads(proc.stdout)
+        assert not tf_loaded
+    else:
+        with pytest.raises(OptionError) as info:
+            convert_isolated(ConvertOptions(model=digits["model"], mode="int8", io="int16"), start=start)
+        exit_code, message = info.value.exit_code, info.value.message
+    assert exit_code == 2 and "--io int16 does not apply to mode int8" in message
+
+
+@pytest.mark.slow
+def test_crash_in_a_spawned_child_is_reported(recurrent_models):
+    # a library caller with TensorFlow loaded gets a fresh interpreter (a fork would abort), and the same error
+    from converters.errors import ConverterCrashed
+    from converters.isolation import convert_isolated
+    from converters.pipeline import ConvertOptions
+
+    with pytest.raises(ConverterCrashed) as info:
+        convert_isolated(ConvertOptions(model=recurrent_models / "lstm.keras", mode="int8",
+                                        calibration=recurrent_models / "calib.npz", runs=0))
+    assert info.value.message.startswith("TensorFlow's converter crashed (SIGSEGV")
 
 
 # --- 9: input and output names -------------------------------------------------------------------------------------
