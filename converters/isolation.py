@@ -119,7 +119,7 @@ def _fork(work: Path) -> int:
 def _mode_name(opts: ConvertOptions) -> str:
     from .modes import TARGETS
 
-    return opts.mode or getattr(TARGETS.get(opts.target), "default_mode", "?")
+    return str(opts.mode or getattr(TARGETS.get(opts.target), "default_mode", "?"))
 
 
 def _plain(value: Any) -> Any:
@@ -132,14 +132,14 @@ def _plain(value: Any) -> Any:
 
 def _rebuild(doc: dict[str, Any]) -> EdgekitError:
     """The child's error as the same class (message, hint, code and exit status as the child had them)."""
-    cls: type = EdgekitError
+    cls: type[EdgekitError] = EdgekitError
     try:
         found = getattr(importlib.import_module(doc["module"]), doc["qualname"])
         if isinstance(found, type) and issubclass(found, EdgekitError):
             cls = found
     except (ImportError, AttributeError):
         pass
-    exc = cls.__new__(cls)
+    exc = cls.__new__(cls)  # not cls(...): subclasses take other arguments; the fields are set as the root sets them
     EdgekitError.__init__(exc, doc["message"], hint=doc["hint"], code=doc["code"])
     exc.exit_code = doc["exit_code"]
     return exc

@@ -361,10 +361,10 @@ def _tail_loader(layer):
             var.assign(value)
             by_name[_base_name(var.name)] = value
         for var in own[:len(own) - k]:
-            value = by_name.get(_base_name(var.name))
-            if value is None or tuple(var.shape) != value.shape:
+            same = by_name.get(_base_name(var.name))
+            if same is None or tuple(var.shape) != same.shape:
                 raise ValueError(f"layer '{layer.name}': no saved value for {var.name}")
-            var.assign(value)
+            var.assign(same)
     return load_own_variables
 
 
