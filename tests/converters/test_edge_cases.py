@@ -231,6 +231,26 @@ def test_outputs_keep_their_names(two_outputs, tmp_path, session_key, variant, m
         np.testing.assert_allclose(dequantize_output(arr, detail)[0], expected[spec.name][0], atol=tol)
 
 
+def test_two_inputs_are_named_in_the_signature(tmp_path):
+    """Inputs whose names sort the other way round from their order, of different widths, reach the right tensors."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    zeta, alpha = L.Input((4,), name="zeta"), L.Input((6,), name="alpha")
+    out = L.Dense(3, name="score")(L.Concatenate()([L.Dense(5)(zeta), L.Dense(5)(alpha)]))
+    model = keras.Model([zeta, alpha], out)
+    model.save(tmp_path / "two_in.keras")
+    rng = np.random.default_rng(0)
+    z, a = rng.random((1, 4), dtype=np.float32), rng.random((1, 6), dtype=np.float32)
+    res = run_convert(model=tmp_path / "two_in.keras", mode="fp32", evaluate=False)
+    interp = Interpreter(model_content=res.model_bytes)
+    assert interp.get_signature_list() == {"serving_default": {"inputs": ["alpha", "zeta"], "outputs": ["score"]}}
+    got = interp.get_signature_runner()(zeta=z, alpha=a)["score"]
+    np.testing.assert_allclose(got, np.asarray(model([z, a])), atol=1e-5)
+
+
 # --- 10: --json errors, report outputs, exit codes, warnings ------------------------------------------------------
 
 
