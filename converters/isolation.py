@@ -64,7 +64,8 @@ def convert_isolated(opts: ConvertOptions, progress: bool = False, start: str | 
     work = Path(tempfile.mkdtemp(prefix="edgekit-convert-"))
     try:
         request = {f.name: _plain(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
-        (work / "request.json").write_text(json.dumps({"options": request, "progress": progress}))
+        (work / "request.json").write_text(json.dumps({"options": request, "progress": progress,
+                                                       "parent": os.getpid()}))
         (work / "step").write_text(LOADING)
         if start is None:
             start = "spawn" if "tensorflow" in sys.modules else "fork"
@@ -105,6 +106,8 @@ def _fork(work: Path) -> int:
             os.dup2(devnull, 1)
             os.close(devnull)
             code = _child(work)
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
+            code = 130
         except BaseException:  # noqa: BLE001 - a bug: print it as an uncaught exception would be, then exit 1
             import traceback
 
@@ -112,7 +115,11 @@ def _fork(work: Path) -> int:
         finally:
             sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except KeyboardInterrupt:
+        os.waitpid(pid, 0)  # the child got the same Ctrl-C; let it leave before its work directory goes
+        raise
     return os.waitstatus_to_exitcode(status)
 
 
@@ -165,10 +172,25 @@ class _Steps:
             self.inner.advance(*a, **kw)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this child when the command that waits for it is killed, instead of converting on, orphaned, and
+    writing the output after the command has gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child outlives a killed parent
+        return
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
+
+
 def _child(work: Path) -> int:
     from . import pipeline
 
     request = json.loads((work / "request.json").read_text())
+    _die_with_parent(int(request["parent"]))
     options = request["options"]
     if options.get("expected_range") is not None:
         options["expected_range"] = tuple(options["expected_range"])

@@ -111,6 +111,36 @@ def test_converter_crash_is_a_one_line_error(recurrent_models, tmp_path, kind):
     assert res.report["accuracy"]["snr_db"] > 20
 
 
+@pytest.mark.slow
+def test_killing_the_command_ends_the_conversion_child(mobilenet, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([EDGEKIT, "convert", str(mobilenet["model"]), "--mode", "int8", "--calibration",
+                             str(mobilenet["calibration"]), "-o", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list = []
+        while not children and time.monotonic() < deadline:
+            children = psutil.Process(proc.pid).children()
+            time.sleep(0.1)
+        assert children, "the command started no conversion child"
+        time.sleep(2)  # converting now (TensorFlow import, load, calibration: well over 2 s here)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, "the conversion child outlived the command"
+        assert not out.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_crash_hint_depends_on_mode_and_step():
     from converters.isolation import crash_error
 
