@@ -80,7 +80,7 @@ def convert(model, output, mode, io, target, calibration, calibration_samples, e
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up banner; errors still show
-    from . import pipeline, report
+    from . import isolation, pipeline, report
 
     opts = pipeline.ConvertOptions(
         model=model, output=output, mode=mode, io=io, target=target, calibration=calibration,
@@ -107,8 +107,8 @@ def convert(model, output, mode, io, target, calibration, calibration_samples, e
         return
     if target not in TARGET_NAMES:
         multi_target.parse_targets(target)  # the one-line error for an unknown target
-    with pipeline.progress_bars(not quiet and not as_json) as progress:
-        result = pipeline.convert(opts, progress)
+    # in a child interpreter: a crash inside TensorFlow becomes a one-line error naming the mode (isolation.py)
+    result = isolation.convert_isolated(opts, progress=not quiet and not as_json)
     if as_json:
         emit_json(result.report)
     else:

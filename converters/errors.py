@@ -40,6 +40,10 @@ class ConverterFailed(ConversionError):
     default_hint = GENERIC_CONVERTER
 
 
+class ConverterCrashed(ConverterFailed):
+    """The process converting the model was killed by a signal (a crash inside TensorFlow or LiteRT)."""
+
+
 class TargetRefusal(ConversionError):
     """The model cannot meet the requirements of the chosen target (e.g. Edge TPU: int8, static shapes)."""
 

@@ -28,7 +28,8 @@ KNOWN: list[KnownFailure] = [
     KnownFailure(re.compile(r"Max and min for dynamic tensors should be recorded during calibration: "
                             r"Failed for tensor (?P<op>\S+)"),
                  "TensorFlow's {mode} quantizer cannot calibrate the integer input '{op}'; use --mode int8 or "
-                 "dynamic for models with integer inputs (token ids)"),
+                 "dynamic for models with integer inputs (token ids), or build the model from layers edgekit can "
+                 "rebuild in tf_keras (converters/keras_bridge.py), whose Embedding converts"),
     KnownFailure(re.compile(r"(?:Didn't find op for builtin opcode|Encountered unresolved custom op|"
                             r"not supported by this interpreter|Op builtin_code out of range)\s*'?(?P<op>[A-Z_0-9]*)"),
                  "the model uses an op ({op}) this LiteRT build lacks; try another --mode"),

@@ -28,7 +28,7 @@ from .errors import KerasBridgeError, ModelLoadError
 # Keras 3 layer classes with a tf_keras twin of the same name and semantics (weights in the same order).
 SUPPORTED_LAYERS = frozenset({
     "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "BatchNormalization", "Concatenate",
-    "Conv1D", "Conv2D", "Cropping2D", "Dense", "DepthwiseConv2D", "Dropout", "ELU", "Flatten",
+    "Conv1D", "Conv2D", "Cropping2D", "Dense", "DepthwiseConv2D", "Dropout", "ELU", "Embedding", "Flatten",
     "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "LeakyReLU",
     "LayerNormalization", "Maximum", "MaxPooling1D", "MaxPooling2D", "Minimum", "Multiply", "Permute", "ReLU",
     "Rescaling", "Reshape", "SeparableConv2D", "Softmax", "SpatialDropout2D", "Subtract", "UpSampling2D",
@@ -109,7 +109,10 @@ def check_same_outputs(original: Any, rebuilt: Any, *, atol: float = 1e-5, batch
     for t in original.inputs:
         shape = [batch] + [8 if d is None else int(d) for d in list(t.shape)[1:]]
         dtype = getattr(getattr(t, "dtype", None), "name", None) or str(getattr(t, "dtype", "float32"))
-        xs.append(rng.uniform(-1, 1, shape).astype(dtype if "float" in dtype else "float32"))
+        if "int" in dtype:  # token ids: 0 and 1 are valid for every Embedding
+            xs.append(rng.integers(0, 2, shape).astype(dtype))
+        else:
+            xs.append(rng.uniform(-1, 1, shape).astype(dtype if "float" in dtype else "float32"))
     arg = xs if len(xs) > 1 else xs[0]
     a = _flat(original(arg, training=False))
     b = _flat(rebuilt(arg, training=False))

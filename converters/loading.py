@@ -102,6 +102,7 @@ class LoadedModel:
     sha256: str = ""
     size: int = 0
     _frozen: Any = field(default=None, repr=False)
+    _output_names: list[str] = field(default_factory=list, repr=False)
 
     @property
     def first_layer_names(self) -> list[str]:
@@ -146,11 +147,24 @@ class LoadedModel:
             def call(*xs):
                 return sig(**dict(zip(names, xs)))
         fn = tf.function(call).get_concrete_function(*specs)
+        self._output_names = _output_names(fn.structured_outputs, _keras_output_names(self.keras_model))
         try:
             self._frozen = convert_variables_to_constants_v2(fn)
         except Exception as exc:  # noqa: BLE001 - TF raises many types here
             raise ModelLoadError(f"cannot freeze the model's variables: {exc}") from exc
         return self._frozen
+
+    @property
+    def output_names(self) -> list[str]:
+        """The source's output names in the order of the frozen function's (and so the converted model's) outputs:
+        Keras ``output_names`` for a list, sorted keys for a dict (TF flattens dicts by key)."""
+        self.concrete_function()
+        return list(self._output_names)
+
+    @property
+    def io_names(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """(inputs as (name, argument name the converter sees), output names), for :func:`signature.name_io`."""
+        return [(s.name, _arg_name(s.name, i)) for i, s in enumerate(self.inputs)], self.output_names
 
     def float_parameters(self) -> int:
         """How many floating-point parameters the model has (trainable and not: batch-norm statistics count, the
@@ -176,6 +190,30 @@ class LoadedModel:
                 ys = [y[k] for k in sorted(y)]
             outs.append([np.asarray(t) for t in ys])
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+
+def _keras_output_names(model) -> list[str] | None:
+    """Functional models (both Keras versions) name their outputs; a Keras 3 Sequential does not, so its outputs
+    are named after the layers that make them."""
+    if model is None:
+        return None
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    try:
+        return [t._keras_history.operation.name for t in model.outputs]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _output_names(structured: Any, keras_names: list[str] | None) -> list[str]:
+    if isinstance(structured, dict):
+        return [str(k) for k in sorted(structured)]
+    flat = list(structured) if isinstance(structured, (list, tuple)) else [structured]
+    names = [str(n) for n in (keras_names or [])]
+    if len(names) != len(flat) or len(set(names)) != len(names):
+        names = [f"output_{j}" for j in range(len(flat))]
+    return names
 
 
 def _arg_name(name: str, i: int) -> str:
@@ -279,6 +317,8 @@ def _load_qat(p: Path):
                              hint="install it with: pip install 'edgekit[convert]'") from None
     with tfmot.quantization.keras.quantize_scope():
         try:
+            if zipfile.is_zipfile(p):
+                return _load_qat_archive(p, tf_keras)
             return tf_keras.models.load_model(p, compile=False)
         except Exception as exc:  # noqa: BLE001
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -286,6 +326,57 @@ def _load_qat(p: Path):
                                  f"file ({first})",
                                  hint="re-save the QAT model as .h5 (model.save('m.h5')) or as a SavedModel "
                                       "directory (model.export('m')), and convert that") from exc
+
+
+def _load_qat_archive(p: Path, tf_keras):
+    """A tfmot QAT model from a ``.keras`` archive (under tfmot's quantize scope).
+
+    tf_keras's loader refuses it: rebuilt from its config, a ``QuantizeLayer`` holds 5 variables (its min/max twice)
+    while the file holds 3, and a ``QuantizeWrapperV2`` holds 6 while the file holds 8 (the wrapped layer's kernel and
+    bias first). So the model is rebuilt from ``config.json`` and each layer's saved variables are matched to its own
+    by their common tail, shape by shape; a variable before that tail takes the value of the matched variable of the
+    same name (QuantizeLayer's duplicate min/max). Any other mismatch is an error."""
+    with zipfile.ZipFile(p) as z:
+        config = json.loads(z.read("config.json"))
+    model = tf_keras.saving.deserialize_keras_object(config)
+    layers: list = []
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack += [x for x in (getattr(layer, "layer", None), *getattr(layer, "layers", ())) if x is not None]
+    for layer in layers:
+        layer.load_own_variables = _tail_loader(layer)  # this instance only, for the load below
+    try:
+        model.load_weights(str(p))
+    finally:
+        for layer in layers:
+            del layer.load_own_variables
+    return model
+
+
+def _tail_loader(layer):
+    def load_own_variables(store) -> None:
+        own = layer._trainable_weights + layer._non_trainable_weights
+        saved = [np.asarray(store[str(i)]) for i in range(len(store.keys()))]
+        k = min(len(own), len(saved))
+        by_name: dict[str, np.ndarray] = {}
+        for var, value in zip(own[len(own) - k:], saved[len(saved) - k:]):
+            if tuple(var.shape) != value.shape:
+                raise ValueError(f"layer '{layer.name}': saved variable of shape {value.shape} for "
+                                 f"{var.name} {tuple(var.shape)}")
+            var.assign(value)
+            by_name[_base_name(var.name)] = value
+        for var in own[:len(own) - k]:
+            same = by_name.get(_base_name(var.name))
+            if same is None or tuple(var.shape) != same.shape:
+                raise ValueError(f"layer '{layer.name}': no saved value for {var.name}")
+            var.assign(same)
+    return load_own_variables
+
+
+def _base_name(name: str) -> str:
+    return name.split("/")[-1].split(":")[0]
 
 
 def _load_savedmodel(p: Path, fmt: SourceFormat, sha: str, size: int) -> LoadedModel:

@@ -25,6 +25,7 @@ from .layer_names import keras_layers
 from .loading import LoadedModel, load_model
 from .modes import MODES, TARGETS, Plan, resolve
 from .output import Staging
+from .signature import name_io
 from .tflite import convert as tfl_convert
 from .tflite import representative, versions
 
@@ -157,7 +158,7 @@ class Converter:
         steps = len(calib) if (calib and mode.needs_calibration) else 1  # calibration samples, or one step
         task = self._task(f"convert {plan.mode}", total=steps)
         dataset = representative(calib.arrays, self._tick(task)) if mode.needs_calibration else None
-        blob = tfl_convert(model, plan, dataset)
+        blob = name_io(tfl_convert(model, plan, dataset), *model.io_names)
         self.progress.update(task, completed=steps)
         self.timings["convert_s"] = time.perf_counter() - t0
         evaluate._interpreter(blob, mode=plan.mode)  # reload before anything reports success
@@ -169,6 +170,7 @@ class Converter:
             source_agreement = self._source_agreement(model, eval_ds, reference)
             if o.max_accuracy_drop is not None:
                 blob, acc, fb, budget_met = self._fallback(model, plan, calib, eval_ds, reference, blob, acc)
+                blob = name_io(blob, *model.io_names)  # the fallback's models come from the quantizer unnamed
             if source_agreement is not None:
                 acc = {**acc, "source_float_agreement": source_agreement}
         elif o.max_accuracy_drop is not None:

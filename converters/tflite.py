@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Callable, Iterable
 
@@ -81,6 +82,7 @@ def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, 
     per output channel (the converter's ``_experimental_disable_per_channel``): a clustered layer's N shared
     centroids then stay N int8 values in the whole tensor, instead of up to N different values per channel.
     """
+    model = int16_source(model, plan)
     with quiet_absl():
         conv = make_converter(model, plan, dataset)
     if per_tensor:
@@ -97,6 +99,31 @@ def convert(model: LoadedModel, plan: Plan, dataset: Callable | None = None, *, 
         first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else type(exc).__name__)
         raise ConverterFailed(f"TFLiteConverter failed in mode {plan.mode}: {first[:400]}",
                               hint=hint_for(str(exc), plan.mode)) from exc
+
+
+def int16_source(model: LoadedModel, plan: Plan) -> LoadedModel:
+    """The model to convert for ``plan``: for int16x8 of a Keras 3 model with integer inputs, its tf_keras twin.
+
+    Keras 3's Embedding wraps negative token ids (LESS, ADD, SELECT on the int32 input before the GATHER), and
+    TensorFlow 2.21's 16x8 quantizer wants calibration ranges for that integer ADD, which it never records ("Max and
+    min for dynamic tensors ... Failed for tensor tokens"). tf_keras's Embedding gathers directly, so its twin (same
+    layers and weights, :mod:`converters.keras_bridge`, checked to give the same outputs) converts. A model the
+    bridge cannot rebuild is converted as it is, and fails with that message and its hint.
+    """
+    if plan.mode != "int16x8" or model.keras_model is None or not any(
+            s.dtype.startswith(("int", "uint")) for s in model.inputs):
+        return model
+    from .keras_bridge import is_tf_keras, to_tf_keras
+
+    if is_tf_keras(model.keras_model):
+        return model
+    from .errors import KerasBridgeError
+
+    try:
+        twin = to_tf_keras(model.keras_model)
+    except KerasBridgeError:
+        return model
+    return dataclasses.replace(model, keras_model=twin, _frozen=None, _output_names=[])
 
 
 def versions() -> dict[str, str]:
