@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.tflite_model import ModelInfo, TensorInfo, inspect_tflite
+from edgekit.tflite_model import ModelInfo, TensorInfo, inspect_tflite, weight_tensors
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16,
@@ -52,35 +52,20 @@ def tensor_values(data: bytes, info: ModelInfo, t: TensorInfo) -> np.ndarray | N
     return np.frombuffer(raw, dtype)
 
 
-def _producer(sg, tensor_index: int):
-    return next((op for op in sg.ops if tensor_index in op.outputs), None)
-
-
 def layer_weights(data: bytes) -> list[dict[str, Any]]:
     """One row per weight op of the main subgraph, in graph order."""
     info = inspect_tflite(data)
-    sg = info.main
     rows = []
-    for op in sg.ops:
-        if op.opcode not in WEIGHT_OPS or len(op.inputs) < 2:
-            continue
-        t = sg.tensors[op.inputs[1]]
-        encoding = "dense"
+    for w in weight_tensors(info, WEIGHT_OPS, main_only=True):
+        t, src = w.tensor, w.stored
         size = int(np.prod(t.shape)) if t.shape else 0
-        src = t
-        values = tensor_values(data, info, t)
-        if values is None:  # DENSIFY (sparse weights) or DEQUANTIZE (fp16 weights) feeds the op
-            prod = _producer(sg, op.inputs[1])
-            if prod is not None and prod.inputs:
-                src = sg.tensors[prod.inputs[0]]
-                values = tensor_values(data, info, src)
-                if prod.opcode == "DENSIFY" or src.sparse:
-                    encoding = "sparse"
+        values = tensor_values(data, info, src)
         if values is None:
             continue
-        row: dict[str, Any] = {"op": op.opcode, "index": op.index, "tensor": t.name, "type": src.type,
+        encoding = "sparse" if w.sparse else "dense"
+        row: dict[str, Any] = {"op": w.op.opcode, "index": w.op.index, "tensor": t.name, "type": src.type,
                                "shape": list(t.shape), "params": size, "encoding": encoding,
-                               "stored_bytes": info.buffer_sizes[src.buffer]}
+                               "stored_bytes": w.stored_bytes}
         if encoding == "sparse":
             nonzero = int(np.count_nonzero(values))
             row["sparsity"] = round(1.0 - nonzero / size, 6) if size else 0.0
@@ -92,7 +77,7 @@ def layer_weights(data: bytes) -> list[dict[str, Any]]:
             values = values[:size]
             row["sparsity"] = round(_zero_fraction(values, t, zero, zps), 6)
             row["unique"] = int(len(np.unique(values)))
-            row["max_unique_per_channel"] = _max_unique_per_channel(values, t, op.opcode)
+            row["max_unique_per_channel"] = _max_unique_per_channel(values, t, w.op.opcode)
         rows.append(row)
     return rows
 
