@@ -25,6 +25,7 @@ from edgekit.errors import UsageError
 
 from . import pareto
 from .budget import Budget, parse_budget
+from .data_args import check_data_args
 from .errors import SearchBudgetError, TrainingDataError
 from .estimate import Layer, estimate
 from .space import Candidate, build_space
@@ -122,6 +123,7 @@ def check(o: SearchOptions) -> tuple[Budget, float | None]:
         if not spec:
             raise TrainingDataError(f"the budget search needs {what} data",
                                     hint="--train calibrates and fine-tunes, --eval measures every candidate")
+    check_data_args({"--train": o.train, "--val": o.val, "--eval": o.eval})
     if o.output is None:
         raise UsageError("the budget search needs -o DIR for the chosen model, search.json and the plot")
     from ..output import Staging

@@ -1,0 +1,20 @@
+"""Checks of the ``--train``/``--val``/``--eval`` arguments that need no TensorFlow: a data file or directory that
+does not exist is refused, naming its option, before the model and TensorFlow load. Pure path checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..calibration import GENERATOR_RE
+from .errors import TrainingDataError
+
+
+def check_data_args(specs: dict[str, str | None]) -> None:
+    """``{"--train": spec, ...}``: raise :class:`TrainingDataError` for the first spec that names no existing file
+    or directory and is not a ``module:function`` generator."""
+    for option, spec in specs.items():
+        if not spec or Path(spec).exists() or GENERATOR_RE.match(str(spec)):
+            continue
+        raise TrainingDataError(f"{option} data {spec} does not exist",
+                                hint=f"check the path; {option} takes an .npz/.npy file (x, and y labels), an image "
+                                     "directory, or module:function")
