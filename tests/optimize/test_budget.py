@@ -91,6 +91,13 @@ def test_size_estimate_is_weights_times_dtype_plus_biases():
     assert estimate(LAYERS, "int8", "int4:fc+conv").bytes == W // 2 + 4 * 58
 
 
+def test_int4_with_a_layers_regex_is_still_a_lower_bound():
+    """A regex may match every Dense layer, so its estimate may not exceed int4:fc's (it used to count them int8 and
+    could prune a candidate that fits)."""
+    assert estimate(LAYERS, "int8", "int4:fc:layers=.*").bytes <= estimate(LAYERS, "int8", "int4:fc").bytes
+    assert estimate(LAYERS, "int8", "int4:fc:layers=fc").gzip_bytes <= estimate(LAYERS, "int8", "int4:fc").gzip_bytes
+
+
 def test_separable_estimate_follows_the_recipes_rule():
     est = estimate(LAYERS, "int8", "separable")
     # c1 has 1 input channel (< min_in 8): kept; c2 becomes 3x3x16 depthwise + 16x32 pointwise
