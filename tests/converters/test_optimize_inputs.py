@@ -48,6 +48,8 @@ def test_chain_parses_in_order_and_names_the_qat_scheme():
     ("qat:fast", "takes no options"),
     ("prune:0.5,prune:0.6", "appears twice"),
     ("distill:t=0", "must be above 0"),
+    ("distill:t=nan", "must be above 0 and finite"),
+    ("distill:t=inf", "must be above 0 and finite"),
     ("distill:alpha=2", "outside [0, 1]"),
     ("distill:beta=1", "unknown option"),
     ("prune:0.5,,qat", "empty recipe"),
