@@ -152,6 +152,7 @@ class Search:
         o = self.o
         t_start = time.monotonic()
         budget, limit = check(o)
+        self.cache.check()
         self.cache.sweep()
         vers = versions()
         hashes = {"model": hash_file(o.model), "train": hash_data(o.train), "val": hash_data(o.val),
