@@ -151,7 +151,8 @@ class Optimizer(Converter):
         seed_everything(o.seed)
         self._check_steps(chain)
 
-        calib = train.take(slice(0, min(len(train), o.calibration_samples))) if train is not None else eval_ds
+        first = train if train is not None else eval_ds  # int4 alone needs no --train: calibrate on --eval
+        calib = first.take(slice(0, min(len(first), o.calibration_samples)))
         self.calib = calib
         measures = self.cluster is None or self.cluster.chief  # other workers only train
         reference = self._reference(src, eval_ds) if measures else None
