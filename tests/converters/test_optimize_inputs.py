@@ -52,6 +52,8 @@ def test_chain_parses_in_order_and_names_the_qat_scheme():
     ("distill:t=inf", "must be above 0 and finite"),
     ("distill:alpha=2", "outside [0, 1]"),
     ("distill:beta=1", "unknown option"),
+    ("separable:min_in=0", "separable min_in=0 must be at least 1"),
+    ("separable:max_cost=1.5", "separable max_cost=1.5 must be in (0, 1]"),
     ("prune:0.5,,qat", "empty recipe"),
     ("int4:depthwise", "cannot take int4 weights"),
     ("int4:fc+conv:block=32", "blockwise int4 works on FULLY_CONNECTED"),
@@ -62,6 +64,7 @@ def test_bad_chains_are_refused(text, message):
     with pytest.raises(Exception) as info:
         parse_chain(text)
     assert message in info.value.one_line() and "\n" not in info.value.one_line()
+    assert "edgekit convert --help" not in info.value.one_line()  # the hint names optimize's own options
     assert info.value.exit_code == 2
 
 
