@@ -317,7 +317,7 @@ def _parse_model(buf: bytes) -> ModelInfo:
     return ModelInfo(root.scalar(0, "I", 0), root.string(3), subgraphs, buffer_sizes, len(buf), buffer_spans)
 
 
-# --- weight tensors ----------------------------------------------------------------------------------------------------
+# --- weight tensors ---------------------------------------------------------------------------------------------------
 
 # ops whose input 1 is a weight (kernel, rhs or embedding table)
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "EMBEDDING_LOOKUP")

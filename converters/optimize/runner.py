@@ -93,6 +93,8 @@ def resolve_plan(chain: Chain, mode: str | None, io: str | None) -> Plan:
 class Optimizer(Converter):
     """One optimization run; reuses the converter's measuring and writing (``_reference``, ``_measure``, ``_write``)."""
 
+    opts: OptimizeOptions  # type: ignore[assignment]  # the converter's helpers read the fields both option types share
+
     def __init__(self, opts: OptimizeOptions, progress=None):
         super().__init__(opts, progress)
         self.model = None  # the tf_keras model the recipes transform
@@ -124,7 +126,7 @@ class Optimizer(Converter):
         plan = resolve_plan(chain, o.mode, o.io)
         _check_numbers(o)
         self.cluster = parse_workers(o.workers, o.worker_index)
-        names = _names(o)
+        names = _names(o)  # type: ignore[arg-type]  # reads name, version and key, which both option types have
         writes = o.output is not None and (self.cluster is None or self.cluster.chief)
         staging = Staging(o.output, list(names.values()), o.force) if writes else None
         if staging:

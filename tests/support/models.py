@@ -54,7 +54,7 @@ def _train(out: Path, meta: Path, epochs: int, seed: int, legacy: bool, width: i
 
 
 def to_tflite(keras_path: str | os.PathLike, mode: str = "fp32", calibration: np.ndarray | None = None) -> bytes:
-    """Convert with the plain TFLiteConverter: fp32, fp16 (weights), or int8 (full integer, int8 I/O, batch fixed to 1)."""
+    """Convert with the plain TFLiteConverter: fp32, fp16 weights, or int8 (full integer, int8 I/O, batch 1)."""
     import keras
     import tensorflow as tf
 
