@@ -25,7 +25,7 @@ from ..output import Staging
 from ..pipeline import Converter, Result, _names
 from ..tflite import representative, versions
 from . import measure, models
-from .data_args import check_data_args
+from .data_args import check_data_args, check_model_args
 from .errors import RecipeError, TrainingDataError
 from .fit import FitConfig, probabilities, seed_everything, steps_per_epoch
 from .recipes import RECIPES, Chain, parse_chain
@@ -138,6 +138,7 @@ class Optimizer(Converter):
             raise TrainingDataError("--eval data is needed to measure the result against float and plain int8",
                                     hint="pass --eval data.npz (x and y)")
         check_data_args({"--train": o.train, "--val": o.val, "--eval": o.eval})
+        check_model_args({"--teacher": o.teacher, "--student": o.student})
 
         # a multi-worker strategy must exist before any other TensorFlow op runs in this process
         self.strategy, strategy_info = make_strategy(self.cluster) if chain.trains else (None, {"name": "none"})

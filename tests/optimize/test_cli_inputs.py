@@ -38,3 +38,20 @@ def test_missing_data_file_names_its_option_before_tensorflow(tmp_path, form, op
     assert len(lines) == 2 and lines[0].startswith(f"edgekit: error: {option} data ") and "missing.npz" in lines[0]
     assert "does not exist" in lines[0] and "--calibration" not in lines[0], lines
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("option", ["--teacher", "--student"])
+def test_missing_teacher_or_student_names_its_option_before_tensorflow(tmp_path, option):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read before the model arguments are checked")
+    data = tmp_path / "d.npz"
+    data.write_bytes(b"")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CODE, "optimize", str(model), "--recipe", "distill", "--train",
+                           str(data), "--eval", str(data), option, str(tmp_path / "gone.keras"), "-o", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == ExitCode.ERROR, proc.stderr  # ModelLoadError, as for a missing MODEL
+    assert lines[-1] == "noTF", lines
+    assert len(lines) == 2 and lines[0].startswith(f"edgekit: error: {option} model ") and "gone.keras" in lines[0]
+    assert not out.exists()
