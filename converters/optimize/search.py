@@ -115,6 +115,8 @@ def check(o: SearchOptions) -> tuple[Budget, float | None]:
         raise UsageError("the budget sets no limit", hint="give at least one of size, gzip, latency_p95, "
                                                           "accuracy_drop")
     limit = None if o.time_limit is None else parse_duration(o.time_limit, "--time-limit")
+    if limit is not None and limit <= 0:
+        raise UsageError(f"--time-limit {o.time_limit} starts no trial at all", hint="give a time above 0, e.g. 10m")
     if o.max_trials is not None and o.max_trials < 1:
         raise UsageError(f"--max-trials {o.max_trials} must be at least 1")
     if budget.latency_p95 is not None and o.runs < 1:

@@ -45,6 +45,7 @@ def snapshot(d: Path) -> dict[str, bytes]:
     (["--budget", "size<=1MB", "--mode", "fp16"], "--mode cannot be combined with --budget"),
     (["--recipe", "qat", "--max-trials", "3"], "apply to --budget"),
     (["--budget", "size<=1MB", "--time-limit", "soon"], "invalid --time-limit"),
+    (["--budget", "size<=1MB", "--time-limit", "0"], "--time-limit 0 starts no trial at all"),
 ])
 def test_bad_budget_is_one_line_exit_2_and_leaves_output_untouched(setup, extra, fragment):
     model, data, out = setup
