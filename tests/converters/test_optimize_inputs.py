@@ -248,6 +248,20 @@ def test_help_lists_every_option_of_the_docs():
     assert [o for o in documented if o not in options] == []
 
 
+def test_help_names_every_recipe_option_of_the_docs():
+    """Each ``[:key`` of the recipe table in docs/optimize.md (e.g. separable's ``[:head]``) is in --recipe's help."""
+    import re
+
+    r = CliRunner().invoke(cli, ["optimize", "--help"])
+    doc = (__import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "optimize.md").read_text()
+    lines = [line.replace("\\|", "/") for line in doc.splitlines() if line.startswith("| `")]  # \| is a literal |
+    rows = [line.split("|")[1] for line in lines if ":" in line.split("|")[1]]
+    keys = sorted({k for row in rows for k in re.findall(r"\[:([a-z_]+)", row)})
+    assert {"head", "min_in", "block"} <= set(keys)
+    flat = "".join(r.output.split())
+    assert [k for k in keys if f"[:{k}" not in flat] == []
+
+
 # -- training data in every form ----------------------------------------------------------------------------------
 
 
