@@ -33,7 +33,7 @@ from .trials import TrialCache, default_cache_dir, hash_data, hash_file, trial_k
 
 SCHEMA_VERSION = 1
 NEAREST = 3
-# the options that change a fine-tuned trial's result (a plain conversion depends only on the last five)
+# the options that change a fine-tuned trial's result (a conversion or int4 alone depends only on the last five)
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "seed")
 CONVERT_OPTIONS = ("scale", "offset", "calibration_samples", "threads", "runs")
 
@@ -199,7 +199,7 @@ class Search:
     def _plan(self, cand: Candidate, budget: Budget, layers, hashes, vers) -> dict[str, Any]:
         o = self.o
         est = estimate(layers, cand.conversion_mode, cand.recipe)
-        options = {k: getattr(o, k) for k in CONVERT_OPTIONS + (TRAINING_OPTIONS if cand.recipe else ())}
+        options = {k: getattr(o, k) for k in CONVERT_OPTIONS + (TRAINING_OPTIONS if cand.trains else ())}
         data = {k: hashes[k] for k in ("model", "train", "eval")} | ({"val": hashes["val"]} if cand.trains else {})
         key = trial_key({"candidate": {k: v for k, v in cand.to_dict().items() if k != "label"}, "data": data,
                          "options": options, "versions": vers})
