@@ -75,7 +75,7 @@ def layer_weights(data: bytes) -> list[dict[str, Any]]:
             zero = src.zero_point[0] if (src.zero_point and src.type in ("INT8", "UINT8", "INT16", "INT4")) else 0
             zps = np.asarray(src.zero_point) if len(src.zero_point) > 1 else None
             values = values[:size]
-            row["sparsity"] = round(_zero_fraction(values, t, zero, zps), 6)
+            row["sparsity"] = round(_zero_fraction(values, t, zero, zps, src.quantized_dimension), 6)
             row["unique"] = int(len(np.unique(values)))
             row["max_unique_per_channel"] = _max_unique_per_channel(values, t, w.op.opcode)
         rows.append(row)
@@ -90,9 +90,16 @@ def _channels(values: np.ndarray, t: TensorInfo, opcode: str) -> np.ndarray:
     return shaped.reshape(shaped.shape[0], -1)
 
 
-def _zero_fraction(values: np.ndarray, t: TensorInfo, zero: int, zps: np.ndarray | None) -> float:
+def _zero_fraction(values: np.ndarray, t: TensorInfo, zero: int, zps: np.ndarray | None, axis: int = 0) -> float:
+    """The fraction of stored values equal to their zero point: one per tensor, or one per channel along ``axis``
+    (the tensor's quantized_dimension) when the zero points differ between channels."""
     if values.size == 0:
         return 0.0
+    if zps is not None and t.shape and 0 <= axis < len(t.shape) and len(zps) == t.shape[axis] \
+            and values.size == int(np.prod(t.shape)):
+        shape = [1] * len(t.shape)
+        shape[axis] = len(zps)
+        return float(np.mean(values.reshape(t.shape) == zps.reshape(shape)))
     return float(np.mean(values == zero))
 
 
