@@ -76,4 +76,3 @@ def test_weight_tensors_match_litert(mode, digits):
             assert w.via is None and w.stored is w.tensor
         assert not w.sparse
     assert weight_tensors(info, ("FULLY_CONNECTED",), main_only=True) == found[3:]
-
