@@ -315,3 +315,48 @@ def _parse_model(buf: bytes) -> ModelInfo:
     if not subgraphs:
         raise NotTFLiteError("TFLite model has no subgraph")
     return ModelInfo(root.scalar(0, "I", 0), root.string(3), subgraphs, buffer_sizes, len(buf), buffer_spans)
+
+
+# --- weight tensors ---------------------------------------------------------------------------------------------------
+
+# ops whose input 1 is a weight (kernel, rhs or embedding table)
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "EMBEDDING_LOOKUP")
+# ops that turn a stored constant into the weight an op reads: fp16/int4 weight-only storage, sparse encodings
+STORAGE_OPS = ("DEQUANTIZE", "DENSIFY")
+
+
+@dataclass(frozen=True)
+class WeightTensor:
+    """The weight (input 1) of one op, and the constant that stores it."""
+
+    subgraph: int
+    op: OpInfo
+    tensor: TensorInfo  # the op's input as the op reads it
+    stored: TensorInfo  # the constant holding the bytes: ``tensor``, or the input of the DEQUANTIZE/DENSIFY feeding it
+    via: str | None  # "DEQUANTIZE" or "DENSIFY" when ``stored`` reaches the op through that op, else None
+    stored_bytes: int  # size of ``stored``'s buffer
+
+    @property
+    def sparse(self) -> bool:
+        """The stored buffer holds a sparse encoding (XNNPACK sparsity, read through DENSIFY)."""
+        return self.via == "DENSIFY" or self.stored.sparse
+
+
+def weight_tensors(info: ModelInfo, ops: tuple[str, ...] = WEIGHT_OPS, *,
+                   main_only: bool = False) -> list[WeightTensor]:
+    """The weight tensor of every op in ``ops``, in subgraph and graph order, following a DEQUANTIZE or DENSIFY
+    that feeds it back to the constant that stores it. Ops without a weight input are left out."""
+    out = []
+    for s, sg in enumerate(info.subgraphs[:1] if main_only else info.subgraphs):
+        producer = {t: op for op in sg.ops for t in op.outputs}
+        for op in sg.ops:
+            if op.opcode not in ops or len(op.inputs) < 2 or not 0 <= op.inputs[1] < len(sg.tensors):
+                continue
+            tensor = stored = sg.tensors[op.inputs[1]]
+            src = producer.get(op.inputs[1])
+            via = None
+            if src is not None and src.opcode in STORAGE_OPS and src.inputs and 0 <= src.inputs[0] < len(sg.tensors):
+                stored, via = sg.tensors[src.inputs[0]], src.opcode
+            size = info.buffer_sizes[stored.buffer] if 0 <= stored.buffer < len(info.buffer_sizes) else 0
+            out.append(WeightTensor(s, op, tensor, stored, via, size))
+    return out

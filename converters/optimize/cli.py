@@ -17,8 +17,8 @@ from ..cli import IO_NAMES, MODE_NAMES, bundle_options
 
 RECIPE_HELP = ("Comma-separated recipes, applied in the order separable, distill, prune, cluster, qat, (convert), "
                "int4: prune:S | prune:M:N | prune:...:xnnpack | cluster:N | qat | distill[:t=T][:alpha=A] | "
-               "separable[:min_in=C][:max_cost=R] | int4[:fc|conv|fc+conv][:block=B][:layers=RE][:act=dynamic|int8]"
-               "[:others=int8|float].")
+               "separable[:min_in=C][:max_cost=R][:head] | "
+               "int4[:fc|conv|fc+conv][:block=B][:layers=RE][:act=dynamic|int8][:others=int8|float].")
 
 
 @click.command("optimize")

@@ -93,7 +93,8 @@ def estimate(layers: list[Layer], mode: str, recipe: str | None = None) -> Estim
         p = params["int4"]
         # int4 on the float model; the other weights int8 (others=int8) or float, biases float32
         mode = "int8" if p.get("others", "int8") == "int8" else "fp32"
-        int4_ops = tuple(p["ops"]) if p.get("layers") is None else ()  # a regex subset: not assumed
+        # a layers regex may match every op of these kinds: a lower bound assumes it does
+        int4_ops = tuple(p["ops"])
     sparsity = float(params["prune"]["sparsity"]) if "prune" in params else 0.0
     clusters = params["cluster"]["clusters"] if "cluster" in params else None
     total_bytes = 0.0

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import NotTFLiteError
-from edgekit.tflite_model import inspect_tflite
+from edgekit.tflite_model import WEIGHT_OPS, inspect_tflite, weight_tensors
 
 from ..errors import CalibrationError, ConversionError, OptionError
 
 INT4_OPS = ("FULLY_CONNECTED", "CONV_2D")
 INT8_ONLY_OPS = ("DEPTHWISE_CONV_2D",)
-WEIGHT_OPS = INT4_OPS + INT8_ONLY_OPS + ("TRANSPOSE_CONV", "BATCH_MATMUL", "EMBEDDING_LOOKUP")
 BLOCK_SIZES = (32, 64, 128, 256)
 _OP_ALIASES = {"fc": "FULLY_CONNECTED", "dense": "FULLY_CONNECTED", "fully_connected": "FULLY_CONNECTED",
                "conv": "CONV_2D", "conv2d": "CONV_2D", "conv_2d": "CONV_2D",
@@ -148,23 +147,9 @@ class Int4Result:
 
 def weight_types(model: bytes) -> list[WeightType]:
     """The weight tensor (input 1) of every op in :data:`WEIGHT_OPS`, read with edgekit's flatbuffer reader."""
-    info = inspect_tflite(model)
-    out = []
-    for sg in info.subgraphs:
-        producer = {t: op for op in sg.ops for t in op.outputs}
-        for op in sg.ops:
-            if op.opcode not in WEIGHT_OPS or len(op.inputs) < 2 or op.inputs[1] < 0:
-                continue
-            k = op.inputs[1]
-            t = sg.tensors[k]
-            src = producer.get(k)
-            dequantized = src is not None and src.opcode == "DEQUANTIZE"
-            if dequantized:
-                t = sg.tensors[src.inputs[0]]
-            size = info.buffer_sizes[t.buffer] if 0 <= t.buffer < len(info.buffer_sizes) else 0
-            out.append(WeightType(op.index, op.opcode, t.name, t.type, list(t.shape), size, len(t.scale),
-                                  t.block_size, dequantized))
-    return out
+    return [WeightType(w.op.index, w.op.opcode, w.stored.name, w.stored.type, list(w.stored.shape), w.stored_bytes,
+                       len(w.stored.scale), w.stored.block_size, w.via == "DEQUANTIZE")
+            for w in weight_tensors(inspect_tflite(model), WEIGHT_OPS)]
 
 
 def type_histogram(weights: list[WeightType]) -> dict[str, int]:

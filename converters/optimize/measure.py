@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.tflite_model import ModelInfo, TensorInfo, inspect_tflite
+from edgekit.tflite_model import ModelInfo, TensorInfo, inspect_tflite, weight_tensors
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16,
@@ -52,35 +52,20 @@ def tensor_values(data: bytes, info: ModelInfo, t: TensorInfo) -> np.ndarray | N
     return np.frombuffer(raw, dtype)
 
 
-def _producer(sg, tensor_index: int):
-    return next((op for op in sg.ops if tensor_index in op.outputs), None)
-
-
 def layer_weights(data: bytes) -> list[dict[str, Any]]:
     """One row per weight op of the main subgraph, in graph order."""
     info = inspect_tflite(data)
-    sg = info.main
     rows = []
-    for op in sg.ops:
-        if op.opcode not in WEIGHT_OPS or len(op.inputs) < 2:
-            continue
-        t = sg.tensors[op.inputs[1]]
-        encoding = "dense"
+    for w in weight_tensors(info, WEIGHT_OPS, main_only=True):
+        t, src = w.tensor, w.stored
         size = int(np.prod(t.shape)) if t.shape else 0
-        src = t
-        values = tensor_values(data, info, t)
-        if values is None:  # DENSIFY (sparse weights) or DEQUANTIZE (fp16 weights) feeds the op
-            prod = _producer(sg, op.inputs[1])
-            if prod is not None and prod.inputs:
-                src = sg.tensors[prod.inputs[0]]
-                values = tensor_values(data, info, src)
-                if prod.opcode == "DENSIFY" or src.sparse:
-                    encoding = "sparse"
+        values = tensor_values(data, info, src)
         if values is None:
             continue
-        row: dict[str, Any] = {"op": op.opcode, "index": op.index, "tensor": t.name, "type": src.type,
+        encoding = "sparse" if w.sparse else "dense"
+        row: dict[str, Any] = {"op": w.op.opcode, "index": w.op.index, "tensor": t.name, "type": src.type,
                                "shape": list(t.shape), "params": size, "encoding": encoding,
-                               "stored_bytes": info.buffer_sizes[src.buffer]}
+                               "stored_bytes": w.stored_bytes}
         if encoding == "sparse":
             nonzero = int(np.count_nonzero(values))
             row["sparsity"] = round(1.0 - nonzero / size, 6) if size else 0.0
@@ -90,9 +75,9 @@ def layer_weights(data: bytes) -> list[dict[str, Any]]:
             zero = src.zero_point[0] if (src.zero_point and src.type in ("INT8", "UINT8", "INT16", "INT4")) else 0
             zps = np.asarray(src.zero_point) if len(src.zero_point) > 1 else None
             values = values[:size]
-            row["sparsity"] = round(_zero_fraction(values, t, zero, zps), 6)
+            row["sparsity"] = round(_zero_fraction(values, t, zero, zps, src.quantized_dimension), 6)
             row["unique"] = int(len(np.unique(values)))
-            row["max_unique_per_channel"] = _max_unique_per_channel(values, t, op.opcode)
+            row["max_unique_per_channel"] = _max_unique_per_channel(values, t, w.op.opcode)
         rows.append(row)
     return rows
 
@@ -105,9 +90,16 @@ def _channels(values: np.ndarray, t: TensorInfo, opcode: str) -> np.ndarray:
     return shaped.reshape(shaped.shape[0], -1)
 
 
-def _zero_fraction(values: np.ndarray, t: TensorInfo, zero: int, zps: np.ndarray | None) -> float:
+def _zero_fraction(values: np.ndarray, t: TensorInfo, zero: int, zps: np.ndarray | None, axis: int = 0) -> float:
+    """The fraction of stored values equal to their zero point: one per tensor, or one per channel along ``axis``
+    (the tensor's quantized_dimension) when the zero points differ between channels."""
     if values.size == 0:
         return 0.0
+    if zps is not None and t.shape and 0 <= axis < len(t.shape) and len(zps) == t.shape[axis] \
+            and values.size == int(np.prod(t.shape)):
+        shape = [1] * len(t.shape)
+        shape[axis] = len(zps)
+        return float(np.mean(values.reshape(t.shape) == zps.reshape(shape)))
     return float(np.mean(values == zero))
 
 

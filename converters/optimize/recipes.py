@@ -8,6 +8,7 @@ What a recipe does at run time lives in its ``apply`` (which imports the trainin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -178,8 +179,8 @@ class Distill(Recipe):
         kw = _keywords(spec, args, {"t": "temperature", "alpha": "hard-label weight"}, self.usage)
         t = _float(kw.get("t", str(self.DEFAULTS["temperature"])), "temperature", spec, self.usage)
         alpha = _float(kw.get("alpha", str(self.DEFAULTS["alpha"])), "alpha", spec, self.usage)
-        if t <= 0:
-            raise RecipeError(f"temperature {t} in {spec!r} must be above 0", hint="e.g. distill:t=4")
+        if not (math.isfinite(t) and t > 0):  # nan or inf would make every soft target nan or uniform
+            raise RecipeError(f"temperature {t} in {spec!r} must be above 0 and finite", hint="e.g. distill:t=4")
         if not 0.0 <= alpha <= 1.0:
             raise RecipeError(f"alpha {alpha} in {spec!r} is outside [0, 1]", hint="e.g. distill:alpha=0.1")
         return Step(self.name, spec, {"temperature": t, "alpha": alpha})

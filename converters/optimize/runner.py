@@ -25,6 +25,7 @@ from ..output import Staging
 from ..pipeline import Converter, Result, _names
 from ..tflite import representative, versions
 from . import measure, models
+from .data_args import check_data_args, check_model_args
 from .errors import RecipeError, TrainingDataError
 from .fit import FitConfig, probabilities, seed_everything, steps_per_epoch
 from .recipes import RECIPES, Chain, parse_chain
@@ -92,6 +93,8 @@ def resolve_plan(chain: Chain, mode: str | None, io: str | None) -> Plan:
 class Optimizer(Converter):
     """One optimization run; reuses the converter's measuring and writing (``_reference``, ``_measure``, ``_write``)."""
 
+    opts: OptimizeOptions  # type: ignore[assignment]  # the converter's helpers read the fields both option types share
+
     def __init__(self, opts: OptimizeOptions, progress=None):
         super().__init__(opts, progress)
         self.model = None  # the tf_keras model the recipes transform
@@ -123,7 +126,7 @@ class Optimizer(Converter):
         plan = resolve_plan(chain, o.mode, o.io)
         _check_numbers(o)
         self.cluster = parse_workers(o.workers, o.worker_index)
-        names = _names(o)
+        names = _names(o)  # type: ignore[arg-type]  # reads name, version and key, which both option types have
         writes = o.output is not None and (self.cluster is None or self.cluster.chief)
         staging = Staging(o.output, list(names.values()), o.force) if writes else None
         if staging:
@@ -134,6 +137,8 @@ class Optimizer(Converter):
         if not o.eval:
             raise TrainingDataError("--eval data is needed to measure the result against float and plain int8",
                                     hint="pass --eval data.npz (x and y)")
+        check_data_args({"--train": o.train, "--val": o.val, "--eval": o.eval})
+        check_model_args({"--teacher": o.teacher, "--student": o.student})
 
         # a multi-worker strategy must exist before any other TensorFlow op runs in this process
         self.strategy, strategy_info = make_strategy(self.cluster) if chain.trains else (None, {"name": "none"})
@@ -149,7 +154,8 @@ class Optimizer(Converter):
         seed_everything(o.seed)
         self._check_steps(chain)
 
-        calib = train.take(slice(0, min(len(train), o.calibration_samples))) if train is not None else eval_ds
+        first = train if train is not None else eval_ds  # int4 alone needs no --train: calibrate on --eval
+        calib = first.take(slice(0, min(len(first), o.calibration_samples)))
         self.calib = calib
         measures = self.cluster is None or self.cluster.chief  # other workers only train
         reference = self._reference(src, eval_ds) if measures else None

@@ -25,6 +25,7 @@ from edgekit.errors import UsageError
 
 from . import pareto
 from .budget import Budget, parse_budget
+from .data_args import check_data_args
 from .errors import SearchBudgetError, TrainingDataError
 from .estimate import Layer, estimate
 from .space import Candidate, build_space
@@ -32,7 +33,7 @@ from .trials import TrialCache, default_cache_dir, hash_data, hash_file, trial_k
 
 SCHEMA_VERSION = 1
 NEAREST = 3
-# the options that change a fine-tuned trial's result (a plain conversion depends only on the last five)
+# the options that change a fine-tuned trial's result (a conversion or int4 alone depends only on the last five)
 TRAINING_OPTIONS = ("epochs", "batch_size", "lr", "seed")
 CONVERT_OPTIONS = ("scale", "offset", "calibration_samples", "threads", "runs")
 
@@ -114,6 +115,8 @@ def check(o: SearchOptions) -> tuple[Budget, float | None]:
         raise UsageError("the budget sets no limit", hint="give at least one of size, gzip, latency_p95, "
                                                           "accuracy_drop")
     limit = None if o.time_limit is None else parse_duration(o.time_limit, "--time-limit")
+    if limit is not None and limit <= 0:
+        raise UsageError(f"--time-limit {o.time_limit} starts no trial at all", hint="give a time above 0, e.g. 10m")
     if o.max_trials is not None and o.max_trials < 1:
         raise UsageError(f"--max-trials {o.max_trials} must be at least 1")
     if budget.latency_p95 is not None and o.runs < 1:
@@ -122,6 +125,7 @@ def check(o: SearchOptions) -> tuple[Budget, float | None]:
         if not spec:
             raise TrainingDataError(f"the budget search needs {what} data",
                                     hint="--train calibrates and fine-tunes, --eval measures every candidate")
+    check_data_args({"--train": o.train, "--val": o.val, "--eval": o.eval})
     if o.output is None:
         raise UsageError("the budget search needs -o DIR for the chosen model, search.json and the plot")
     from ..output import Staging
@@ -150,6 +154,7 @@ class Search:
         o = self.o
         t_start = time.monotonic()
         budget, limit = check(o)
+        self.cache.check()
         self.cache.sweep()
         vers = versions()
         hashes = {"model": hash_file(o.model), "train": hash_data(o.train), "val": hash_data(o.val),
@@ -194,7 +199,7 @@ class Search:
     def _plan(self, cand: Candidate, budget: Budget, layers, hashes, vers) -> dict[str, Any]:
         o = self.o
         est = estimate(layers, cand.conversion_mode, cand.recipe)
-        options = {k: getattr(o, k) for k in CONVERT_OPTIONS + (TRAINING_OPTIONS if cand.recipe else ())}
+        options = {k: getattr(o, k) for k in CONVERT_OPTIONS + (TRAINING_OPTIONS if cand.trains else ())}
         data = {k: hashes[k] for k in ("model", "train", "eval")} | ({"val": hashes["val"]} if cand.trains else {})
         key = trial_key({"candidate": {k: v for k, v in cand.to_dict().items() if k != "label"}, "data": data,
                          "options": options, "versions": vers})

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,14 @@ class SeparableRule:
     head: bool = False  # also pool 2x2 before every Flatten -> Dense head (see _head_entries)
 
     def __post_init__(self):
+        from .errors import RecipeError
+
         if self.min_in_channels < 1:
-            raise OptionError(f"separable min_in_channels must be >= 1, not {self.min_in_channels}")
+            raise RecipeError(f"separable min_in={self.min_in_channels} must be at least 1",
+                              hint="e.g. separable:min_in=8 (input channels a Conv2D needs to be rewritten)")
         if not 0 < self.max_cost_ratio <= 1:
-            raise OptionError(f"separable max_cost_ratio must be in (0, 1], not {self.max_cost_ratio}")
+            raise RecipeError(f"separable max_cost={self.max_cost_ratio:g} must be in (0, 1]",
+                              hint="e.g. separable:max_cost=0.5 (the largest MAC ratio of the separable pair)")
 
     def decide(self, cfg: dict, in_channels: int) -> str | None:
         """None when the Conv2D (its tf_keras config) is rewritten, else why it is skipped."""

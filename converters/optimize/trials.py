@@ -105,6 +105,20 @@ class TrialCache:
         self.root = Path(root)
         self.trials = self.root / "trials"
 
+    def check(self) -> None:
+        """Create the cache directory and write a file in it, before any work: a --cache-dir that cannot hold
+        trials is a one-line error now, not a traceback after the first trial has run."""
+        from edgekit.errors import UsageError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".probe-", dir=self.root)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise UsageError(f"--cache-dir {self.root} cannot hold the trial cache: {exc.strerror}",
+                             hint="pass a writable --cache-dir (or set EDGEKIT_CACHE_DIR)") from None
+
     def _dir(self, key: str) -> Path:
         return self.trials / key[:2] / key
 

@@ -48,8 +48,12 @@ def test_chain_parses_in_order_and_names_the_qat_scheme():
     ("qat:fast", "takes no options"),
     ("prune:0.5,prune:0.6", "appears twice"),
     ("distill:t=0", "must be above 0"),
+    ("distill:t=nan", "must be above 0 and finite"),
+    ("distill:t=inf", "must be above 0 and finite"),
     ("distill:alpha=2", "outside [0, 1]"),
     ("distill:beta=1", "unknown option"),
+    ("separable:min_in=0", "separable min_in=0 must be at least 1"),
+    ("separable:max_cost=1.5", "separable max_cost=1.5 must be in (0, 1]"),
     ("prune:0.5,,qat", "empty recipe"),
     ("int4:depthwise", "cannot take int4 weights"),
     ("int4:fc+conv:block=32", "blockwise int4 works on FULLY_CONNECTED"),
@@ -60,6 +64,7 @@ def test_bad_chains_are_refused(text, message):
     with pytest.raises(Exception) as info:
         parse_chain(text)
     assert message in info.value.one_line() and "\n" not in info.value.one_line()
+    assert "edgekit convert --help" not in info.value.one_line()  # the hint names optimize's own options
     assert info.value.exit_code == 2
 
 
@@ -241,6 +246,20 @@ def test_help_lists_every_option_of_the_docs():
     documented = sorted(set(re.findall(r"`(--[a-z][a-z-]+)", doc)))
     assert [o for o in options if o not in documented] == []
     assert [o for o in documented if o not in options] == []
+
+
+def test_help_names_every_recipe_option_of_the_docs():
+    """Each ``[:key`` of the recipe table in docs/optimize.md (e.g. separable's ``[:head]``) is in --recipe's help."""
+    import re
+
+    r = CliRunner().invoke(cli, ["optimize", "--help"])
+    doc = (__import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "optimize.md").read_text()
+    lines = [line.replace("\\|", "/") for line in doc.splitlines() if line.startswith("| `")]  # \| is a literal |
+    rows = [line.split("|")[1] for line in lines if ":" in line.split("|")[1]]
+    keys = sorted({k for row in rows for k in re.findall(r"\[:([a-z_]+)", row)})
+    assert {"head", "min_in", "block"} <= set(keys)
+    flat = "".join(r.output.split())
+    assert [k for k in keys if f"[:{k}" not in flat] == []
 
 
 # -- training data in every form ----------------------------------------------------------------------------------

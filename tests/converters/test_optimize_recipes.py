@@ -203,3 +203,16 @@ def test_separable_head_without_bias_and_in_a_sequential_model():
     assert row["init_relative_error"]["least_squares"] <= row["init_relative_error"]["window_sum"]
     y, got = m.predict(x[:32], verbose=0), student.predict(x[:32], verbose=0)
     assert np.sqrt(np.mean((got - y) ** 2)) < np.sqrt(np.mean(y ** 2))  # closer to the original than zero is
+
+
+@pytest.mark.slow
+def test_int4_without_train_calibrates_on_calibration_samples_of_eval(digits_legacy):
+    """int4 alone needs no --train; the int8 baseline then calibrates on the evaluation data, and
+    --calibration-samples still bounds how much (it used to take the whole evaluation set)."""
+    from converters.optimize import OptimizeOptions, optimize
+
+    n_eval = len(np.load(digits_legacy["eval"])["x"])
+    r = optimize(OptimizeOptions(model=digits_legacy["model"], recipe="int4:fc", eval=digits_legacy["eval"],
+                                 calibration_samples=50, runs=0))
+    assert n_eval > 50
+    assert r.report["calibration"]["samples"] == 50

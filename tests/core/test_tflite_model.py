@@ -49,3 +49,30 @@ def test_rejects_non_flatbuffers(digits_fp32_tflite):
             inspect_tflite(bytes(junk))
         except NotTFLiteError:
             pass
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "int8"])
+def test_weight_tensors_match_litert(mode, digits):
+    """One locator finds each weight op's stored constant, through the DEQUANTIZE of fp16 weight-only storage."""
+    from tests.support.models import digits_tflite
+
+    from edgekit.tflite_model import weight_tensors
+
+    data = digits_tflite(mode).read_bytes()
+    info = inspect_tflite(data)
+    found = weight_tensors(info)
+    assert [w.op.opcode for w in found] == ["CONV_2D"] * 3 + ["FULLY_CONNECTED"] * 2
+    details = {d["index"]: d for d in Interpreter(model_content=data).get_tensor_details()}
+    for w in found:
+        assert w.tensor.index == w.op.inputs[1]
+        theirs = details[w.stored.index]
+        assert w.stored.name == theirs["name"] and w.stored.shape == list(theirs["shape"])
+        assert w.stored.dtype == np.dtype(theirs["dtype"]).name == {"fp32": "float32", "fp16": "float16",
+                                                                      "int8": "int8"}[mode]
+        assert w.stored_bytes == int(np.prod(w.stored.shape)) * np.dtype(w.stored.dtype).itemsize
+        if mode == "fp16":
+            assert w.via == "DEQUANTIZE" and w.tensor.dtype == "float32" and w.stored is not w.tensor
+        else:
+            assert w.via is None and w.stored is w.tensor
+        assert not w.sparse
+    assert weight_tensors(info, ("FULLY_CONNECTED",), main_only=True) == found[3:]

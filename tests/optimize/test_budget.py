@@ -91,6 +91,13 @@ def test_size_estimate_is_weights_times_dtype_plus_biases():
     assert estimate(LAYERS, "int8", "int4:fc+conv").bytes == W // 2 + 4 * 58
 
 
+def test_int4_with_a_layers_regex_is_still_a_lower_bound():
+    """A regex may match every Dense layer, so its estimate may not exceed int4:fc's (it used to count them int8 and
+    could prune a candidate that fits)."""
+    assert estimate(LAYERS, "int8", "int4:fc:layers=.*").bytes <= estimate(LAYERS, "int8", "int4:fc").bytes
+    assert estimate(LAYERS, "int8", "int4:fc:layers=fc").gzip_bytes <= estimate(LAYERS, "int8", "int4:fc").gzip_bytes
+
+
 def test_separable_estimate_follows_the_recipes_rule():
     est = estimate(LAYERS, "int8", "separable")
     # c1 has 1 input channel (< min_in 8): kept; c2 becomes 3x3x16 depthwise + 16x32 pointwise
@@ -197,3 +204,24 @@ def test_data_hashes_follow_content(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
     assert hash_data(None) is None
+
+
+def test_training_options_key_only_the_trials_that_train(tmp_path):
+    """--epochs/--lr/--seed change a fine-tuned trial, not a conversion or int4 (no training): changing them must
+    not make the cache miss on int4 trials (docs: "the training options only for trials that train")."""
+    from converters.optimize.search import Search, SearchOptions
+    from converters.optimize.space import Candidate
+
+    budget = parse_budget("size<=1MB")
+    hashes = {"model": "m", "train": "t", "eval": "e", "val": None}
+
+    def key(cand, **kw):
+        s = Search(SearchOptions(model=tmp_path / "m.keras", budget=budget, cache_dir=tmp_path, **kw))
+        return s._plan(cand, budget, LAYERS, hashes, {"edgekit": "x"})["key"]
+
+    for cand, trains in [(Candidate(mode="int8"), False), (Candidate(recipe="int4:fc"), False),
+                         (Candidate(recipe="prune:0.5"), True)]:
+        assert cand.trains is trains
+        changed = [key(cand, epochs=5) != key(cand), key(cand, seed=1) != key(cand), key(cand, lr=0.01) != key(cand)]
+        assert changed == [trains] * 3, cand.label
+    assert key(Candidate(recipe="int4:fc"), threads=2) != key(Candidate(recipe="int4:fc"))  # still a measured option

@@ -45,6 +45,7 @@ def snapshot(d: Path) -> dict[str, bytes]:
     (["--budget", "size<=1MB", "--mode", "fp16"], "--mode cannot be combined with --budget"),
     (["--recipe", "qat", "--max-trials", "3"], "apply to --budget"),
     (["--budget", "size<=1MB", "--time-limit", "soon"], "invalid --time-limit"),
+    (["--budget", "size<=1MB", "--time-limit", "0"], "--time-limit 0 starts no trial at all"),
 ])
 def test_bad_budget_is_one_line_exit_2_and_leaves_output_untouched(setup, extra, fragment):
     model, data, out = setup
@@ -79,4 +80,22 @@ def test_existing_outputs_are_refused_before_any_work(setup):
                            "--eval", str(data), "-o", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == ExitCode.ERROR
     assert "already holds search.json" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(out) == before
+
+
+def test_a_cache_dir_that_cannot_hold_trials_is_refused_before_any_work(setup):
+    """--cache-dir under a file: one line and exit 2 before TensorFlow loads (it was a traceback after the model
+    had been read)."""
+    model, data, out = setup
+    before = snapshot(out)
+    code = ("import sys; sys.argv = ['edgekit'] + sys.argv[1:]; from edgekit.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    tf = 'tensorflow' in sys.modules\n"
+            "    print('TF' if tf else 'noTF', file=sys.stderr); raise")
+    proc = subprocess.run([sys.executable, "-c", code, "optimize", str(model), "--budget", "size<=1MB", "--train",
+                           str(data), "--eval", str(data), "-o", str(out / "new"), "--cache-dir",
+                           str(data / "cache")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert lines[-1] == "noTF", lines
+    assert len(lines) == 2 and lines[0].startswith("edgekit: error: --cache-dir ") and "cannot hold" in lines[0]
     assert snapshot(out) == before

@@ -54,7 +54,7 @@ def _train(out: Path, meta: Path, epochs: int, seed: int, legacy: bool, width: i
 
 
 def to_tflite(keras_path: str | os.PathLike, mode: str = "fp32", calibration: np.ndarray | None = None) -> bytes:
-    """Convert with the plain TFLiteConverter: fp32, or int8 (full integer, int8 I/O, batch fixed to 1)."""
+    """Convert with the plain TFLiteConverter: fp32, fp16 weights, or int8 (full integer, int8 I/O, batch 1)."""
     import keras
     import tensorflow as tf
 
@@ -71,6 +71,9 @@ def to_tflite(keras_path: str | os.PathLike, mode: str = "fp32", calibration: np
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
+    elif mode == "fp16":  # fp16 weight-only storage: each weight reaches its op through a DEQUANTIZE
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
     elif mode != "fp32":
         raise ValueError(mode)
     return conv.convert()
