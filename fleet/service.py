@@ -51,7 +51,7 @@ class FleetService:
         self._worker: threading.Thread | None = None
         self.http: ArtifactServer | None = None
         self.link: FleetLink | None = None
-        self.rollouts = None  # fleet.rollout.engine.EngineThread
+        self.rollouts = None  # fleet.rollout.outbox.EngineWithOutbox
         self.started = time.time()
         self.acked = 0
         self.stored = 0      # messages committed by the writer
@@ -223,6 +223,7 @@ class FleetService:
                 "acked": self.acked, "stored": self.stored, "lag_s": round(self.lag_s, 4),
                 "queue": self.queue.qsize(), "rollouts": self.runs_rollouts,
                 "engine": self.rollouts.engine.tick_stats() if self.rollouts else None,
+                "outbox": self.rollouts.outbox_stats() if self.rollouts else None,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,

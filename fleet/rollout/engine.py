@@ -20,7 +20,7 @@ from edgekit.protocol import DesiredMessage
 from fleet.errors import StoreUnavailableError
 
 from .model import Rollout
-from .planner import Decide, plan
+from .planner import ASSIGN_CHUNK, Decide, plan
 from .store import RolloutStore
 
 log = logging.getLogger("edgekit.fleet.rollout")
@@ -66,6 +66,8 @@ class RolloutEngine:
         self.tick_seconds: list[float] = []   # the last ticks' wall times (bounded)
         self.max_tick = 0.0
         self.published = 0
+        self.assign_chunk: int | None = ASSIGN_CHUNK  # the most devices one tick assigns (None: a whole stage)
+        self.publish_in_tick = True  # False: an OutboxThread (fleet.rollout.outbox) publishes beside the ticks
 
     def tick(self) -> list[Decide]:
         """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
@@ -97,7 +99,8 @@ class RolloutEngine:
             except EdgekitError as exc:
                 self.errors += 1
                 log.warning("rollout %s: %s", rid, exc.one_line())
-        self.publish_pending()
+        if self.publish_in_tick:
+            self.publish_pending()
         self.ticks += 1
         return decisions
 
@@ -115,7 +118,7 @@ class RolloutEngine:
     def step(self, rollout: Rollout) -> list[Decide]:
         devices = self.store.device_states(rollout)
         telemetry = self.store.telemetry(rollout)
-        actions = plan(rollout, devices, telemetry, self.clock())
+        actions = plan(rollout, devices, telemetry, self.clock(), self.assign_chunk)
         self.store.apply(rollout, actions)
         out = [a for a in actions if isinstance(a, Decide)]
         for d in out:
