@@ -1,6 +1,6 @@
 """Staged rollouts to 1,000 and 10,000 simulated devices through the real fleet: Mosquitto on the generated config
 (password listener, per-device ACL), ``edgekit fleet serve`` (ingest, rollout engine, artifact server) and
-``edgekit fleet simulate`` (virtual devices on one asyncio loop), each its own process.
+``edgekit fleet simulate`` (virtual devices on asyncio loops, one process per 2,500 devices), each its own process.
 
     .venv/bin/python benchmarks/rollout/bench_scale.py [--devices 1000 10000] [--db sqlite|postgresql] [--smoke]
 
@@ -95,6 +95,11 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def sim_processes(n: int) -> int:
+    """Simulator processes for ``n`` devices: one per 2,500 (one event loop saturates near 10,000), at most 4."""
+    return max(1, min(4, round(n / 2500)))
+
+
 def rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -116,7 +121,16 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop_ev.wait(0.5):
             for k, pid in list(self.pids.items()):
-                self.peak[k] = max(self.peak.get(k, 0), rss(pid))
+                self.peak[k] = max(self.peak.get(k, 0), rss(pid) + sum(rss(c) for c in children(pid)))
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes (the simulator's shards)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
 
 
 def get_json(url):
@@ -177,7 +191,8 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
         t0 = time.monotonic()
         sim = cli("simulate", "simulate", "--devices", str(n), "--provision", "--bundle", str(bundles["1.0.0"]),
                   "--faulty", "20%" if faulty_canary else "0%", "--faulty-version", "3.0.0",
-                  "--connect-concurrency", "200", "--json", str(report_path), "--summary-interval", "10")
+                  "--connect-concurrency", "200", "--json", str(report_path), "--summary-interval", "10",
+                  "--processes", str(sim_processes(n)))
         mosq = int(ctx.paths.broker_pid.read_text())
         sampler = Sampler({"serve": serve.pid, "broker": mosq, "simulate": sim.pid})
         sampler.start()
@@ -247,6 +262,8 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
                 f"saw its desired state")
         st = get_json(stats_url)
         result["engine"] = st["engine"]
+        result["outbox"] = st.get("outbox")
+        result["simulator_processes"] = sim_processes(n)
         result["ingest"] = {k: st["ingest"][k] for k in ("received", "samples", "events", "states", "batches")}
         stop_pid(sim.pid, timeout=120)
         procs.remove(sim)
