@@ -365,6 +365,11 @@ def table(f: dict) -> dict:
             ["engine tick median / p95 / max", *map(tick, res), f"< {GOAL_TICK_S:g} s"],
             ["`fleet serve` peak RSS", *(f"{rss(r, 'serve')} MB" for r in res), "recorded"],
             ["Mosquitto RSS", *(f"{rss(r, 'broker')} MB" for r in res), "recorded"],
+            ["simulator peak RSS (sum over its processes)",
+             *(f"{rss(r, 'simulate')} MB ({r.get('simulator_processes', 1)} process(es))" for r in res), "recorded"],
+            ["desired states: largest outbox round (publish + PUBACKs), outside the tick",
+             *(f"{r['outbox']['max_round_s']} s" if r.get("outbox") else "— (inside the tick)" for r in res),
+             "recorded"],
             ["downloads per second / bytes served", *map(downloads, res), "recorded"],
             ["faulty canary: devices beyond it that saw the bad desired", *map(canary, res), "0"]]
     return {"columns": ["figure", *(f"{r['devices']:,} devices ({r['db']})" for r in res), "goal"], "rows": rows}

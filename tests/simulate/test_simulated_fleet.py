@@ -171,3 +171,34 @@ def test_a_faulty_share_stops_the_rollout_at_the_canary(sim_fleet, tmp_path):
     assert {d: a.status for d, a in final.assignments.items() if d in failed} == {d: "failed" for d in failed}
     assert all("golden_mismatch" in final.assignments[d].reason for d in failed)
     assert all(per[d]["model"]["sha256"] != bad.sha256 for d in failed)  # a failed self-test never switches
+
+
+def test_devices_split_over_processes_act_as_one_fleet(sim_fleet, tmp_path):
+    f = sim_fleet
+    n = 40
+    report_path = tmp_path / "report.json"
+    sim = start_sim(f, n, report_path, "--processes", "3", "--slow", "10%")
+    try:
+        wait_online(f, n, sim)
+        store = open_store(f.ctx)
+        v2 = read_bundle(f.bundles["v2"])
+        r = create_rollout(f.ctx, store, f.bundles["v2"], "all", stages="25%,100%", soak="0", device_timeout="120s")
+        wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 120, "the v2 rollout", 0.3)
+        final = store.get(r.id)
+        assert final.state == "completed", store.audit(r.id)
+    finally:
+        out = f.stop(sim)
+    rep = read_report(report_path)
+    assert rep["processes"] == 3 and rep["devices"] == n
+    # exact over the whole fleet: drawn per shard (14, 13, 13 devices) it would be 1 + 1 + 1
+    assert rep["traits"] == {"faulty": 0, "slow": 4, "offline": 0}
+    per = {d["device_id"]: d for d in rep["per_device"]}
+    assert sorted(per) == sorted(registry(f)) and len(rep["per_device"]) == n  # each device in one process only
+    assert {d: x["commits"] for d, x in per.items()} == {d: [v2.sha256] for d in per}
+    assert rep["summary"]["committed"] == n and rep["summary"]["downloads"] == n
+    assert rep["summary"]["update_states"] == {"IDLE": n}
+    assert json.loads(out.strip().splitlines()[-1])["committed"] == n
+    with f.ctx.engine().connect() as c:
+        committed = dict(c.execute(select(DeviceEvent.device_id, func.count()).where(
+            DeviceEvent.event == "committed").group_by(DeviceEvent.device_id)).all())
+    assert committed == {d: 1 for d in per}
