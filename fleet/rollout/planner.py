@@ -340,5 +340,5 @@ def summarize(rollout: Rollout) -> dict[str, int]:
     return out
 
 
-__all__ = ["ASSIGN_CHUNK", "Action", "AssignDevice", "SetDeviceStatus", "StartSoak", "Decide", "RevertDevice", "FinishRevert",
-           "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize"]
+__all__ = ["ASSIGN_CHUNK", "Action", "AssignDevice", "SetDeviceStatus", "StartSoak", "Decide", "RevertDevice",
+           "FinishRevert", "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize"]

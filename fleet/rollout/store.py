@@ -185,13 +185,13 @@ class RolloutStore:
                 select(RolloutRow.bundle_sha256, RolloutRow.bundle_url, RolloutRow.bundle_size))}
             since = rollout.created_at - 1.0
             latest: dict[str, Any] = {}
-            for ev in s.execute(_where_in(
+            for row in s.execute(_where_in(
                     select(DeviceEvent.device_id, DeviceEvent.event, DeviceEvent.received, DeviceEvent.rollout_id,
                            DeviceEvent.model["sha256"].as_string().label("sha256"), DeviceEvent.reason)
                     .where(DeviceEvent.event.in_(OUTCOME_EVENTS), DeviceEvent.received >= since)
                     .order_by(DeviceEvent.received, DeviceEvent.id), DeviceEvent.device_id, ids)):
-                if ev.rollout_id in (rollout.id, None) or ev.sha256 == rollout.bundle.sha256:
-                    latest[ev.device_id] = ev
+                if row.rollout_id in (rollout.id, None) or row.sha256 == rollout.bundle.sha256:
+                    latest[row.device_id] = row
         fresh_set = set(fresh)
         for d in ids:
             dev = devices.get(d)
