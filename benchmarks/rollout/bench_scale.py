@@ -147,7 +147,7 @@ def wait_for(cond, timeout, what, interval=0.5):
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
+def run_size(n: int, db: str, work: Path, faulty_canary: bool, log, timed: bool = True) -> dict:
     from sqlalchemy import func, select
 
     from edgekit.bundle import create_bundle, read_bundle
@@ -207,31 +207,22 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
         t_online = time.monotonic() - t0
         log(f"  {n} devices provisioned and online after {t_online:.0f}s")
         store = open_store(ctx)
+        tb = time.monotonic()
         base = create_rollout(ctx, store, bundles["1.0.0"], "all", stages="100%", soak="0")
         wait_for(lambda: store.get(base.id).state == "completed", 600, "the v1 baseline", 1.0)
-        log("  v1 baseline complete")
+        baseline_s = round(time.monotonic() - tb, 1)
+        log(f"  v1 baseline complete after {baseline_s}s")
         art0 = get_json(stats_url)["http"]["artifacts"]
         load0 = os.getloadavg()
-        ts = time.monotonic()
-        r = create_rollout(ctx, store, bundles["2.0.0"], "all", stages="1%,10%,100%", soak="0",
-                           device_timeout="600s")
-        wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 1800, "the v2 rollout", 0.5)
-        rollout_s = time.monotonic() - ts
-        load1 = os.getloadavg()
-        final = store.get(r.id)
-        st = get_json(stats_url)
-        art1 = st["http"]["artifacts"]
-        result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "rollout_state": final.state,
-                  "rollout_s": round(rollout_s, 2),
-                  "stage_decisions": [(e["event"], round(e["ts"] - final.created_at, 2), e["numbers"].get("stage_size"))
-                                      for e in store.audit(r.id) if e["event"] in ("advance", "complete")],
-                  "downloads": art1["downloads"] - art0["downloads"],
-                  "bytes_served": art1["bytes_sent"] - art0["bytes_sent"],
-                  "busy_503": art1["busy"] - art0["busy"], "peak_active_downloads": art1["peak_active"],
-                  "bundle_size": read_bundle(bundles["2.0.0"]).size,
-                  "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1]}
-        result["downloads_per_s"] = round(result["downloads"] / rollout_s, 1)
-        log(f"  v2 rollout {final.state} in {rollout_s:.1f}s ({result['downloads']} downloads)")
+        if not timed:  # --faulty-only: straight to the faulty canary
+            result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "baseline_s": baseline_s,
+                      "rollout_state": "not run (--faulty-only)", "loadavg_before": [round(x, 2) for x in load0]}
+        else:
+            ts = time.monotonic()
+            r = create_rollout(ctx, store, bundles["2.0.0"], "all", stages="1%,10%,100%", soak="0",
+                               device_timeout="600s")
+            result = timed_rollout(ctx, store, r, ts, stats_url, art0, load0, bundles, n, db, t_online, log)
+            result["baseline_s"] = baseline_s
         if faulty_canary:
             seen: dict[str, set] = {}
             lock = threading.Lock()
@@ -261,6 +252,10 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
             log(f"  faulty v3: {f3.state} at stage {f3.stage + 1}, {len(told - canary)} devices beyond the canary "
                 f"saw its desired state")
         st = get_json(stats_url)
+        if not timed:
+            art = st["http"]["artifacts"]
+            result["artifacts"] = {k: art[k] - art0.get(k, 0) if k in ("downloads", "bytes_sent", "busy") else art[k]
+                                   for k in art}
         result["engine"] = st["engine"]
         result["outbox"] = st.get("outbox")
         result["simulator_processes"] = sim_processes(n)
@@ -287,6 +282,30 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
             pg.stop()
 
 
+def timed_rollout(ctx, store, r, ts, stats_url, art0, load0, bundles, n, db, t_online, log) -> dict:
+    """Wait for the timed v2 rollout ``r`` (created at monotonic ``ts``) and collect its figures."""
+    from edgekit.bundle import read_bundle
+
+    wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 1800, "the v2 rollout", 0.5)
+    rollout_s = time.monotonic() - ts
+    load1 = os.getloadavg()
+    final = store.get(r.id)
+    st = get_json(stats_url)
+    art1 = st["http"]["artifacts"]
+    result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "rollout_state": final.state,
+              "rollout_s": round(rollout_s, 2),
+              "stage_decisions": [(e["event"], round(e["ts"] - final.created_at, 2), e["numbers"].get("stage_size"))
+                                  for e in store.audit(r.id) if e["event"] in ("advance", "complete")],
+              "downloads": art1["downloads"] - art0["downloads"],
+              "bytes_served": art1["bytes_sent"] - art0["bytes_sent"],
+              "busy_503": art1["busy"] - art0["busy"], "peak_active_downloads": art1["peak_active"],
+              "bundle_size": read_bundle(bundles["2.0.0"]).size,
+              "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1]}
+    result["downloads_per_s"] = round(result["downloads"] / rollout_s, 1)
+    log(f"  v2 rollout {final.state} in {rollout_s:.1f}s ({result['downloads']} downloads)")
+    return result
+
+
 def _ok(url):
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -299,6 +318,8 @@ def main(argv=None) -> int:
     ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--faulty-only", action="store_true",
+                    help="skip the timed v2 rollout: provision, baseline, then only the faulty canary (largest size)")
     args = ap.parse_args(argv)
     run = benchlib.Run(__file__, args)
     sizes = [50] if args.smoke else args.devices
@@ -312,7 +333,7 @@ def main(argv=None) -> int:
         print(f"{n} devices, {args.db}:", flush=True)
         work = Path(tempfile.mkdtemp(prefix="edgekit-bench-scale-"))
         try:
-            results.append(run_size(n, args.db, work, faulty_canary=(n == max(sizes)),
+            results.append(run_size(n, args.db, work, faulty_canary=(n == max(sizes)), timed=not args.faulty_only,
                                     log=lambda m: print(m, flush=True)))
         except BaseException:
             print(f"failed; logs kept in {work / 'logs'}", file=sys.stderr)
@@ -334,6 +355,8 @@ def table(f: dict) -> dict:
     res = f["results"]
 
     def rollout(r):
+        if str(r.get("rollout_state", "")).startswith("not run"):
+            return f"not run in this run (faulty canary only; baseline v1 to all in {r.get('baseline_s')} s)"
         if r.get("rollout_state") == "completed":
             return f"**{r['rollout_s']} s**"
         done = [f"stage {p} at {r[k]} s" for p, k in (("1%", "stage_1pct_done_s"), ("10%", "stage_10pct_done_s"))
