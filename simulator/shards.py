@@ -10,8 +10,10 @@ reports over a queue; the parent merges them and forwards SIGINT/SIGTERM.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable
@@ -61,10 +63,24 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _child(index: int, packages: list[DevicePackage], opts: Any, traits: dict[str, Traits], out: Any) -> None:
+def _watch_parent(parent: int, grace: float) -> None:
+    """Stop this shard if its parent dies (e.g. SIGKILLed while the shards were saying goodbye): a SIGTERM to
+    itself, then a hard exit after ``grace`` seconds. Orphaned shards would otherwise keep thousands of devices
+    connected."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(grace)
+            os._exit(1)
+
+
+def _child(index: int, packages: list[DevicePackage], opts: Any, traits: dict[str, Traits], out: Any,
+           parent: int) -> None:
     from .run import simulate
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards one SIGTERM; a terminal's ^C is for it
+    threading.Thread(target=_watch_parent, args=(parent, opts.stop_timeout + 10), daemon=True).start()
     report = simulate(packages, opts, traits=traits, on_summary=lambda s: out.put(("summary", index, s)))
     out.put(("report", index, report))
 
@@ -79,7 +95,8 @@ def simulate_sharded(packages: list[DevicePackage], opts: Any, processes: int,
     ctx = mp.get_context("fork")  # the loaded packages are inherited, not pickled
     out = ctx.Queue()
     children = [ctx.Process(target=_child, name=f"simulate-{i}", daemon=False,
-                            args=(i, shard, shard_opts, {p.device_id: traits[p.device_id] for p in shard}, out))
+                            args=(i, shard, shard_opts, {p.device_id: traits[p.device_id] for p in shard}, out,
+                                  os.getpid()))
                 for i, shard in enumerate(shards)]
     for c in children:
         c.start()
@@ -90,8 +107,6 @@ def simulate_sharded(packages: list[DevicePackage], opts: Any, processes: int,
         for c in children:
             if c.is_alive() and c.pid is not None:
                 try:
-                    import os
-
                     os.kill(c.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass

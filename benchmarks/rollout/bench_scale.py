@@ -260,7 +260,10 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log, timed: bool 
         result["outbox"] = st.get("outbox")
         result["simulator_processes"] = sim_processes(n)
         result["ingest"] = {k: st["ingest"][k] for k in ("received", "samples", "events", "states", "batches")}
-        stop_pid(sim.pid, timeout=120)
+        shards = children(sim.pid)
+        stop_pid(sim.pid, timeout=180)
+        for pid in shards:  # normally gone with their parent; never left behind
+            stop_pid(pid, timeout=30)
         procs.remove(sim)
         sampler.stop_ev.set()
         result["rss_peak_mb"] = {k: round(v / 2**20, 1) for k, v in sampler.peak.items()}

@@ -202,3 +202,31 @@ def test_devices_split_over_processes_act_as_one_fleet(sim_fleet, tmp_path):
         committed = dict(c.execute(select(DeviceEvent.device_id, func.count()).where(
             DeviceEvent.event == "committed").group_by(DeviceEvent.device_id)).all())
     assert committed == {d: 1 for d in per}
+
+
+def test_shards_stop_when_their_parent_is_killed(sim_fleet, tmp_path):
+    import os
+    import signal
+
+    f = sim_fleet
+    n = 12
+    sim = start_sim(f, n, tmp_path / "report.json", "--processes", "2")
+    try:
+        wait_online(f, n, sim)
+        with open(f"/proc/{sim.pid}/task/{sim.pid}/children") as fh:
+            shards = [int(x) for x in fh.read().split()]
+        assert len(shards) == 2
+        os.kill(sim.pid, signal.SIGKILL)
+        sim.wait(10)
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().split(") ")[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        wait_for(lambda: all(gone(p) for p in shards), 60, "the orphaned shards to stop", 0.2)
+        # they stopped the way SIGTERM stops them: every device said goodbye (its retained 'offline')
+        wait_for(lambda: not any(d.online for d in registry(f).values()), 30, "every device offline", 0.3)
+    finally:
+        f.stop(sim)
