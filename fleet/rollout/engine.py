@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.protocol import DesiredMessage
@@ -68,6 +68,7 @@ class RolloutEngine:
         self.published = 0
         self.assign_chunk: int | None = ASSIGN_CHUNK  # the most devices one tick assigns (None: a whole stage)
         self.publish_in_tick = True  # False: an OutboxThread (fleet.rollout.outbox) publishes beside the ticks
+        self.after_tick: Callable[[], None] | None = None  # e.g. wake that thread as soon as a tick committed
 
     def tick(self) -> list[Decide]:
         """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
@@ -101,6 +102,8 @@ class RolloutEngine:
                 log.warning("rollout %s: %s", rid, exc.one_line())
         if self.publish_in_tick:
             self.publish_pending()
+        elif self.after_tick is not None:
+            self.after_tick()
         self.ticks += 1
         return decisions
 

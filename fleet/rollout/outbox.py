@@ -80,6 +80,7 @@ class EngineWithOutbox:
         engine.publish_in_tick = False
         self.engine = engine
         self.outbox = OutboxThread(engine, outbox_interval)
+        engine.after_tick = self.outbox.wake  # what a tick committed goes out at once, not at the next poll
         self.thread = EngineThread(engine, interval)
 
     def start(self) -> "EngineWithOutbox":

@@ -95,3 +95,20 @@ def test_the_outbox_thread_publishes_what_the_ticks_commit(fleet_ctx):
     stats = running.outbox_stats()
     assert stats["published"] == 30 and stats["errors"] == 0
     assert all(row["publish_count"] == 2 for d, row in store.desired().items() if d in sim.ids)  # v1 once, v2 once
+
+
+def test_a_tick_wakes_the_outbox_at_once(fleet_ctx):
+    sim = Fleet(fleet_ctx, n=10)
+    store = RolloutStore(sim.engine, fleet_ctx.fleet_id)
+    publisher = Recorder()
+    running = EngineWithOutbox(RolloutEngine(store, publisher), interval=0.05, outbox_interval=60).start()
+    try:
+        time.sleep(0.3)  # the outbox's first round is over: its next poll is a minute away
+        t0 = time.monotonic()
+        store.create(V2, "all", sim.ids, build_policy(stages="100%", soak="0"))
+        while (store.unpublished() or not publisher.sent) and time.monotonic() - t0 < 20:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    finally:
+        running.stop()
+    assert sorted(d for d, _, _ in publisher.sent) == sorted(sim.ids) and took < 20
