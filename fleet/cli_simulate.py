@@ -44,6 +44,8 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--probation", default="2s", show_default=True, help="probation before a device commits")
 @click.option("--connect-concurrency", type=int, default=100, show_default=True,
               help="TLS handshakes in flight at once")
+@click.option("--processes", type=int, default=1, show_default=True,
+              help="split the devices over this many processes, one event loop each")
 @click.option("--seed", type=int, default=0, show_default=True, help="picks which devices are faulty/slow/offline")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the JSON report here")
@@ -51,7 +53,7 @@ def _fraction(value: str, what: str) -> float:
 @click.option("--quiet", is_flag=True, help="no live summary")
 def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_factor, offline, churn, duration,
                  until_idle, bundle, telemetry_interval, inference_rate, self_test, probation, connect_concurrency,
-                 seed, json_path, summary_interval, quiet):
+                 processes, seed, json_path, summary_interval, quiet):
     """Run N virtual devices that speak the real protocol against this fleet's broker and artifact server."""
     from fleet.registry import Registry
     from fleet.rollout.policy import parse_duration
@@ -64,6 +66,8 @@ def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_f
 
     if count <= 0:
         raise UsageError(f"--devices must be positive, got {count}", hint="e.g. --devices 100")
+    if processes <= 0:
+        raise UsageError(f"--processes must be positive, got {processes}", hint="e.g. --processes 4")
     if churn < 0:
         raise UsageError(f"--churn must not be negative, got {churn}")
     shares = Shares(_fraction(faulty, "--faulty"), _fraction(slow, "--slow"), _fraction(offline, "--offline"), seed)
@@ -99,7 +103,7 @@ def simulate_cmd(count, prefix, provision, faulty, faulty_versions, slow, slow_f
         b = read_bundle(bundle)
         opts.model = {"name": b.name, "version": b.version, "sha256": b.sha256}
     packages = [load_package(ctx.paths.device_package(d)) for d in ids]
-    report = simulate(packages, opts, report_path=json_path,
+    report = simulate(packages, opts, report_path=json_path, processes=processes,
                       on_summary=None if quiet else lambda s: click.echo(format_summary(s), err=True))
     s = report["summary"]
     click.echo(json.dumps({k: s[k] for k in ("devices", "online", "samples", "events", "downloads", "download_bytes",

@@ -57,7 +57,7 @@ class FleetService:
         self._worker: threading.Thread | None = None
         self.http: ArtifactServer | None = None
         self.link: FleetLink | None = None
-        self.rollouts = None  # fleet.rollout.engine.EngineThread
+        self.rollouts = None  # fleet.rollout.outbox.EngineWithOutbox
         self.lease: LeaseKeeper | None = None  # the engine lease, when this replica takes part
         self.started = time.time()
         self.acked = 0
@@ -231,6 +231,7 @@ class FleetService:
                 "queue": self.queue.qsize(), "rollouts": self.opts.rollouts,
                 "lease": self.lease.status() if self.lease else None,
                 "engine": self.rollouts.engine.tick_stats() if self.rollouts else None,
+                "outbox": self.rollouts.outbox_stats() if self.rollouts else None,
                 "mqtt": {"connected": bool(link and link.connected.is_set()), "connects": link.connects if link else 0,
                          "disconnects": link.disconnects if link else 0},
                 "http": {"url": self.http.url if self.http else None,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .behaviour import Shares, assign_traits
+from .behaviour import Shares, Traits, assign_traits
 from .device import Counters, DeviceOptions, VirtualDevice
 from .package import DevicePackage
 
@@ -49,12 +49,14 @@ def raise_fd_limit(needed: int) -> int:
 
 class Simulation:
     def __init__(self, packages: list[DevicePackage], opts: SimOptions,
-                 on_summary: Callable[[dict[str, Any]], None] | None = None):
+                 on_summary: Callable[[dict[str, Any]], None] | None = None,
+                 traits: dict[str, Traits] | None = None):
         self.packages = packages
         self.opts = opts
         self.counters = Counters()
         self.on_summary = on_summary
-        traits = assign_traits([p.device_id for p in packages], opts.shares)
+        # a shard of a larger fleet gets the traits drawn over the whole fleet (so shares stay exact)
+        traits = traits if traits is not None else assign_traits([p.device_id for p in packages], opts.shares)
         self.devices = [VirtualDevice(p, traits[p.device_id], opts.device, self.counters, opts.model, opts.seed)
                         for p in packages]
         self.started_at = 0.0
@@ -186,14 +188,22 @@ def _jsonable(v: Any) -> Any:
 
 
 def simulate(packages: list[DevicePackage], opts: SimOptions, *, report_path: str | os.PathLike | None = None,
-             on_summary: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run the simulation on a fresh event loop until its end (duration, until idle, or SIGINT/SIGTERM)."""
+             on_summary: Callable[[dict[str, Any]], None] | None = None, processes: int = 1,
+             traits: dict[str, Traits] | None = None) -> dict[str, Any]:
+    """Run the simulation on a fresh event loop until its end (duration, until idle, or SIGINT/SIGTERM).
+    ``processes`` > 1 splits the devices over that many processes, one event loop each (see :mod:`.shards`)."""
     import signal
 
+    if processes > 1 and len(packages) > 1:
+        from .shards import simulate_sharded
+
+        report = simulate_sharded(packages, opts, processes, on_summary)
+        _write_report(report, report_path)
+        return report
     raise_fd_limit(len(packages) * 2 + 256)
 
     async def main() -> dict[str, Any]:
-        sim = Simulation(packages, opts, on_summary)
+        sim = Simulation(packages, opts, on_summary, traits)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -203,11 +213,15 @@ def simulate(packages: list[DevicePackage], opts: SimOptions, *, report_path: st
         return await sim.run()
 
     report = asyncio.run(main())
+    _write_report(report, report_path)
+    return report
+
+
+def _write_report(report: dict[str, Any], report_path: str | os.PathLike | None) -> None:
     if report_path:
         tmp = Path(f"{report_path}.tmp")
         tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
         os.replace(tmp, report_path)
-    return report
 
 
 def format_summary(s: dict[str, Any]) -> str:

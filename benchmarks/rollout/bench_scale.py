@@ -1,6 +1,6 @@
 """Staged rollouts to 1,000 and 10,000 simulated devices through the real fleet: Mosquitto on the generated config
 (password listener, per-device ACL), ``edgekit fleet serve`` (ingest, rollout engine, artifact server) and
-``edgekit fleet simulate`` (virtual devices on one asyncio loop), each its own process.
+``edgekit fleet simulate`` (virtual devices on asyncio loops, one process per 2,500 devices), each its own process.
 
     .venv/bin/python benchmarks/rollout/bench_scale.py [--devices 1000 10000] [--db sqlite|postgresql] [--smoke]
 
@@ -95,6 +95,11 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def sim_processes(n: int) -> int:
+    """Simulator processes for ``n`` devices: one per 2,500 (one event loop saturates near 10,000), at most 4."""
+    return max(1, min(4, round(n / 2500)))
+
+
 def rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -116,7 +121,16 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop_ev.wait(0.5):
             for k, pid in list(self.pids.items()):
-                self.peak[k] = max(self.peak.get(k, 0), rss(pid))
+                self.peak[k] = max(self.peak.get(k, 0), rss(pid) + sum(rss(c) for c in children(pid)))
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes (the simulator's shards)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
 
 
 def get_json(url):
@@ -133,7 +147,7 @@ def wait_for(cond, timeout, what, interval=0.5):
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
+def run_size(n: int, db: str, work: Path, faulty_canary: bool, log, timed: bool = True) -> dict:
     from sqlalchemy import func, select
 
     from edgekit.bundle import create_bundle, read_bundle
@@ -177,7 +191,8 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
         t0 = time.monotonic()
         sim = cli("simulate", "simulate", "--devices", str(n), "--provision", "--bundle", str(bundles["1.0.0"]),
                   "--faulty", "20%" if faulty_canary else "0%", "--faulty-version", "3.0.0",
-                  "--connect-concurrency", "200", "--json", str(report_path), "--summary-interval", "10")
+                  "--connect-concurrency", "200", "--json", str(report_path), "--summary-interval", "10",
+                  "--processes", str(sim_processes(n)))
         mosq = int(ctx.paths.broker_pid.read_text())
         sampler = Sampler({"serve": serve.pid, "broker": mosq, "simulate": sim.pid})
         sampler.start()
@@ -192,31 +207,22 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
         t_online = time.monotonic() - t0
         log(f"  {n} devices provisioned and online after {t_online:.0f}s")
         store = open_store(ctx)
+        tb = time.monotonic()
         base = create_rollout(ctx, store, bundles["1.0.0"], "all", stages="100%", soak="0")
         wait_for(lambda: store.get(base.id).state == "completed", 600, "the v1 baseline", 1.0)
-        log("  v1 baseline complete")
+        baseline_s = round(time.monotonic() - tb, 1)
+        log(f"  v1 baseline complete after {baseline_s}s")
         art0 = get_json(stats_url)["http"]["artifacts"]
         load0 = os.getloadavg()
-        ts = time.monotonic()
-        r = create_rollout(ctx, store, bundles["2.0.0"], "all", stages="1%,10%,100%", soak="0",
-                           device_timeout="600s")
-        wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 1800, "the v2 rollout", 0.5)
-        rollout_s = time.monotonic() - ts
-        load1 = os.getloadavg()
-        final = store.get(r.id)
-        st = get_json(stats_url)
-        art1 = st["http"]["artifacts"]
-        result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "rollout_state": final.state,
-                  "rollout_s": round(rollout_s, 2),
-                  "stage_decisions": [(e["event"], round(e["ts"] - final.created_at, 2), e["numbers"].get("stage_size"))
-                                      for e in store.audit(r.id) if e["event"] in ("advance", "complete")],
-                  "downloads": art1["downloads"] - art0["downloads"],
-                  "bytes_served": art1["bytes_sent"] - art0["bytes_sent"],
-                  "busy_503": art1["busy"] - art0["busy"], "peak_active_downloads": art1["peak_active"],
-                  "bundle_size": read_bundle(bundles["2.0.0"]).size,
-                  "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1]}
-        result["downloads_per_s"] = round(result["downloads"] / rollout_s, 1)
-        log(f"  v2 rollout {final.state} in {rollout_s:.1f}s ({result['downloads']} downloads)")
+        if not timed:  # --faulty-only: straight to the faulty canary
+            result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "baseline_s": baseline_s,
+                      "rollout_state": "not run (--faulty-only)", "loadavg_before": [round(x, 2) for x in load0]}
+        else:
+            ts = time.monotonic()
+            r = create_rollout(ctx, store, bundles["2.0.0"], "all", stages="1%,10%,100%", soak="0",
+                               device_timeout="600s")
+            result = timed_rollout(ctx, store, r, ts, stats_url, art0, load0, bundles, n, db, t_online, log)
+            result["baseline_s"] = baseline_s
         if faulty_canary:
             seen: dict[str, set] = {}
             lock = threading.Lock()
@@ -246,9 +252,18 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
             log(f"  faulty v3: {f3.state} at stage {f3.stage + 1}, {len(told - canary)} devices beyond the canary "
                 f"saw its desired state")
         st = get_json(stats_url)
+        if not timed:
+            art = st["http"]["artifacts"]
+            result["artifacts"] = {k: art[k] - art0.get(k, 0) if k in ("downloads", "bytes_sent", "busy") else art[k]
+                                   for k in art}
         result["engine"] = st["engine"]
+        result["outbox"] = st.get("outbox")
+        result["simulator_processes"] = sim_processes(n)
         result["ingest"] = {k: st["ingest"][k] for k in ("received", "samples", "events", "states", "batches")}
-        stop_pid(sim.pid, timeout=120)
+        shards = children(sim.pid)
+        stop_pid(sim.pid, timeout=180)
+        for pid in shards:  # normally gone with their parent; never left behind
+            stop_pid(pid, timeout=30)
         procs.remove(sim)
         sampler.stop_ev.set()
         result["rss_peak_mb"] = {k: round(v / 2**20, 1) for k, v in sampler.peak.items()}
@@ -270,6 +285,30 @@ def run_size(n: int, db: str, work: Path, faulty_canary: bool, log) -> dict:
             pg.stop()
 
 
+def timed_rollout(ctx, store, r, ts, stats_url, art0, load0, bundles, n, db, t_online, log) -> dict:
+    """Wait for the timed v2 rollout ``r`` (created at monotonic ``ts``) and collect its figures."""
+    from edgekit.bundle import read_bundle
+
+    wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 1800, "the v2 rollout", 0.5)
+    rollout_s = time.monotonic() - ts
+    load1 = os.getloadavg()
+    final = store.get(r.id)
+    st = get_json(stats_url)
+    art1 = st["http"]["artifacts"]
+    result = {"devices": n, "db": db, "online_after_s": round(t_online, 1), "rollout_state": final.state,
+              "rollout_s": round(rollout_s, 2),
+              "stage_decisions": [(e["event"], round(e["ts"] - final.created_at, 2), e["numbers"].get("stage_size"))
+                                  for e in store.audit(r.id) if e["event"] in ("advance", "complete")],
+              "downloads": art1["downloads"] - art0["downloads"],
+              "bytes_served": art1["bytes_sent"] - art0["bytes_sent"],
+              "busy_503": art1["busy"] - art0["busy"], "peak_active_downloads": art1["peak_active"],
+              "bundle_size": read_bundle(bundles["2.0.0"]).size,
+              "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1]}
+    result["downloads_per_s"] = round(result["downloads"] / rollout_s, 1)
+    log(f"  v2 rollout {final.state} in {rollout_s:.1f}s ({result['downloads']} downloads)")
+    return result
+
+
 def _ok(url):
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -282,6 +321,8 @@ def main(argv=None) -> int:
     ap = benchlib.add_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--faulty-only", action="store_true",
+                    help="skip the timed v2 rollout: provision, baseline, then only the faulty canary (largest size)")
     args = ap.parse_args(argv)
     run = benchlib.Run(__file__, args)
     sizes = [50] if args.smoke else args.devices
@@ -295,7 +336,7 @@ def main(argv=None) -> int:
         print(f"{n} devices, {args.db}:", flush=True)
         work = Path(tempfile.mkdtemp(prefix="edgekit-bench-scale-"))
         try:
-            results.append(run_size(n, args.db, work, faulty_canary=(n == max(sizes)),
+            results.append(run_size(n, args.db, work, faulty_canary=(n == max(sizes)), timed=not args.faulty_only,
                                     log=lambda m: print(m, flush=True)))
         except BaseException:
             print(f"failed; logs kept in {work / 'logs'}", file=sys.stderr)
@@ -317,6 +358,8 @@ def table(f: dict) -> dict:
     res = f["results"]
 
     def rollout(r):
+        if str(r.get("rollout_state", "")).startswith("not run"):
+            return f"not run in this run (faulty canary only; baseline v1 to all in {r.get('baseline_s')} s)"
         if r.get("rollout_state") == "completed":
             return f"**{r['rollout_s']} s**"
         done = [f"stage {p} at {r[k]} s" for p, k in (("1%", "stage_1pct_done_s"), ("10%", "stage_10pct_done_s"))
@@ -348,6 +391,11 @@ def table(f: dict) -> dict:
             ["engine tick median / p95 / max", *map(tick, res), f"< {GOAL_TICK_S:g} s"],
             ["`fleet serve` peak RSS", *(f"{rss(r, 'serve')} MB" for r in res), "recorded"],
             ["Mosquitto RSS", *(f"{rss(r, 'broker')} MB" for r in res), "recorded"],
+            ["simulator peak RSS (sum over its processes)",
+             *(f"{rss(r, 'simulate')} MB ({r.get('simulator_processes', 1)} process(es))" for r in res), "recorded"],
+            ["desired states: largest outbox round (publish + PUBACKs), outside the tick",
+             *(f"{r['outbox']['max_round_s']} s" if r.get("outbox") else "— (inside the tick)" for r in res),
+             "recorded"],
             ["downloads per second / bytes served", *map(downloads, res), "recorded"],
             ["faulty canary: devices beyond it that saw the bad desired", *map(canary, res), "0"]]
     return {"columns": ["figure", *(f"{r['devices']:,} devices ({r['db']})" for r in res), "goal"], "rows": rows}

@@ -70,7 +70,8 @@ def setup(url: str, n: int):
 
         s.get(RolloutRow, r.id).stage = 1
     store.command(r.id, "resume")
-    eng.tick()  # assigns half the fleet
+    while len(store.get(r.id).assignments) < n // 2:
+        eng.tick()  # assigns half the fleet, a chunk per tick
     with reg.Session.begin() as s:
         seq = 10
         for d in ids[: n // 2]:

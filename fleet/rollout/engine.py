@@ -13,14 +13,14 @@ import logging
 import os
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from edgekit.errors import EdgekitError
 from edgekit.protocol import DesiredMessage
 from fleet.errors import LeaseLostError, StoreUnavailableError
 
 from .model import Rollout
-from .planner import Decide, plan
+from .planner import ASSIGN_CHUNK, Decide, plan
 from .store import RolloutStore
 
 log = logging.getLogger("edgekit.fleet.rollout")
@@ -73,6 +73,9 @@ class RolloutEngine:
         self.tick_seconds: list[float] = []   # the last ticks' wall times (bounded)
         self.max_tick = 0.0
         self.published = 0
+        self.assign_chunk: int | None = ASSIGN_CHUNK  # the most devices one tick assigns (None: a whole stage)
+        self.publish_in_tick = True  # False: an OutboxThread (fleet.rollout.outbox) publishes beside the ticks
+        self.after_tick: Callable[[], None] | None = None  # e.g. wake that thread as soon as a tick committed
 
     def tick(self) -> list[Decide]:
         """One pass over every rollout that needs attention, then the outbox. Returns the decisions taken."""
@@ -119,7 +122,10 @@ class RolloutEngine:
             except EdgekitError as exc:
                 self.errors += 1
                 log.warning("rollout %s: %s", rid, exc.one_line())
-        self.publish_pending()
+        if self.publish_in_tick:
+            self.publish_pending()
+        elif self.after_tick is not None:
+            self.after_tick()
         self.ticks += 1
         return decisions
 
@@ -139,7 +145,7 @@ class RolloutEngine:
     def step(self, rollout: Rollout) -> list[Decide]:
         devices = self.store.device_states(rollout)
         telemetry = self.store.telemetry(rollout)
-        actions = plan(rollout, devices, telemetry, self.clock())
+        actions = plan(rollout, devices, telemetry, self.clock(), self.assign_chunk)
         self.store.apply(rollout, actions)
         out = [a for a in actions if isinstance(a, Decide)]
         for d in out:

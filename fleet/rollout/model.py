@@ -181,7 +181,8 @@ class DeviceState:
     online: bool
     online_since: float | None = None
     model: Mapping[str, Any] | None = None     # what the device runs now: name, version, sha256
-    desired: Mapping[str, Any] | None = None   # what the fleet last asked it to run (None: nothing yet)
+    desired: Mapping[str, Any] | None = None   # what the fleet last asked it to run (None: nothing yet; the store
+    #                                            reads it only for devices the rollout has not assigned yet)
     update_state: str | None = None
     outcome: Outcome | None = None
 

@@ -218,13 +218,25 @@ def _decide(rollout: Rollout, event: str, reason: str, numbers: Mapping[str, Any
 def _pick(candidates: Sequence[str], devices: Mapping[str, DeviceState], n: int) -> list[str]:
     """``n`` devices, online first, each group in id order (deterministic)."""
     online = [d for d in candidates if devices.get(d) is not None and devices[d].online]
-    offline = [d for d in candidates if d not in set(online)]
+    taken = set(online)
+    offline = [d for d in candidates if d not in taken]
     return (sorted(online) + sorted(offline))[:max(0, n)]
 
 
+#: The most devices one tick assigns (``plan(max_assign=...)``). A larger stage is assigned over several ticks, so
+#: that one tick's transaction and its desired states stay small (assigning 10,000 devices at once took a 27 s tick).
+ASSIGN_CHUNK = 500
+
+
 def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
-         telemetry: Mapping[tuple[str, str], ModelStats], now: float) -> list[Action]:
-    """What to do next for ``rollout``. Pure: the inputs are not modified."""
+         telemetry: Mapping[tuple[str, str], ModelStats], now: float,
+         max_assign: int | None = ASSIGN_CHUNK) -> list[Action]:
+    """What to do next for ``rollout``. Pure: the inputs are not modified.
+
+    At most ``max_assign`` devices are assigned per call (None: the whole stage at once). While a stage is only
+    partly assigned, its cohort so far is checked against the failure thresholds *before* the next chunk: a failing
+    cohort stops the rollout there, and the remaining devices of the stage are never assigned. Success is decided
+    only once the whole stage is assigned."""
     p = rollout.policy
     actions: list[Action] = []
 
@@ -246,13 +258,21 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
     if rollout.state != RUNNING:
         return actions  # paused / awaiting approval / finished: only statuses change
 
-    # 2. the cohort of the current stage
+    # 2. the cohort of the current stage (at most max_assign more devices per tick)
     sizes = stage_sizes(p.stages, len(rollout.devices))
     size = sizes[rollout.stage]
     missing = size - len(assignments)
-    if missing > 0:
+    if missing > 0 and any(a.stage == rollout.stage for a in assignments.values()):
+        # the stage is partly assigned (an earlier chunk): no further chunk for a cohort that already fails
+        numbers = evaluate(rollout, assignments, device_states, telemetry, size)
+        reasons = failure_reasons(numbers)
+        if reasons:
+            actions.append(_decide(rollout, p.failure_mode.event, "; ".join(reasons), numbers))
+            return actions
+    chunk = missing if max_assign is None else min(missing, max(1, max_assign))
+    if chunk > 0:
         candidates = [d for d in rollout.devices if d not in assignments]
-        for d in _pick(candidates, device_states, missing):
+        for d in _pick(candidates, device_states, chunk):
             dev = device_states.get(d)
             previous = dict(dev.desired) if dev is not None and dev.desired else (
                 dict(dev.model) if dev is not None and dev.model else None)
@@ -261,6 +281,12 @@ def plan(rollout: Rollout, device_states: Mapping[str, DeviceState],
 
     # 3. evaluate
     numbers = evaluate(rollout, assignments, device_states, telemetry, size)
+    if chunk < missing:
+        # more chunks to come: only a failing cohort is decided on now, success waits for the whole stage
+        reasons = failure_reasons(numbers)
+        if reasons:
+            actions.append(_decide(rollout, p.failure_mode.event, "; ".join(reasons), numbers))
+        return actions
     numbers["soak"] = p.soak
     numbers["soak_elapsed"] = (now - rollout.soak_started_at) if rollout.soak_started_at is not None else None
 
@@ -314,5 +340,5 @@ def summarize(rollout: Rollout) -> dict[str, int]:
     return out
 
 
-__all__ = ["Action", "AssignDevice", "SetDeviceStatus", "StartSoak", "Decide", "RevertDevice", "FinishRevert",
-           "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize"]
+__all__ = ["ASSIGN_CHUNK", "Action", "AssignDevice", "SetDeviceStatus", "StartSoak", "Decide", "RevertDevice",
+           "FinishRevert", "plan", "evaluate", "failure_reasons", "device_status", "is_self_test_failure", "summarize"]

@@ -119,8 +119,10 @@ def rollback_fleet(ctx: Any, store: RolloutStore, to: str | None, target: str = 
 
 def start_engine(ctx: Any, link: Any, interval: float = 1.0, lease: Any = None):
     """Start the rollout engine inside a fleet service: ``ctx`` is its FleetContext, ``link`` its connected
-    :class:`fleet.link.FleetLink`, ``lease`` its :class:`fleet.lease_store.LeaseKeeper` (None: always run).
-    Returns the :class:`~fleet.rollout.engine.EngineThread` (call ``.stop()``)."""
-    from .engine import EngineThread, RolloutEngine
+    :class:`fleet.link.FleetLink`, ``lease`` its :class:`fleet.lease_store.LeaseKeeper` (None: always run). The ticks
+    decide; a second thread publishes the desired states they commit (only while this replica holds the lease).
+    Returns the :class:`~fleet.rollout.outbox.EngineWithOutbox` (``.engine``, ``.outbox_stats()``, ``.stop()``)."""
+    from .engine import RolloutEngine
+    from .outbox import EngineWithOutbox
 
-    return EngineThread(RolloutEngine(open_store(ctx), link, lease=lease), interval).start()
+    return EngineWithOutbox(RolloutEngine(open_store(ctx), link, lease=lease), interval).start()

@@ -171,3 +171,62 @@ def test_a_faulty_share_stops_the_rollout_at_the_canary(sim_fleet, tmp_path):
     assert {d: a.status for d, a in final.assignments.items() if d in failed} == {d: "failed" for d in failed}
     assert all("golden_mismatch" in final.assignments[d].reason for d in failed)
     assert all(per[d]["model"]["sha256"] != bad.sha256 for d in failed)  # a failed self-test never switches
+
+
+def test_devices_split_over_processes_act_as_one_fleet(sim_fleet, tmp_path):
+    f = sim_fleet
+    n = 40
+    report_path = tmp_path / "report.json"
+    sim = start_sim(f, n, report_path, "--processes", "3", "--slow", "10%")
+    try:
+        wait_online(f, n, sim)
+        store = open_store(f.ctx)
+        v2 = read_bundle(f.bundles["v2"])
+        r = create_rollout(f.ctx, store, f.bundles["v2"], "all", stages="25%,100%", soak="0", device_timeout="120s")
+        wait_for(lambda: store.get(r.id).state in ("completed", "paused", "aborted"), 120, "the v2 rollout", 0.3)
+        final = store.get(r.id)
+        assert final.state == "completed", store.audit(r.id)
+    finally:
+        out = f.stop(sim)
+    rep = read_report(report_path)
+    assert rep["processes"] == 3 and rep["devices"] == n
+    # exact over the whole fleet: drawn per shard (14, 13, 13 devices) it would be 1 + 1 + 1
+    assert rep["traits"] == {"faulty": 0, "slow": 4, "offline": 0}
+    per = {d["device_id"]: d for d in rep["per_device"]}
+    assert sorted(per) == sorted(registry(f)) and len(rep["per_device"]) == n  # each device in one process only
+    assert {d: x["commits"] for d, x in per.items()} == {d: [v2.sha256] for d in per}
+    assert rep["summary"]["committed"] == n and rep["summary"]["downloads"] == n
+    assert rep["summary"]["update_states"] == {"IDLE": n}
+    assert json.loads(out.strip().splitlines()[-1])["committed"] == n
+    with f.ctx.engine().connect() as c:
+        committed = dict(c.execute(select(DeviceEvent.device_id, func.count()).where(
+            DeviceEvent.event == "committed").group_by(DeviceEvent.device_id)).all())
+    assert committed == {d: 1 for d in per}
+
+
+def test_shards_stop_when_their_parent_is_killed(sim_fleet, tmp_path):
+    import os
+    import signal
+
+    f = sim_fleet
+    n = 12
+    sim = start_sim(f, n, tmp_path / "report.json", "--processes", "2")
+    try:
+        wait_online(f, n, sim)
+        with open(f"/proc/{sim.pid}/task/{sim.pid}/children") as fh:
+            shards = [int(x) for x in fh.read().split()]
+        assert len(shards) == 2
+        os.kill(sim.pid, signal.SIGKILL)
+        sim.wait(10)
+
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().split(") ")[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        wait_for(lambda: all(gone(p) for p in shards), 60, "the orphaned shards to stop", 0.2)
+        # they stopped the way SIGTERM stops them: every device said goodbye (its retained 'offline')
+        wait_for(lambda: not any(d.online for d in registry(f).values()), 30, "every device offline", 0.3)
+    finally:
+        f.stop(sim)
