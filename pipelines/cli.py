@@ -128,15 +128,30 @@ def compile_cmd(file: Path, kfp_out: Path, image: str, as_json: bool) -> None:
 @click.argument("name", type=click.Choice(ORDER))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--key-out", type=click.Path(path_type=Path), help="Write the step's cache key here (KFP output).")
-def step_cmd(name: str, file: Path, key_out: Path | None) -> None:
+@click.option("--workers", help="host:port,... of every worker (train only): MultiWorkerMirroredStrategy via "
+              "TF_CONFIG.")
+@click.option("--worker-index", type=click.IntRange(0), help="This machine's position in --workers (0, the chief, "
+              "writes the cache entry).")
+def step_cmd(name: str, file: Path, key_out: Path | None, workers: str | None, worker_index: int | None) -> None:
     """Run one step NAME of FILE (the steps it depends on from the cache, or run first): for orchestrators that
-    run each step as its own task."""
+    run each step as its own task. With --workers, every worker runs this command for the train step."""
+    from converters.optimize.strategy import parse_workers
+    from edgekit.errors import UsageError
+
     from .runner import run_pipeline
 
-    result = run_pipeline(file, until=name)
+    cluster = parse_workers(workers, worker_index)  # a one-line usage error before anything loads
+    if cluster is not None and name != "train":
+        raise UsageError(f"--workers applies to the train step, not {name}",
+                         hint="run 'edgekit pipeline step train FILE --workers ... --worker-index I'")
+    result = run_pipeline(file, until=name, cluster=cluster)
     if key_out is not None:
         key_out.parent.mkdir(parents=True, exist_ok=True)
         key_out.write_text(result.manifest["steps"][name]["key"])
+    if cluster is not None and not cluster.chief:
+        click.echo(f"{name}: {result.manifest['steps'][name]['status']} on worker {cluster.index} of "
+                   f"{len(cluster.workers)} (the chief keeps the model)")
+        return
     click.echo(f"{name}: {result.manifest['steps'][name]['status']} ({result.run_id})")
 
 

@@ -20,6 +20,7 @@ class StepEnv:
     workdir: Path | None = None    # [pipeline] workdir: the step cache, the runs, the budget search's trials
     quiet: bool = True
     step_keys: dict[str, str] = field(default_factory=dict)  # cache keys of the steps that ran before
+    strategy: Any = None           # a tf.distribute strategy made before any step ran (multi-worker ``step train``)
     _fleet: Any = None
 
     def path(self, value: str | Path) -> Path:

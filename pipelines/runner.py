@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekit.errors import EdgekitError, ExitCode, MissingExtraError
 from edgekit.hashing import sha256_hex
@@ -31,6 +33,9 @@ from .errors import BudgetNotMetError, GateFailedError, PipelineError, SpecError
 from .lineage import Run, previous_stats, runs_dir
 from .steps import STEPS
 from .validation import drift, drift_check
+
+if TYPE_CHECKING:
+    from converters.optimize.strategy import Cluster
 
 Progress = Callable[[str, str], None]  # (step, message)
 
@@ -101,22 +106,53 @@ def _data_checks(entry: Entry, s: spec_mod.StepSpec, runs: Path, run_id: str) ->
 
 
 def run_pipeline(path: str | Path, *, from_step: str | None = None, force: list[str] | None = None,
-                 until: str | None = None, progress: Progress | None = None) -> RunResult:
+                 until: str | None = None, progress: Progress | None = None,
+                 cluster: Cluster | None = None) -> RunResult:
     """Run the pipeline file at ``path`` (with ``until``, only that step and the steps it depends on). Raises the
-    run's error (after recording it) on any failure."""
+    run's error (after recording it) on any failure.
+
+    ``cluster`` (``until="train"`` only) trains under MultiWorkerMirroredStrategy: every worker trains (train is
+    forced: the all-reduce needs them all); the chief's run and cache are the pipeline's, every other worker runs in
+    a temporary workdir it deletes, so it never touches the cache or the runs."""
     force = list(force or [])
     say = progress or (lambda step, msg: None)
     spec = spec_mod.load(path)
     env = make_env(spec)
     preflight(spec, env, from_step, force + ([until] if until else []))
-    order = spec.upstream(until) if until else spec.order
+    if cluster is None:
+        return _run(path, spec, env, workdir_of(spec), from_step, force, until, say, None)
+    if until != "train":
+        raise SpecError("multi-worker runs are for the train step", hint="run 'edgekit pipeline step train'")
+    if spec.steps["train"].config.function is not None:
+        raise SpecError("multi-worker training fine-tunes [train] model = \"base.keras\"; a train function's own "
+                        "model.fit cannot run under MultiWorkerMirroredStrategy in Keras 3",
+                        path=str(spec.path) if spec.path else None,
+                        hint="save the model to train as .keras and set [train] model and epochs, or train on one "
+                             "worker")
+    from converters.optimize.strategy import make_strategy
 
-    workdir = workdir_of(spec)
+    # before any other TensorFlow op in this process; not part of any cache key (the same computation)
+    env.strategy, info = make_strategy(cluster)
+    if cluster.chief:
+        return _run(path, spec, env, workdir_of(spec), from_step, force + ["train"], until, say, info)
+    scratch = Path(tempfile.mkdtemp(prefix="edgekit-worker-"))
+    try:
+        env.workdir = scratch
+        return _run(path, spec, env, scratch, from_step, force + ["train"], until, say, info)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(path: str | Path, spec: spec_mod.PipelineSpec, env: StepEnv, workdir: Path, from_step: str | None,
+         force: list[str], until: str | None, say: Progress, strategy: dict[str, Any] | None) -> RunResult:
+    order = spec.upstream(until) if until else spec.order
     cache = Cache(workdir / "cache")
     runs = runs_dir(workdir)
     text = Path(path).read_bytes()
-    run = Run.start(runs, Path(path).absolute(), sha256_hex(text), spec.name, order,
-                    {"from": from_step, "force": force, "until": until})
+    options: dict[str, Any] = {"from": from_step, "force": force, "until": until}
+    if strategy is not None:
+        options["strategy"] = strategy
+    run = Run.start(runs, Path(path).absolute(), sha256_hex(text), spec.name, order, options)
     env.run_id = run.id
     forced = set(force) | (set(spec.downstream(from_step)) if from_step else set())
     result = RunResult(run.id, run.doc)

@@ -1,8 +1,10 @@
 """``train``: the user's ``module:function(train, val) -> keras.Model`` (``train`` and ``val`` are ``(x, y)``
 tuples; ``[train] params`` are passed as keyword arguments), or fine-tuning an existing ``.keras`` model for
-``epochs`` epochs. Either runs inside a ``tf.distribute`` strategy scope chosen as ``edgekit optimize`` chooses it
-(``converters.optimize.strategy``): ``MirroredStrategy`` over the visible GPUs, else the default strategy. The model
-is saved as ``model.keras``."""
+``epochs`` epochs in :func:`pipelines.fit_loop.fine_tune`. Either runs inside a ``tf.distribute`` strategy scope
+chosen as ``edgekit optimize`` chooses it (``converters.optimize.strategy``): ``MirroredStrategy`` over the visible
+GPUs, else the default strategy, or the ``MultiWorkerMirroredStrategy`` that ``edgekit pipeline step train
+--workers`` made before any step ran (``StepEnv.strategy``; fine-tuning only). The model is saved as ``model.keras``
+by every worker: only the chief's output directory becomes a cache entry."""
 
 from __future__ import annotations
 
@@ -78,17 +80,19 @@ def run(cfg: Config, inp: Inputs, out: Path, env: StepEnv) -> KerasModel:
 
     from converters.optimize.strategy import make_strategy
 
-    strategy, _ = make_strategy(None)
+    strategy = env.strategy if env.strategy is not None else make_strategy(None)[0]
     keras.utils.set_random_seed(cfg.seed)
     train, val = _xy(inp.data.train), _xy(inp.data.val)
     with strategy.scope():
-        model = _train(cfg, train, val, env)
+        model = _train(cfg, train, val, env, strategy)
     model.save(out / "model.keras")
     return KerasModel(out / "model.keras")
 
 
-def _train(cfg: Config, train: tuple, val: tuple, env: StepEnv) -> Any:
+def _train(cfg: Config, train: tuple, val: tuple, env: StepEnv, strategy: Any) -> Any:
     import keras
+
+    from ..fit_loop import fine_tune
 
     if cfg.function is not None:
         fn = load_function(cfg.function, env, "[train] function")
@@ -103,6 +107,5 @@ def _train(cfg: Config, train: tuple, val: tuple, env: StepEnv) -> Any:
             raise PipelineError("fine-tuning needs labels (y) in the data")
         model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-        model.fit(train[0], train[1], epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
-                  validation_data=val if val[1] is not None and len(val[0]) else None)
+        fine_tune(model, strategy, train[0], train[1], epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
     return model
