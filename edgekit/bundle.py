@@ -169,6 +169,19 @@ def build_manifest(model: bytes, *, name: str, version: str, files: dict[str, by
     return manifest
 
 
+def bundle_path(out: str | os.PathLike, name: str, version: str, force: bool) -> Path:
+    """Where a new bundle goes: ``out`` itself, or ``NAME-VERSION.ekb`` inside it when it is a directory. An
+    existing file (without ``force``) or a missing parent directory is refused before any work."""
+    out_path = Path(out)
+    if out_path.is_dir():
+        out_path = out_path / f"{name}-{version}{SUFFIX}"
+    if out_path.exists() and not force:
+        raise FileExistsRefusal(f"{out_path} already exists")
+    if not out_path.parent.is_dir():
+        raise UsageError(f"output directory {out_path.parent} does not exist", hint="create it first")
+    return out_path
+
+
 def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, name: str, version: str,
                   key: Ed25519PrivateKey | str | os.PathLike, labels: Sequence[str] | str | os.PathLike | None = None,
                   golden_inputs: Sequence[np.ndarray] | str | os.PathLike | None = None,
@@ -196,13 +209,7 @@ def create_bundle(model: bytes | str | os.PathLike, out: str | os.PathLike, *, n
             raise NotTFLiteError("the model is not a TFLite flatbuffer (no TFL3 identifier)")
         info = inspect_tflite(model)
         in_specs, out_specs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
-    out_path = Path(out)
-    if out_path.is_dir():
-        out_path = out_path / f"{name}-{version}{SUFFIX}"
-    if out_path.exists() and not force:
-        raise FileExistsRefusal(f"{out_path} already exists")
-    if not out_path.parent.is_dir():
-        raise UsageError(f"output directory {out_path.parent} does not exist", hint="create it first")
+    out_path = bundle_path(out, name, version, force)
     if not isinstance(key, Ed25519PrivateKey):
         key = keys_mod.load_private_key(key)
     if isinstance(labels, (str, os.PathLike)):

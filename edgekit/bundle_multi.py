@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import golden as golden_mod
 from . import keys as keys_mod
 from . import onnx_model
-from .bundle import (DEFAULT_LIMITS, LABELS_FILE, MODEL_FILES, SUFFIX, _check_manifest_size, pack_bundle,
+from .bundle import (DEFAULT_LIMITS, bundle_path, LABELS_FILE, MODEL_FILES, _check_manifest_size, pack_bundle,
                      signature_record)
-from .errors import FileExistsRefusal, NotTFLiteError, UsageError
+from .errors import NotTFLiteError, UsageError
 from .hashing import sha256_hex
 from .manifest import MULTI_SCHEMA_VERSION, TARGETS, canonical_bytes, check_name, check_version, parse_manifest
 from .tflite_model import inspect_tflite, is_tflite
@@ -67,13 +67,7 @@ def create_multi_bundle(payloads: Mapping[str, bytes], out: str | os.PathLike, *
     unknown = sorted(set(payloads) - set(TARGETS))
     if unknown:
         raise UsageError(f"unknown payload target(s) {', '.join(unknown)}", hint=f"use {', '.join(TARGETS)}")
-    out_path = Path(out)
-    if out_path.is_dir():
-        out_path = out_path / f"{name}-{version}{SUFFIX}"
-    if out_path.exists() and not force:
-        raise FileExistsRefusal(f"{out_path} already exists")
-    if not out_path.parent.is_dir():
-        raise UsageError(f"output directory {out_path.parent} does not exist", hint="create it first")
+    out_path = bundle_path(out, name, version, force)
     if not isinstance(key, Ed25519PrivateKey):
         key = keys_mod.load_private_key(key)
     files: dict[str, bytes] = {}
