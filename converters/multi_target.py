@@ -1,7 +1,8 @@
 """``edgekit convert --target cpu,edgetpu,gpu``: every payload of one model version in one run, one bundle.
 
 Each TFLite target is a full conversion of its own (:class:`converters.pipeline.Converter`: calibration, evaluation,
-fallback, precheck, report card); the ``gpu`` payload is the ONNX source itself, checked in onnxruntime. The result
+fallback, precheck, report card); the ``gpu`` payload is the ONNX source in float16 with float32 I/O
+(:mod:`converters.onnx_fp16`), checked against the source in onnxruntime. The result
 is ``NAME-<target>.tflite`` per TFLite payload, one ``report.json`` with a card per target, and with ``--key`` one
 multi-payload bundle (manifest schema 2, :mod:`edgekit.bundle_multi`) whose payloads each carry golden vectors made
 from the first real samples.
@@ -101,14 +102,20 @@ def convert_targets(opts, targets: list[str], progress=None) -> dict[str, Any]:
             if ins is not None:
                 golden_in[target] = ins
     if "gpu" in targets:
+        from .onnx_fp16 import agreement, to_fp16
+
         model = onnx_source.load_onnx(opts.model, *_digest(opts.model))
-        onnx_bytes = Path(opts.model).read_bytes()
-        payloads["gpu"] = files[names["gpu"]] = onnx_bytes
+        source = Path(opts.model).read_bytes()
+        half = to_fp16(source)
+        payloads["gpu"] = files[names["gpu"]] = half
         tolerance["gpu"] = GPU_TOLERANCE
+        reports["gpu"] = {"payload": names["gpu"], "runtime": "onnxruntime",
+                          "precision": "fp16 weights and activations, fp32 inputs and outputs",
+                          "inputs": [s.to_dict() for s in model.inputs], "golden_tolerance": list(GPU_TOLERANCE)}
         if samples:
             golden_in["gpu"] = [np.asarray(a, dtype=s.dtype)[:, None] for a, s in zip(samples, model.inputs)]
-        reports["gpu"] = {"payload": names["gpu"], "runtime": "onnxruntime", "precision": "as exported (fp32)",
-                          "inputs": [s.to_dict() for s in model.inputs], "golden_tolerance": list(GPU_TOLERANCE)}
+            # the fp16 payload against its fp32 source on the golden samples (the golden outputs are the fp16's own)
+            reports["gpu"]["fp32_agreement"] = agreement(source, half, golden_in["gpu"])
     card = {"targets": reports, "payloads": sorted(payloads), "warnings": warnings}
     if staging:
         with staging:

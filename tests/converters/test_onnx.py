@@ -245,7 +245,17 @@ def test_cpu_edgetpu_gpu_in_one_run_make_one_multi_payload_bundle(digits_onnx, s
     assert card["targets"]["edgetpu"]["placement"]["edgetpu"]["all_mapped"] is True
     assert card["targets"]["cpu"]["accuracy"]["source_float_agreement"]["agreement"] == 1.0
     assert (out / "digits-cpu.tflite").exists() and (out / "digits-edgetpu.tflite").exists()
-    assert (out / "digits-gpu.onnx").read_bytes() == Path(digits_onnx["model"]).read_bytes()
+    import onnx
+
+    gpu = onnx.load(str(out / "digits-gpu.onnx"))  # float16 weights, float32 I/O
+    weights = [t for t in gpu.graph.initializer if len(t.dims) >= 2]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*gpu.graph.input, *gpu.graph.output])
+    agree = card["targets"]["gpu"]["fp32_agreement"]
+    assert agree["samples"] == 3 and agree["max_abs_diff"] <= 0.01 and agree["top1_agreement"] == 1.0
+    fp32 = run_onnx(Path(digits_onnx["model"]).read_bytes(), [np.load(digits_onnx["calibration"])["input"][:3, None]])
+    fp16 = run_onnx((out / "digits-gpu.onnx").read_bytes(), [np.load(digits_onnx["calibration"])["input"][:3, None]])
+    np.testing.assert_allclose(fp16[0], fp32[0], atol=0.01)  # recomputed here, not read from the card
     b = read_bundle(out / "digits-2.0.0.ekb", session_key[1])
     assert b.manifest["schema_version"] == 2 and b.signature_verified
     for target in card["payloads"]:
@@ -286,3 +296,26 @@ def test_gpu_payload_needs_an_onnx_source(tmp_path):
     src.write_bytes(b"PK\x03\x04")
     r = CliRunner().invoke(cli, ["convert", str(src), "--target", "cpu,gpu", "--quiet"])
     assert r.exit_code == 2 and "needs an ONNX source" in r.output, r.output
+
+
+def test_fp16_node_order_is_topological_and_keeps_the_source_order_otherwise():
+    """The float16 converter appends the input casts after the nodes that read them; the payload's nodes are sorted
+    so that every input is produced before it is read (what the ONNX checker and runtimes require)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converters.onnx_fp16 import _sort_nodes
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["c"], ["y"], name="late_reader"),
+         helper.make_node("Neg", ["x"], ["b"], name="first"),
+         helper.make_node("Abs", ["b"], ["c"], name="second")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    _sort_nodes(g)
+    assert [n.name for n in g.node] == ["first", "second", "late_reader"]
+    onnx.checker.check_model(helper.make_model(g))
+    dangling = helper.make_graph([helper.make_node("Relu", ["nowhere"], ["y"], name="orphan")], "g", [],
+                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(ValueError, match="orphan"):
+        _sort_nodes(dangling)

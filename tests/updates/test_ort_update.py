@@ -67,6 +67,11 @@ def onnx_bundles(session_key, tmp_path_factory):
                                          golden_outputs=[o + np.float32(0.25) for o in g[1]])
     b["onnx_slow"] = create_bundle(_slow_onnx(d / "slow.onnx"), d / "onnx_slow.ekb", name="digits",
                                    version="4.3.0", key=priv, target="gpu")
+    from converters.onnx_fp16 import to_fp16  # what 'convert --target gpu' puts in a bundle
+
+    (d / "fp16.onnx").write_bytes(to_fp16(open(src["model"], "rb").read()))
+    b["onnx_fp16"] = create_bundle(d / "fp16.onnx", d / "onnx_fp16.ekb", name="digits", version="4.4.0", key=priv,
+                                   target="gpu")
     b["x_f32"] = np.load(src["eval"])["input"][7:8].astype(np.float32)  # one real digit, NCHW [1, 1, 8, 8]
     b["onnx_paths"] = {"onnx_a": src["model"], "onnx_b": str(d / "b.onnx")}
     return b
@@ -107,6 +112,21 @@ def test_onnx_update_commits_and_serves_from_onnxruntime(rig_factory, onnx_bundl
     assert passed["detail"]["self_test"]["golden"]["count"] == 3
     health = rig.agent.get("/v1/health")
     assert health["model"]["sha256"] == b
+
+
+def test_an_fp16_gpu_payload_passes_its_self_test_and_serves_close_to_the_fp32_source(rig_factory, onnx_bundles):
+    """The payload 'convert --target gpu' makes (float16 inside, float32 I/O) self-tests, commits and answers within
+    the gpu tolerance of the float32 source, on onnxruntime's CPU provider (casts inserted by onnxruntime)."""
+    rig = rig_factory({"probation_s": 1.0}, bundles=onnx_bundles, first="onnx_a", runtime=CPU_OK)
+    rig.agent.start()
+    assert rig.agent.wait_ready()
+    rig.events.publish_desired(rig.desired("onnx_fp16"))
+    rig.agent.wait_history(lambda h: any(i["name"] == "idle" and i["src"] == "COMMITTED" for i in h),
+                           timeout=60, what="commit")
+    x = onnx_bundles["x_f32"]
+    status, out, sha = rig.agent.infer(x)
+    assert status == 200 and sha == rig.sha("onnx_fp16")
+    np.testing.assert_allclose(out, _ort(onnx_bundles["onnx_paths"]["onnx_a"], x), atol=0.01)
 
 
 def test_onnx_golden_mismatch_is_refused_and_the_current_model_keeps_serving(rig_factory, onnx_bundles):
