@@ -28,6 +28,17 @@ def _get(url_path, port, headers=None):
     return r.status, dict(r.getheaders()), body
 
 
+def settled_counters(srv, timeout: float = 10.0) -> dict:
+    """The server's counters once no body is being sent: a client has the whole body before the serving thread
+    counts it, so read them only after that thread has released its download slot."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while srv.counters()["active"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return srv.counters()
+
+
 def test_publish_and_serve_with_ranges(tmp_path, bundle):
     from fleet.artifacts import ArtifactServer, publish_bundle
 
@@ -124,7 +135,7 @@ def test_etag_if_none_match_and_cache_headers(tmp_path, bundle):
             assert (status, body, headers["ETag"]) == (304, b"", etag)
         status, _, body = _get(p, srv.port, {"If-None-Match": '"' + "0" * 64 + '"'})
         assert status == 200 and body == path.read_bytes()
-        c = srv.counters()
+        c = settled_counters(srv)
         assert c["not_modified"] == 4 and c["downloads"] == 2 and c["bytes_sent"] == 2 * path.stat().st_size
     finally:
         srv.stop()
@@ -153,7 +164,7 @@ def test_large_bundles_stream_whole_and_in_ranges(tmp_path):
             assert status == 206
             parts.append(body)
         assert b"".join(parts) == data
-        c = srv.counters()
+        c = settled_counters(srv)
         assert c["bytes_sent"] == 2 * len(data) and c["downloads"] == 2 and c["bodies"] == 4
     finally:
         srv.stop()
@@ -199,7 +210,7 @@ def test_concurrency_limit_answers_503_with_retry_after(tmp_path):
             time.sleep(0.01)
         status, _, body = _get(f"/artifacts/{sha}.ekb", srv.port)
         assert status == 200 and body == data
-        c = srv.counters()
+        c = settled_counters(srv)
         assert c["busy"] == 1 and c["peak_active"] == 1 and c["downloads"] == 2
     finally:
         slow.close()
